@@ -1,0 +1,42 @@
+//! Where events end up: outputs implement [`EventSink`].
+
+use std::sync::Arc;
+
+use crate::event::Event;
+
+/// A consumer of finished events (text, JSON lines, syslog, pcap, metrics).
+///
+/// `emit` is called from many threads and must not block for long: sinks that do slow I/O
+/// queue internally. `flush` is called once at a clean stop, after the last event.
+pub trait EventSink: Send + Sync {
+    /// Takes one event.
+    fn emit(&self, event: &Event);
+    /// Writes out everything queued; called at shutdown.
+    fn flush(&self) {}
+}
+
+/// Hands every event to each sink in turn.
+#[derive(Default, Clone)]
+pub struct Fanout(pub Vec<Arc<dyn EventSink>>);
+
+impl EventSink for Fanout {
+    fn emit(&self, event: &Event) {
+        for sink in &self.0 {
+            sink.emit(event);
+        }
+    }
+
+    fn flush(&self) {
+        for sink in &self.0 {
+            sink.flush();
+        }
+    }
+}
+
+/// Drops every event (tests, `--quiet` with no other output).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl EventSink for NullSink {
+    fn emit(&self, _event: &Event) {}
+}
