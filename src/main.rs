@@ -1,1 +1,64 @@
-fn main() {}
+//! The `tapline` binary: parses the command line and wires crates into a run.
+#![forbid(unsafe_code)]
+
+mod capture_cmd;
+mod cli;
+mod demo;
+mod exit;
+mod outputs;
+mod plugins_check;
+mod proxy_cmd;
+mod shutdown;
+mod stages;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, PluginsCommand};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Proxy(args) => runtime().and_then(|rt| rt.block_on(proxy_cmd::run(args))),
+        Command::Capture(args) => capture_cmd::run(args),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Plugins(PluginsCommand::Check(args)) => {
+            runtime().and_then(|rt| rt.block_on(plugins_check::run(args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => exit::report(&e),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,429 @@
+//! The command line: every flag of DESIGN.md, parsed by clap. Values are checked here where a
+//! type can say what is valid; the rest is checked when the run is built (exit 2 either way).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Capture and model network traffic through a pipeline of plugins.
+#[derive(Debug, Parser)]
+#[command(name = "tapline", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// A TOML file holding any option below plus the ordered `pipeline`; flags override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Intercepting proxy: HTTP forward proxy with CONNECT tunnels, plus mapping proxies.
+    Proxy(ProxyArgs),
+    /// Passive capture from an interface or a pcap/pcapng file.
+    Capture(CaptureArgs),
+    /// A small HTTP origin to try the proxy against.
+    Demo(DemoArgs),
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+}
+
+/// `tapline plugins …`
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// Load Lua plugins and connect to gRPC plugins; print their metadata and capabilities.
+    Check(PluginArgs),
+}
+
+/// `tapline proxy`
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address of the HTTP forward proxy (also serves CONNECT tunnels).
+    #[arg(long, default_value = "127.0.0.1:3180", value_name = "ADDR")]
+    pub proxy_address: SocketAddr,
+    /// Do not start the HTTP forward proxy (mapping proxies only).
+    #[arg(long)]
+    pub disable_http_proxy: bool,
+    /// A mapping proxy LISTEN=SCHEME://HOST:PORT (SCHEME tcp|psql|postgres|postgresql|http);
+    /// LISTEN is a port or ADDR:PORT (host defaults to 127.0.0.1). Repeatable.
+    #[arg(
+        long = "proxy",
+        visible_alias = "proxy-proto",
+        value_name = "LISTEN=SCHEME://HOST:PORT"
+    )]
+    pub mappings: Vec<String>,
+    /// Stop by itself after this long (e.g. 30s, 5m); fault schedules are fractions of it.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Write what the proxy carried as a pcap file (synthesised TCP packets per flow).
+    #[arg(short = 'w', long = "write", value_name = "FILE.pcap")]
+    pub write: Option<PathBuf>,
+    /// Upstream connect timeout (502/504 after it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+    /// Close connections idle for this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// Most client connections open at once.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_connections: usize,
+    /// Largest accepted request or response head, in bytes.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_header_size: usize,
+    /// Plugins and decoding.
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    /// Network faults.
+    #[command(flatten)]
+    pub faults: FaultArgs,
+    /// Where events go.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `tapline capture`
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// Capture live on this interface.
+    #[arg(short = 'i', long, value_name = "IFACE", conflicts_with = "read")]
+    pub interface: Option<String>,
+    /// Read packets from a pcap or pcapng file.
+    #[arg(short = 'r', long, value_name = "FILE")]
+    pub read: Option<PathBuf>,
+    /// BPF filter expression (as tcpdump); trailing words are joined into one too.
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Take the BPF filter from a riff-style config.lua whose format() returns it.
+    #[arg(long, value_name = "FILE")]
+    pub filter_from: Option<PathBuf>,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long, value_name = "COUNT")]
+    pub count: Option<u64>,
+    /// Bytes captured per packet.
+    #[arg(short = 's', long, default_value_t = 262_144, value_name = "SNAPLEN")]
+    pub snaplen: i32,
+    /// Put the interface in promiscuous mode.
+    #[arg(long)]
+    pub promisc: bool,
+    /// Write the filtered packets to a pcap file.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// List capture interfaces and exit.
+    #[arg(short = 'D', long)]
+    pub list_interfaces: bool,
+    /// Stop by itself after this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Most TCP/UDP flows tracked at once (the oldest idle flow is evicted past it).
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    pub max_flows: usize,
+    /// Most out-of-order bytes buffered across all flows.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_buffer: u64,
+    /// A flow idle this long is ended (timeout).
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION")]
+    pub flow_timeout: Duration,
+    /// Worker threads that decode and run plugins (flows are pinned to one by hash).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Plugins and decoding.
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    /// Where events go.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// BPF filter words, as tcpdump takes them.
+    #[arg(trailing_var_arg = true, value_name = "FILTER")]
+    pub filter_words: Vec<String>,
+}
+
+/// `tapline demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub address: SocketAddr,
+    /// Stop by itself after this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+}
+
+/// Plugin and decoding options shared by proxy, capture and `plugins check`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PluginArgs {
+    /// A Lua plugin file (tapline or riff style). Repeatable; order is pipeline order.
+    #[arg(long = "plugin", value_name = "FILE.lua")]
+    pub lua: Vec<PathBuf>,
+    /// An argument for a Lua plugin's on_start, NAME.key=value. Repeatable.
+    #[arg(long = "plugin-arg", value_name = "NAME.key=value")]
+    pub plugin_args: Vec<String>,
+    /// A gRPC plugin address (http://HOST:PORT). Repeatable or comma-separated.
+    #[arg(long = "grpc-plugin", value_delimiter = ',', value_name = "URL")]
+    pub grpc: Vec<String>,
+    /// How long a gRPC plugin call may take.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub plugin_timeout: Duration,
+    /// What a failed plugin call does to the flow.
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Open)]
+    pub plugin_failure: FailurePolicy,
+    /// Time budget of one Lua hook call.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub hook_budget: Duration,
+    /// Largest body kept for plugins and outputs (bodies stream past it, truncated).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub body_limit: u64,
+    /// Force a protocol on a port: PORT=http|postgres|tcp. Repeatable.
+    #[arg(long = "decode", value_name = "PORT=PROTO")]
+    pub decode: Vec<String>,
+}
+
+/// What a failed plugin call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum FailurePolicy {
+    /// Forward the original data, count and warn.
+    #[default]
+    Open,
+    /// Close the flow.
+    Closed,
+}
+
+/// Output options shared by proxy and capture.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputArgs {
+    /// JSON lines on stdout instead of human text.
+    #[arg(long)]
+    pub json: bool,
+    /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub output: Option<PathBuf>,
+    /// Send alerts and plugin records to syslog: udp://HOST:PORT or tcp://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub syslog: Option<String>,
+    /// Syslog message format.
+    #[arg(long, value_enum, default_value_t = SyslogFormat::Rfc5424)]
+    pub syslog_format: SyslogFormat,
+    /// Event kinds sent to syslog, comma-separated (default: alert,record).
+    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+    pub syslog_events: Vec<String>,
+    /// Prometheus metrics on this address (loopback unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// No human output on stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Syslog message formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SyslogFormat {
+    /// RFC 5424 with structured data.
+    #[default]
+    #[value(name = "5424")]
+    Rfc5424,
+    /// BSD syslog (RFC 3164).
+    #[value(name = "3164")]
+    Rfc3164,
+}
+
+/// Network fault flags, with lueur/fault's names.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FaultArgs {
+    /// Add latency.
+    #[arg(long)]
+    pub with_latency: bool,
+    /// Apply latency on every read/write instead of once per request/connection.
+    #[arg(long)]
+    pub latency_per_read_write: bool,
+    /// Leg the latency applies to (client|server).
+    #[arg(long, value_name = "SIDE")]
+    pub latency_side: Option<String>,
+    /// Direction (ingress|egress|both).
+    #[arg(long, value_name = "DIR")]
+    pub latency_direction: Option<String>,
+    /// Distribution (uniform|normal|pareto|pareto_normal).
+    #[arg(long, value_name = "NAME")]
+    pub latency_distribution: Option<String>,
+    /// Mean latency (ms, or with a unit).
+    #[arg(long, value_name = "MS")]
+    pub latency_mean: Option<String>,
+    /// Standard deviation (ms).
+    #[arg(long, value_name = "MS")]
+    pub latency_stddev: Option<String>,
+    /// Pareto shape.
+    #[arg(long, value_name = "X")]
+    pub latency_shape: Option<f64>,
+    /// Pareto scale.
+    #[arg(long, value_name = "X")]
+    pub latency_scale: Option<f64>,
+    /// Uniform minimum (ms).
+    #[arg(long, value_name = "MS")]
+    pub latency_min: Option<String>,
+    /// Uniform maximum (ms).
+    #[arg(long, value_name = "MS")]
+    pub latency_max: Option<String>,
+    /// Probability the latency applies (0..1).
+    #[arg(long, value_name = "P")]
+    pub latency_probability: Option<f64>,
+    /// When latency is active (start:…,duration:…).
+    #[arg(long, value_name = "SPEC")]
+    pub latency_sched: Option<String>,
+
+    /// Add jitter.
+    #[arg(long)]
+    pub with_jitter: bool,
+    /// Leg (client|server).
+    #[arg(long, value_name = "SIDE")]
+    pub jitter_side: Option<String>,
+    /// Direction (ingress|egress|both).
+    #[arg(long, value_name = "DIR")]
+    pub jitter_direction: Option<String>,
+    /// Largest added delay (ms).
+    #[arg(long, value_name = "MS")]
+    pub jitter_amplitude: Option<String>,
+    /// How often jitter applies, per second.
+    #[arg(long, value_name = "HZ")]
+    pub jitter_frequency: Option<f64>,
+    /// Probability (0..1).
+    #[arg(long, value_name = "P")]
+    pub jitter_probability: Option<f64>,
+    /// When jitter is active.
+    #[arg(long, value_name = "SPEC")]
+    pub jitter_sched: Option<String>,
+
+    /// Limit bandwidth.
+    #[arg(long)]
+    pub with_bandwidth: bool,
+    /// Leg (client|server).
+    #[arg(long, value_name = "SIDE")]
+    pub bandwidth_side: Option<String>,
+    /// Direction (ingress|egress|both).
+    #[arg(long, value_name = "DIR")]
+    pub bandwidth_direction: Option<String>,
+    /// Rate, in --bandwidth-unit per second.
+    #[arg(long, value_name = "N")]
+    pub bandwidth_rate: Option<f64>,
+    /// Unit (Bps|KBps|MBps|GBps).
+    #[arg(long, value_name = "UNIT")]
+    pub bandwidth_unit: Option<String>,
+    /// Probability (0..1).
+    #[arg(long, value_name = "P")]
+    pub bandwidth_probability: Option<f64>,
+    /// When the limit is active.
+    #[arg(long, value_name = "SPEC")]
+    pub bandwidth_sched: Option<String>,
+
+    /// Simulate packet loss (as TCP recovery delay; never corrupts the stream).
+    #[arg(long)]
+    pub with_packet_loss: bool,
+    /// Leg (client|server).
+    #[arg(long, value_name = "SIDE")]
+    pub packet_loss_side: Option<String>,
+    /// Direction (ingress|egress|both).
+    #[arg(long, value_name = "DIR")]
+    pub packet_loss_direction: Option<String>,
+    /// Probability a read/write is "lost" (0..1).
+    #[arg(long, value_name = "P")]
+    pub packet_loss_probability: Option<f64>,
+    /// When loss is active.
+    #[arg(long, value_name = "SPEC")]
+    pub packet_loss_sched: Option<String>,
+
+    /// Accept connections but never forward.
+    #[arg(long)]
+    pub with_blackhole: bool,
+    /// Leg (client|server).
+    #[arg(long, value_name = "SIDE")]
+    pub blackhole_side: Option<String>,
+    /// Direction (ingress|egress|both).
+    #[arg(long, value_name = "DIR")]
+    pub blackhole_direction: Option<String>,
+    /// Probability (0..1).
+    #[arg(long, value_name = "P")]
+    pub blackhole_probability: Option<f64>,
+    /// When the blackhole is active.
+    #[arg(long, value_name = "SPEC")]
+    pub blackhole_sched: Option<String>,
+
+    /// Answer HTTP requests with an error.
+    #[arg(long, visible_alias = "with-http-error")]
+    pub with_http_response: bool,
+    /// Status code of the error.
+    #[arg(long, value_name = "CODE")]
+    pub http_response_status: Option<u16>,
+    /// Body of the error.
+    #[arg(long, value_name = "TEXT")]
+    pub http_response_body: Option<String>,
+    /// Probability a request gets the error (0..1).
+    #[arg(long, value_name = "P")]
+    pub http_response_trigger_probability: Option<f64>,
+    /// When the error is active.
+    #[arg(long, value_name = "SPEC")]
+    pub http_response_sched: Option<String>,
+}
+
+/// Parses `2s`, `300ms`, `5m`, `1h30m`; a bare number is milliseconds (lueur's style).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<f64>() {
+        return if ms.is_finite() && ms >= 0.0 {
+            Ok(Duration::from_secs_f64(ms / 1000.0))
+        } else {
+            Err(format!("'{s}' is not a duration (negative or not finite)"))
+        };
+    }
+    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration: {e}"))
+}
+
+/// Parses `1048576`, `64KiB`, `1MiB`, `256MB`, `2GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        other => return Err(format!("'{s}' has an unknown size unit '{other}'")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_bare_milliseconds_and_units() {
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("-5").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64kb").unwrap(), 64_000);
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
