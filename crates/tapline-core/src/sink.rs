@@ -11,6 +11,11 @@ use crate::event::Event;
 pub trait EventSink: Send + Sync {
     /// Takes one event.
     fn emit(&self, event: &Event);
+    /// Whether the sink wants `chunk` events (raw bytes as forwarded); the proxy only builds
+    /// them for the sink when some sink does (e.g. the proxy pcap export).
+    fn wants_chunks(&self) -> bool {
+        false
+    }
     /// Writes out everything queued; called at shutdown.
     fn flush(&self) {}
 }
@@ -30,6 +35,10 @@ impl EventSink for Fanout {
         for sink in &self.0 {
             sink.flush();
         }
+    }
+
+    fn wants_chunks(&self) -> bool {
+        self.0.iter().any(|s| s.wants_chunks())
     }
 }
 
