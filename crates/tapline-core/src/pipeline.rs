@@ -99,6 +99,34 @@ impl Pipeline {
         self.sink.emit(&event);
     }
 
+    /// Delivers a decoded event observe-only: HTTP requests/responses go through the request
+    /// and response hooks (on a copy; verdicts are not applied, and counted in capture mode),
+    /// chunks through the chunk hooks, everything else through [`Pipeline::observe`]; then
+    /// the event goes to the sink. Capture workers and proxy mapping flows use this for what
+    /// their [`FlowDecoder`](../../tapline_decode/index.html)s produce.
+    pub async fn deliver(&self, mut event: Event) {
+        let Some(flow) = event.flow.clone() else {
+            return self.observe(event).await;
+        };
+        match &mut event.kind {
+            EventKind::HttpRequest(request) => {
+                self.request(&flow, request).await;
+            }
+            EventKind::HttpResponse(response) => {
+                self.response(&flow, response).await;
+            }
+            EventKind::Chunk(chunk) => {
+                self.chunk(&flow, chunk).await;
+                if self.sink.wants_chunks() {
+                    self.sink.emit(&event);
+                }
+                return;
+            }
+            _ => return self.observe(event).await,
+        }
+        self.sink.emit(&event);
+    }
+
     /// Hands an event straight to the sink, skipping stages (records, stats).
     pub fn emit(&self, event: &Event) {
         self.sink.emit(event);
