@@ -1,11 +1,14 @@
-//! Builds the event sink from the output options (wired by the outputs work).
+//! Builds the event sink from the output options: human text or JSON lines on stdout, the
+//! `--output` file, syslog, the proxy's `-w` pcap export and the metrics counters.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use tapline_core::{EventSink, Mode, NullSink, Pipeline};
+use tapline_core::{EventSink, Fanout, Mode, Pipeline};
+use tapline_output::{LineFormat, LineSink};
 
 use crate::cli::OutputArgs;
+use crate::exit::usage;
 
 /// Every output of the run behind one sink, plus what runs beside it (metrics).
 pub struct Outputs {
@@ -16,12 +19,24 @@ pub struct Outputs {
 /// Builds the outputs: human text or JSON lines on stdout, `--output` file, syslog, and for
 /// the proxy the `-w` pcap export.
 pub fn build(
-    _args: &OutputArgs,
+    args: &OutputArgs,
     _mode: Mode,
     _pcap_export: Option<&Path>,
 ) -> anyhow::Result<Outputs> {
+    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    if args.json {
+        sinks.push(Arc::new(LineSink::stdout(LineFormat::Json)?));
+    } else if !args.quiet {
+        sinks.push(Arc::new(LineSink::stdout(LineFormat::Human)?));
+    }
+    if let Some(path) = &args.output {
+        match LineSink::file(path, LineFormat::Json) {
+            Ok(sink) => sinks.push(Arc::new(sink)),
+            Err(e) => usage!("--output {}: {e}", path.display()),
+        }
+    }
     Ok(Outputs {
-        sink: Arc::new(NullSink),
+        sink: Arc::new(Fanout(sinks)),
     })
 }
 
