@@ -4,5 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod flow_decoder;
+pub mod packet;
+pub mod reassembly;
 
 pub use flow_decoder::{DecodeConfig, FlowDecoder};
