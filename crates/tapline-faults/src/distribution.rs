@@ -1,5 +1,6 @@
 //! Latency distributions, with lueur/fault's names and parameters (milliseconds).
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use rand::Rng;
@@ -88,11 +89,37 @@ fn positive(value: f64, what: &str) -> Result<f64, FaultError> {
     }
 }
 
+/// The distributions by name, as `--latency-distribution` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistributionName {
+    /// `normal`.
+    Normal,
+    /// `uniform`.
+    Uniform,
+    /// `pareto`.
+    Pareto,
+    /// `pareto_normal` (or `pareto-normal`).
+    ParetoNormal,
+}
+
+impl FromStr for DistributionName {
+    type Err = FaultError;
+    fn from_str(s: &str) -> Result<Self, FaultError> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "normal" => Ok(DistributionName::Normal),
+            "uniform" => Ok(DistributionName::Uniform),
+            "pareto" => Ok(DistributionName::Pareto),
+            "pareto_normal" => Ok(DistributionName::ParetoNormal),
+            _ => Err(FaultError::Invalid(format!(
+                "unknown distribution '{s}' (expected normal, uniform, pareto or pareto_normal)"
+            ))),
+        }
+    }
+}
+
 impl LatencyDistribution {
-    /// Builds the distribution `name` (`normal`, `uniform`, `pareto`, `pareto_normal`) from
-    /// `params`, checking what it needs.
-    pub fn from_params(name: &str, p: DistributionParams) -> Result<Self, FaultError> {
-        let name = name.trim().to_ascii_lowercase().replace('-', "_");
+    /// Builds the distribution `name` from `params`, checking what it needs.
+    pub fn from_params(name: DistributionName, p: DistributionParams) -> Result<Self, FaultError> {
         let normal = |dist: &str| -> Result<(f64, f64), FaultError> {
             let mean = non_negative(need(p.mean, "--latency-mean", dist)?, "--latency-mean")?;
             let stddev = non_negative(p.stddev.unwrap_or(0.0), "--latency-stddev")?;
@@ -103,12 +130,12 @@ impl LatencyDistribution {
             let scale = positive(need(p.scale, "--latency-scale", dist)?, "--latency-scale")?;
             Ok((shape, scale))
         };
-        match name.as_str() {
-            "normal" => {
+        match name {
+            DistributionName::Normal => {
                 let (mean, stddev) = normal("normal")?;
                 Ok(LatencyDistribution::Normal { mean, stddev })
             }
-            "uniform" => {
+            DistributionName::Uniform => {
                 let min = non_negative(need(p.min, "--latency-min", "uniform")?, "--latency-min")?;
                 let max = non_negative(need(p.max, "--latency-max", "uniform")?, "--latency-max")?;
                 if min > max {
@@ -118,11 +145,11 @@ impl LatencyDistribution {
                 }
                 Ok(LatencyDistribution::Uniform { min, max })
             }
-            "pareto" => {
+            DistributionName::Pareto => {
                 let (shape, scale) = pareto("pareto")?;
                 Ok(LatencyDistribution::Pareto { shape, scale })
             }
-            "pareto_normal" => {
+            DistributionName::ParetoNormal => {
                 let (mean, stddev) = normal("pareto_normal")?;
                 let (shape, scale) = pareto("pareto_normal")?;
                 Ok(LatencyDistribution::ParetoNormal {
@@ -132,9 +159,6 @@ impl LatencyDistribution {
                     scale,
                 })
             }
-            other => Err(FaultError::Invalid(format!(
-                "unknown distribution '{other}' (expected normal, uniform, pareto or pareto_normal)"
-            ))),
         }
     }
 
@@ -193,7 +217,7 @@ mod tests {
     #[test]
     fn each_distribution_has_its_documented_mean() {
         let normal = LatencyDistribution::from_params(
-            "normal",
+            DistributionName::Normal,
             DistributionParams {
                 mean: Some(300.0),
                 stddev: Some(20.0),
@@ -203,7 +227,7 @@ mod tests {
         .unwrap();
         assert!((mean_ms(&normal, 20_000) - 300.0).abs() < 1.0);
         let uniform = LatencyDistribution::from_params(
-            "uniform",
+            DistributionName::Uniform,
             DistributionParams {
                 min: Some(10.0),
                 max: Some(30.0),
@@ -214,7 +238,7 @@ mod tests {
         assert!((mean_ms(&uniform, 20_000) - 20.0).abs() < 0.5);
         // Pareto mean: shape * scale / (shape - 1) = 3 * 10 / 2 = 15.
         let pareto = LatencyDistribution::from_params(
-            "pareto",
+            DistributionName::Pareto,
             DistributionParams {
                 shape: Some(3.0),
                 scale: Some(10.0),
@@ -224,7 +248,7 @@ mod tests {
         .unwrap();
         assert!((mean_ms(&pareto, 50_000) - 15.0).abs() < 0.5);
         let both = LatencyDistribution::from_params(
-            "pareto-normal",
+            "pareto-normal".parse().unwrap(),
             DistributionParams {
                 mean: Some(20.0),
                 stddev: Some(2.0),
@@ -239,25 +263,25 @@ mod tests {
 
     #[test]
     fn missing_or_bad_parameters_are_refused() {
-        assert!(LatencyDistribution::from_params("normal", params()).is_err());
-        assert!(LatencyDistribution::from_params("gamma", params()).is_err());
+        assert!(LatencyDistribution::from_params(DistributionName::Normal, params()).is_err());
+        assert!("gamma".parse::<DistributionName>().is_err());
         let bad_range = DistributionParams {
             min: Some(30.0),
             max: Some(10.0),
             ..params()
         };
-        assert!(LatencyDistribution::from_params("uniform", bad_range).is_err());
+        assert!(LatencyDistribution::from_params(DistributionName::Uniform, bad_range).is_err());
         let zero_shape = DistributionParams {
             shape: Some(0.0),
             scale: Some(1.0),
             ..params()
         };
-        assert!(LatencyDistribution::from_params("pareto", zero_shape).is_err());
+        assert!(LatencyDistribution::from_params(DistributionName::Pareto, zero_shape).is_err());
         let negative = DistributionParams {
             mean: Some(-1.0),
             ..params()
         };
-        assert!(LatencyDistribution::from_params("normal", negative).is_err());
+        assert!(LatencyDistribution::from_params(DistributionName::Normal, negative).is_err());
     }
 
     #[test]

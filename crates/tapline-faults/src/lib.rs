@@ -15,7 +15,7 @@ pub mod stage;
 pub mod target;
 
 pub use bandwidth::{Rate, TokenBucket};
-pub use distribution::{DistributionParams, LatencyDistribution};
+pub use distribution::{DistributionName, DistributionParams, LatencyDistribution};
 pub use loss::{LossModel, Recovery};
 pub use schedule::Schedule;
 pub use spec::{FaultKind, FaultSpec};

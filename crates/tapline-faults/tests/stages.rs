@@ -105,6 +105,7 @@ fn mean_and_stddev(samples: &[f64]) -> (f64, f64) {
 }
 
 fn latency(name: &str, params: DistributionParams) -> FaultKind {
+    let name = name.parse().unwrap();
     FaultKind::Latency {
         distribution: LatencyDistribution::from_params(name, params).unwrap(),
         per_read_write: false,
