@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
+use tapline_output::syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 use tapline_output::{LineFormat, LineSink};
 
-use crate::cli::OutputArgs;
+use crate::cli::{self, OutputArgs};
 use crate::exit::usage;
 
 /// Every output of the run behind one sink, plus what runs beside it (metrics).
@@ -35,6 +36,9 @@ pub fn build(
             Err(e) => usage!("--output {}: {e}", path.display()),
         }
     }
+    if let Some(url) = &args.syslog {
+        sinks.push(Arc::new(syslog(url, args)?));
+    }
     Ok(Outputs {
         sink: Arc::new(Fanout(sinks)),
     })
@@ -51,4 +55,21 @@ impl Outputs {
     pub fn finish(&self, _pipeline: &Pipeline) {
         self.sink.flush();
     }
+}
+
+/// The `--syslog` output, with its format and event kinds.
+fn syslog(url: &str, args: &OutputArgs) -> anyhow::Result<SyslogSink> {
+    let target: SyslogTarget = match url.parse() {
+        Ok(t) => t,
+        Err(e) => usage!("--syslog: {e}"),
+    };
+    let kinds = match KindSet::parse(&args.syslog_events) {
+        Ok(k) => k,
+        Err(e) => usage!("--syslog-events: {e}"),
+    };
+    let format = match args.syslog_format {
+        cli::SyslogFormat::Rfc5424 => SyslogFormat::Rfc5424,
+        cli::SyslogFormat::Rfc3164 => SyslogFormat::Rfc3164,
+    };
+    Ok(SyslogSink::start(SyslogConfig::new(target, format, kinds))?)
 }

@@ -9,8 +9,10 @@
 pub mod human;
 pub mod json;
 pub mod lines;
+pub mod syslog;
 
 pub use lines::{LineFormat, LineSink};
+pub use syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 
 #[cfg(test)]
 mod testing;

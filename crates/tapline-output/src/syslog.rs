@@ -1,0 +1,702 @@
+//! Syslog: RFC 5424 (default, with structured data) or RFC 3164 messages over UDP, or over
+//! TCP with RFC 6587 octet counting.
+//!
+//! `emit` formats the message and queues it (bounded); one background thread per target sends
+//! it. Over TCP the thread reconnects with exponential backoff and keeps queued messages until
+//! they are written, so a syslog server that restarts gets what was queued meanwhile. A message
+//! is dropped only when the queue is full or, at the end, when the server stays away past the
+//! flush deadline; drops are counted, warned about, and reported in the end-of-run stats.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tapline_core::{Event, EventKind, EventSink, Timestamp};
+
+use crate::human::describe;
+
+/// The SD-ID enterprise number: 32473 is the one IANA reserves for documentation (RFC 5612).
+pub const ENTERPRISE: u32 = 32473;
+/// Messages queued per target before new ones are dropped (and counted).
+pub const DEFAULT_QUEUE: usize = 100_000;
+/// How long `flush` waits for a syslog server to take what is queued.
+pub const FLUSH_WAIT: Duration = Duration::from_secs(3);
+/// Messages written per TCP write.
+const BATCH: usize = 512;
+/// Longest pause between TCP reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What went wrong setting up a syslog output.
+#[derive(Debug, thiserror::Error)]
+pub enum SyslogError {
+    /// The target is not `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    #[error("syslog target '{0}' is not udp://HOST:PORT or tcp://HOST:PORT")]
+    BadTarget(String),
+    /// The host name does not resolve.
+    #[error("syslog target '{0}' does not resolve: {1}")]
+    Resolve(String, io::Error),
+    /// An unknown event kind in `--syslog-events`.
+    #[error("unknown event kind '{0}' in --syslog-events (known: {known}, or all)", known = KINDS.join(", "))]
+    UnknownKind(String),
+    /// The sender thread could not start.
+    #[error("cannot start the syslog sender: {0}")]
+    Thread(io::Error),
+}
+
+/// Every event kind name, in the order of [`EventKind`].
+pub const KINDS: [&str; 11] = [
+    "flow_start",
+    "flow_end",
+    "packet",
+    "chunk",
+    "gap",
+    "http_request",
+    "http_response",
+    "message",
+    "transaction",
+    "record",
+    "alert",
+];
+
+/// Transport to the syslog server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// One datagram per message.
+    Udp,
+    /// A stream with octet-counting framing (RFC 6587).
+    Tcp,
+}
+
+/// Where syslog messages go: `udp://HOST:PORT` or `tcp://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogTarget {
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The resolved server address.
+    pub addr: SocketAddr,
+    /// The target as given.
+    pub url: String,
+}
+
+impl FromStr for SyslogTarget {
+    type Err = SyslogError;
+
+    fn from_str(url: &str) -> Result<Self, SyslogError> {
+        let bad = || SyslogError::BadTarget(url.to_string());
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let transport = match scheme.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(bad()),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || !rest.contains(':') || rest.contains('/') {
+            return Err(bad());
+        }
+        let addr = rest
+            .to_socket_addrs()
+            .map_err(|e| SyslogError::Resolve(url.to_string(), e))?
+            .next()
+            .ok_or_else(bad)?;
+        Ok(SyslogTarget {
+            transport,
+            addr,
+            url: url.to_string(),
+        })
+    }
+}
+
+/// Message format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyslogFormat {
+    /// RFC 5424 with structured data.
+    #[default]
+    Rfc5424,
+    /// BSD syslog, RFC 3164.
+    Rfc3164,
+}
+
+/// A set of event kinds, by [`KINDS`] index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindSet(u16);
+
+impl KindSet {
+    /// Alerts and plugin records: the default for syslog.
+    pub const DEFAULT: KindSet = KindSet((1 << 9) | (1 << 10));
+
+    /// Parses `--syslog-events` names (`all` for every kind); empty means the default.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<KindSet, SyslogError> {
+        if names.is_empty() {
+            return Ok(KindSet::DEFAULT);
+        }
+        let mut bits = 0u16;
+        for name in names {
+            let name = name.as_ref().trim();
+            if name.eq_ignore_ascii_case("all") {
+                bits = (1 << KINDS.len()) - 1;
+                continue;
+            }
+            let i = KINDS
+                .iter()
+                .position(|k| k.eq_ignore_ascii_case(name))
+                .ok_or_else(|| SyslogError::UnknownKind(name.to_string()))?;
+            bits |= 1 << i;
+        }
+        Ok(KindSet(bits))
+    }
+
+    /// Whether events named `kind` are in the set.
+    pub fn contains(self, kind: &str) -> bool {
+        KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// A syslog output's settings.
+#[derive(Debug, Clone)]
+pub struct SyslogConfig {
+    /// Where to send.
+    pub target: SyslogTarget,
+    /// RFC 5424 or 3164.
+    pub format: SyslogFormat,
+    /// Which events to send.
+    pub kinds: KindSet,
+    /// Messages queued before drops.
+    pub queue: usize,
+    /// The HOSTNAME field.
+    pub hostname: String,
+}
+
+impl SyslogConfig {
+    /// Settings with the default queue and this machine's host name.
+    pub fn new(target: SyslogTarget, format: SyslogFormat, kinds: KindSet) -> Self {
+        SyslogConfig {
+            target,
+            format,
+            kinds,
+            queue: DEFAULT_QUEUE,
+            hostname: local_hostname(),
+        }
+    }
+}
+
+/// Counts of one syslog output, for metrics and the end-of-run stats.
+#[derive(Debug, Default)]
+pub struct SyslogCounters {
+    /// Messages written to the socket.
+    pub sent: AtomicU64,
+    /// Messages dropped (queue full, undeliverable at the end, or a datagram send error).
+    pub dropped: AtomicU64,
+}
+
+/// Sends selected events to one syslog server.
+pub struct SyslogSink {
+    config: SyslogConfig,
+    pid: u32,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    /// Signalled when a message is queued and when the queue empties.
+    changed: Condvar,
+    counters: SyslogCounters,
+    warned_full: std::sync::atomic::AtomicBool,
+}
+
+impl SyslogSink {
+    /// Starts the sender thread for `config`.
+    pub fn start(config: SyslogConfig) -> Result<SyslogSink, SyslogError> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            changed: Condvar::new(),
+            counters: SyslogCounters::default(),
+            warned_full: Default::default(),
+        });
+        let sender = Sender {
+            shared: shared.clone(),
+            target: config.target.clone(),
+        };
+        std::thread::Builder::new()
+            .name("tapline-syslog".into())
+            .spawn(move || sender.run())
+            .map_err(SyslogError::Thread)?;
+        Ok(SyslogSink {
+            config,
+            pid: std::process::id(),
+            shared,
+        })
+    }
+
+    /// The target as given (`tcp://…`).
+    pub fn url(&self) -> &str {
+        &self.config.target.url
+    }
+
+    /// Sent and dropped counts.
+    pub fn counters(&self) -> &SyslogCounters {
+        &self.shared.counters
+    }
+
+    /// Messages queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.shared.queue.lock().len()
+    }
+}
+
+impl EventSink for SyslogSink {
+    fn emit(&self, event: &Event) {
+        if !self.config.kinds.contains(event.kind_name()) {
+            return;
+        }
+        let message = format_message(event, self.config.format, &self.config.hostname, self.pid);
+        let mut queue = self.shared.queue.lock();
+        if queue.len() >= self.config.queue {
+            drop(queue);
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.shared.warned_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "syslog {}: queue full ({} messages), dropping messages (counted)",
+                    self.config.target.url,
+                    self.config.queue
+                );
+            }
+            return;
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits up to [`FLUSH_WAIT`] for the queue to be written; what is left is counted as
+    /// dropped.
+    fn flush(&self) {
+        let deadline = Instant::now() + FLUSH_WAIT;
+        let mut queue = self.shared.queue.lock();
+        while !queue.is_empty() {
+            if self
+                .shared
+                .changed
+                .wait_until(&mut queue, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        let left = queue.len();
+        if left > 0 {
+            queue.clear();
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(left as u64, Ordering::Relaxed);
+            tracing::warn!(
+                "syslog {}: {left} messages not delivered before the stop (counted as dropped)",
+                self.config.target.url
+            );
+        }
+    }
+}
+
+/// The background sender of one target.
+struct Sender {
+    shared: Arc<Shared>,
+    target: SyslogTarget,
+}
+
+impl Sender {
+    fn run(self) {
+        match self.target.transport {
+            Transport::Udp => self.run_udp(),
+            Transport::Tcp => self.run_tcp(),
+        }
+    }
+
+    /// Waits until a message is queued.
+    fn wait_for_messages(&self) {
+        let mut queue = self.shared.queue.lock();
+        while queue.is_empty() {
+            self.shared.changed.wait(&mut queue);
+        }
+    }
+
+    /// Removes `n` sent messages from the front of the queue.
+    fn done(&self, n: usize, sent: bool) {
+        let mut queue = self.shared.queue.lock();
+        let n = n.min(queue.len());
+        queue.drain(..n);
+        let empty = queue.is_empty();
+        drop(queue);
+        let counter = if sent {
+            &self.shared.counters.sent
+        } else {
+            &self.shared.counters.dropped
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        if empty {
+            self.shared.changed.notify_all();
+        }
+    }
+
+    fn run_udp(self) {
+        let local: SocketAddr = if self.target.addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = match UdpSocket::bind(local).and_then(|s| {
+            s.connect(self.target.addr)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("syslog {}: cannot open a UDP socket: {e}", self.target.url);
+                return self.discard_forever();
+            }
+        };
+        loop {
+            self.wait_for_messages();
+            let message = self.shared.queue.lock().front().cloned();
+            if let Some(message) = message {
+                let sent = socket.send(&message).is_ok();
+                self.done(1, sent);
+            }
+        }
+    }
+
+    /// Counts every message as dropped (the transport cannot be set up at all).
+    fn discard_forever(self) {
+        loop {
+            self.wait_for_messages();
+            let n = self.shared.queue.lock().len();
+            self.done(n, false);
+        }
+    }
+
+    fn run_tcp(self) {
+        let mut conn: Option<TcpStream> = None;
+        let mut backoff = Duration::from_millis(50);
+        let mut warned = false;
+        let mut frame = Vec::new();
+        loop {
+            self.wait_for_messages();
+            if conn.as_mut().is_some_and(peer_closed) {
+                conn = None;
+            }
+            let stream = match conn.as_mut() {
+                Some(s) => s,
+                None => match TcpStream::connect_timeout(&self.target.addr, Duration::from_secs(2))
+                {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+                        if warned {
+                            tracing::info!("syslog {}: reconnected", self.target.url);
+                        }
+                        warned = false;
+                        backoff = Duration::from_millis(50);
+                        conn.insert(s)
+                    }
+                    Err(e) => {
+                        conn = None;
+                        if !warned {
+                            tracing::warn!(
+                                "syslog {}: cannot connect ({e}); queueing and retrying",
+                                self.target.url
+                            );
+                            warned = true;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                },
+            };
+            frame.clear();
+            let n = {
+                let queue = self.shared.queue.lock();
+                let n = queue.len().min(BATCH);
+                for message in queue.iter().take(n) {
+                    frame_octet_counted(message, &mut frame);
+                }
+                n
+            };
+            match stream.write_all(&frame) {
+                Ok(()) => self.done(n, true),
+                Err(e) => {
+                    tracing::warn!(
+                        "syslog {}: write failed ({e}); reconnecting",
+                        self.target.url
+                    );
+                    warned = true;
+                    conn = None;
+                }
+            }
+        }
+    }
+}
+
+/// True when the server closed its end (a syslog server never sends, so a readable socket
+/// means EOF or an error). Checked before each write, so messages are not written into a
+/// connection that is already gone.
+fn peer_closed(stream: &mut TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => {
+            // Unexpected bytes from the server: read and ignore them.
+            let mut sink = [0u8; 512];
+            let _ = stream.read(&mut sink);
+            false
+        }
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
+}
+
+/// Appends `MSG-LEN SP SYSLOG-MSG` (RFC 6587 octet counting).
+pub fn frame_octet_counted(message: &[u8], out: &mut Vec<u8>) {
+    let _ = write!(out, "{} ", message.len());
+    out.extend_from_slice(message);
+}
+
+/// The syslog severity for an event: warning for alerts, info for the rest.
+fn severity(event: &Event) -> u8 {
+    match event.kind {
+        EventKind::Alert(_) => 4,
+        _ => 6,
+    }
+}
+
+/// Facility `user` (1).
+const FACILITY: u8 = 1;
+
+/// Formats one message (without transport framing).
+pub fn format_message(event: &Event, format: SyslogFormat, hostname: &str, pid: u32) -> Vec<u8> {
+    let pri = FACILITY * 8 + severity(event);
+    let mut text = String::with_capacity(256);
+    match format {
+        SyslogFormat::Rfc5424 => {
+            let _ = write!(
+                text,
+                "<{pri}>1 {} {} tapline {pid} {} ",
+                event.ts,
+                header_token(hostname),
+                event.kind_name()
+            );
+            structured_data(event, &mut text);
+            text.push(' ');
+            describe(event, &mut text);
+        }
+        SyslogFormat::Rfc3164 => {
+            let _ = write!(
+                text,
+                "<{pri}>{} {} tapline[{pid}]: ",
+                bsd_timestamp(event.ts),
+                header_token(hostname)
+            );
+            let _ = write!(text, "kind={}", event.kind_name());
+            if let Some(flow) = &event.flow {
+                let _ = write!(text, " flow={}", flow.id);
+            }
+            if let EventKind::Record(r) | EventKind::Alert(r) = &event.kind {
+                let _ = write!(text, " plugin={}", header_token(&r.plugin));
+            }
+            text.push(' ');
+            describe(event, &mut text);
+        }
+    }
+    text.into_bytes()
+}
+
+/// `[tapline@32473 kind=… flow=… …][fields@32473 …]`
+fn structured_data(event: &Event, out: &mut String) {
+    let _ = write!(out, "[tapline@{ENTERPRISE} kind=\"{}\"", event.kind_name());
+    if let Some(flow) = &event.flow {
+        let _ = write!(
+            out,
+            " flow=\"{}\" mode=\"{}\" protocol=\"{}\" client=\"{}\" server=\"{}\"",
+            flow.id,
+            flow.mode.as_str(),
+            flow.protocol,
+            flow.client,
+            flow.server
+        );
+    } else {
+        let _ = write!(out, " mode=\"{}\"", event.mode.as_str());
+    }
+    let record = match &event.kind {
+        EventKind::Record(r) | EventKind::Alert(r) => Some(r),
+        _ => None,
+    };
+    if let Some(r) = record {
+        out.push_str(" plugin=\"");
+        param_value(&r.plugin, out);
+        out.push('"');
+    }
+    out.push(']');
+    let fields = record.and_then(|r| r.fields.as_object());
+    if let Some(fields) = fields.filter(|f| !f.is_empty()) {
+        let _ = write!(out, "[fields@{ENTERPRISE}");
+        for (name, value) in fields {
+            out.push(' ');
+            param_name(name, out);
+            out.push_str("=\"");
+            match value {
+                serde_json::Value::String(s) => param_value(s, out),
+                other => param_value(&other.to_string(), out),
+            }
+            out.push('"');
+        }
+        out.push(']');
+    }
+}
+
+/// An SD-NAME: printable US-ASCII except `=`, space, `]`, `"`, at most 32 characters; other
+/// characters become `_`.
+fn param_name(name: &str, out: &mut String) {
+    let mut n = 0;
+    for c in name.chars().take(32) {
+        n += 1;
+        out.push(match c {
+            '!'..='~' if !matches!(c, '=' | ']' | '"') => c,
+            _ => '_',
+        });
+    }
+    if n == 0 {
+        out.push('_');
+    }
+}
+
+/// A PARAM-VALUE with `"`, `\` and `]` escaped (RFC 5424 section 6.3.3).
+fn param_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// A header field (HOSTNAME, APP-NAME) as one token: printable ASCII, `-` when empty.
+fn header_token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if t.is_empty() {
+        "-".into()
+    } else {
+        t
+    }
+}
+
+/// `Mmm dd hh:mm:ss` in UTC (RFC 3164 has no zone; tapline's clock is UTC everywhere).
+fn bsd_timestamp(ts: Timestamp) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // Reuse the RFC 3339 rendering: YYYY-MM-DDTHH:MM:SS.ffffffZ
+    let iso = ts.to_string();
+    let month: usize = iso.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(1);
+    let day: u32 = iso.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(1);
+    let time = iso.get(11..19).unwrap_or("00:00:00");
+    format!("{} {day:>2} {time}", MONTHS[(month - 1).min(11)])
+}
+
+/// This machine's host name (Linux), or `-`.
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    fn text(event: &Event, format: SyslogFormat) -> String {
+        String::from_utf8(format_message(event, format, "box", 42)).unwrap()
+    }
+
+    #[test]
+    fn rfc5424_alert_carries_flow_plugin_and_fields_as_structured_data() {
+        let mut record = record();
+        record.fields = serde_json::json!({ "ua": "pcap \"1]\"", "n": 3, "bad name": true });
+        assert_eq!(
+            text(&event(EventKind::Alert(record)), SyslogFormat::Rfc5424),
+            "<12>1 2026-11-21T06:39:45.123456Z box tapline 42 alert \
+             [tapline@32473 kind=\"alert\" flow=\"7\" mode=\"proxy\" protocol=\"http\" \
+             client=\"127.0.0.1:51234\" server=\"127.0.0.1:7070\" plugin=\"ua-watch\"]\
+             [fields@32473 bad_name=\"true\" n=\"3\" ua=\"pcap \\\"1\\]\\\"\"] \
+             ALERT ua-watch http 127.0.0.1:51234 → 127.0.0.1:7070 scanner user agent \
+             bad name=true n=3 ua=\"pcap \\\"1]\\\"\""
+        );
+    }
+
+    #[test]
+    fn rfc5424_record_without_flow() {
+        let mut e = event(EventKind::Record(record()));
+        e.flow = None;
+        assert_eq!(
+            text(&e, SyslogFormat::Rfc5424),
+            "<14>1 2026-11-21T06:39:45.123456Z box tapline 42 record \
+             [tapline@32473 kind=\"record\" mode=\"proxy\" plugin=\"ua-watch\"]\
+             [fields@32473 ua=\"pcap/1.0\"] record ua-watch scanner user agent ua=\"pcap/1.0\""
+        );
+    }
+
+    #[test]
+    fn rfc3164_has_bsd_header_and_tag() {
+        assert_eq!(
+            text(&event(EventKind::Alert(record())), SyslogFormat::Rfc3164),
+            "<12>Nov 21 06:39:45 box tapline[42]: kind=alert flow=7 plugin=ua-watch \
+             ALERT ua-watch http 127.0.0.1:51234 → 127.0.0.1:7070 scanner user agent ua=\"pcap/1.0\""
+        );
+        assert_eq!(
+            bsd_timestamp(Timestamp::from_secs_micros(1_772_409_600, 0)),
+            "Mar  2 00:00:00"
+        );
+    }
+
+    #[test]
+    fn octet_counting_frames_by_byte_length() {
+        let mut out = Vec::new();
+        frame_octet_counted("é1".as_bytes(), &mut out);
+        frame_octet_counted(b"ab", &mut out);
+        assert_eq!(out, "3 é12 ab".as_bytes());
+    }
+
+    #[test]
+    fn targets_and_kinds_parse() {
+        let t: SyslogTarget = "tcp://127.0.0.1:514".parse().unwrap();
+        assert_eq!(t.transport, Transport::Tcp);
+        assert_eq!(t.addr.port(), 514);
+        assert!("udp://[::1]:5514".parse::<SyslogTarget>().is_ok());
+        for bad in ["127.0.0.1:514", "http://h:1", "udp://", "udp://host"] {
+            assert!(bad.parse::<SyslogTarget>().is_err(), "{bad}");
+        }
+        let kinds = KindSet::parse::<&str>(&[]).unwrap();
+        assert!(kinds.contains("alert") && kinds.contains("record"));
+        assert!(!kinds.contains("flow_end"));
+        let kinds = KindSet::parse(&["flow_end", "alert"]).unwrap();
+        assert!(kinds.contains("flow_end") && !kinds.contains("record"));
+        assert!(KindSet::parse(&["all"]).unwrap().contains("packet"));
+        assert!(KindSet::parse(&["flows"]).is_err());
+    }
+}
