@@ -1,1 +1,32 @@
-//! placeholder
+//! tapline's intercepting proxy: an HTTP forward proxy that also serves `CONNECT` tunnels on
+//! one address, and mapping proxies `LISTEN=SCHEME://HOST:PORT` (raw TCP, PostgreSQL, TLS,
+//! HTTP reverse proxy). Every flow goes through the [`Pipeline`](tapline_core::Pipeline):
+//! HTTP requests and responses through its request/response hooks, relayed bytes through its
+//! chunk hooks, decoded PostgreSQL messages to its observers.
+//!
+//! Modules: [`mapping`] parses specs; `server` binds and accepts; `forward` serves HTTP
+//! (forward and reverse) on hyper; `connect` opens tunnels; `relay` moves raw bytes;
+//! `raw_mapping` serves raw mappings; `body`, `http_convert`, `hop_by_hop` and `counted_io`
+//! are the HTTP plumbing; `errors` says what went wrong.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod body;
+mod connect;
+mod context;
+mod counted_io;
+mod errors;
+mod flows;
+mod forward;
+mod hop_by_hop;
+mod http_convert;
+pub mod mapping;
+mod raw_mapping;
+mod relay;
+mod server;
+mod stop;
+
+pub use context::Limits;
+pub use errors::ProxyError;
+pub use mapping::{MappingSpec, Scheme, SpecError};
+pub use server::{ListenerInfo, Proxy, ProxyConfig, GRACE};

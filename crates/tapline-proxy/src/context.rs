@@ -1,0 +1,203 @@
+//! What every connection handler shares: the pipeline, limits, the pooled upstream client,
+//! the proxy's own addresses (loop refusal) and the stop signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tapline_core::{FlowIds, Pipeline};
+use tapline_decode::DecodeConfig;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::body::Counted;
+use crate::errors::UpstreamError;
+use crate::stop::StopSignal;
+
+/// The bounds every proxy connection keeps.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long connecting to an upstream may take (504 after it).
+    pub connect_timeout: Duration,
+    /// A connection with no traffic this long is closed; an upstream that sends no response
+    /// head this long gets a 504.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once (past it, new ones wait in the listen backlog).
+    pub max_connections: usize,
+    /// Largest request or response head, in bytes.
+    pub max_header_size: usize,
+    /// Largest body buffered for plugins; longer bodies stream on, flagged truncated.
+    pub body_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            max_header_size: 64 * 1024,
+            body_limit: 1 << 20,
+        }
+    }
+}
+
+/// Shared by every connection of one proxy run.
+pub(crate) struct Shared {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) ids: FlowIds,
+    pub(crate) limits: Limits,
+    /// The addresses the proxy listens on.
+    pub(crate) own: Vec<SocketAddr>,
+    /// Pooled keep-alive connections to HTTP upstreams.
+    pub(crate) client: Client<HttpConnector, Counted>,
+    /// How client HTTP connections are served.
+    pub(crate) http: http1::Builder,
+    pub(crate) stop: StopSignal,
+    /// One permit per open client connection.
+    pub(crate) permits: Arc<Semaphore>,
+    /// Whether some output wants the raw bytes of relayed flows.
+    pub(crate) sink_chunks: bool,
+    /// How mapping flows are decoded.
+    pub(crate) decode: DecodeConfig,
+}
+
+/// hyper needs a read buffer of at least this many bytes.
+const MIN_BUF: usize = 8192;
+/// hyper's default largest read buffer.
+const DEFAULT_MAX_BUF: usize = 400 * 1024;
+
+impl Shared {
+    pub(crate) fn new(
+        pipeline: Pipeline,
+        limits: Limits,
+        decode: DecodeConfig,
+        own: Vec<SocketAddr>,
+        stop: StopSignal,
+    ) -> Shared {
+        let buf = (limits.max_header_size + MIN_BUF).max(DEFAULT_MAX_BUF);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(limits.idle_timeout.min(Duration::from_secs(90)))
+            .http1_preserve_header_case(true)
+            .http1_max_buf_size(buf)
+            .build(connector);
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .preserve_header_case(true)
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(buf)
+            .header_read_timeout(limits.idle_timeout)
+            .auto_date_header(false);
+        let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
+        Shared {
+            sink_chunks: pipeline.sink().wants_chunks(),
+            pipeline,
+            ids: FlowIds::new(),
+            limits,
+            own,
+            client,
+            http,
+            stop,
+            permits: Arc::new(Semaphore::new(permits)),
+            decode,
+        }
+    }
+
+    /// True when a connection to `addr` would come back to this proxy.
+    pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
+        is_self(&self.own, addr)
+    }
+
+    /// Resolves `host` (brackets allowed around IPv6) to its first address.
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let target = || format!("{host}:{port}");
+        let lookup = tokio::net::lookup_host((bare, port));
+        match tokio::time::timeout(self.limits.connect_timeout, lookup).await {
+            Err(_) => Err(UpstreamError::Timeout(format!(
+                "resolving {} timed out",
+                target()
+            ))),
+            Ok(Err(e)) => Err(UpstreamError::Unreachable(format!(
+                "cannot resolve {}: {e}",
+                target()
+            ))),
+            Ok(Ok(mut addrs)) => addrs
+                .next()
+                .ok_or_else(|| UpstreamError::Unreachable(format!("{} has no address", target()))),
+        }
+    }
+
+    /// Resolves, refuses loops, and connects within the connect timeout.
+    pub(crate) async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(SocketAddr, TcpStream), UpstreamError> {
+        let addr = self.resolve(host, port).await?;
+        self.refuse_loop(addr)?;
+        let target = addr.to_string();
+        let stream =
+            match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr)).await
+            {
+                Err(_) => {
+                    return Err(UpstreamError::Timeout(format!(
+                        "connecting to {target} timed out"
+                    )))
+                }
+                Ok(Err(e)) => return Err(UpstreamError::from_io(&target, &e)),
+                Ok(Ok(s)) => s,
+            };
+        let _ = stream.set_nodelay(true);
+        Ok((addr, stream))
+    }
+
+    /// An error when `addr` is the proxy itself.
+    pub(crate) fn refuse_loop(&self, addr: SocketAddr) -> Result<(), UpstreamError> {
+        if self.is_own(addr) {
+            Err(UpstreamError::Loop(format!(
+                "{addr} is this proxy; refusing to proxy to myself"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// True when connecting to `addr` reaches one of the listeners at `own`: same port, and the
+/// same address, or a listener on every address and a local target.
+pub(crate) fn is_self(own: &[SocketAddr], addr: SocketAddr) -> bool {
+    own.iter().any(|l| {
+        l.port() == addr.port()
+            && (l.ip() == addr.ip()
+                || (l.ip().is_unspecified()
+                    && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
+                || (addr.ip().is_unspecified() && l.ip().is_loopback()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_are_recognised() {
+        let own: Vec<SocketAddr> = vec![
+            "127.0.0.1:3180".parse().unwrap(),
+            "0.0.0.0:9000".parse().unwrap(),
+        ];
+        assert!(is_self(&own, "127.0.0.1:3180".parse().unwrap()));
+        assert!(is_self(&own, "0.0.0.0:3180".parse().unwrap()));
+        assert!(is_self(&own, "127.0.0.1:9000".parse().unwrap()));
+        assert!(!is_self(&own, "127.0.0.1:3181".parse().unwrap()));
+        assert!(!is_self(&own, "127.0.0.2:3180".parse().unwrap()));
+    }
+}

@@ -1,0 +1,136 @@
+//! What can go wrong: setting the proxy up ([`ProxyError`]) and reaching an upstream
+//! ([`UpstreamError`], answered with 502/504/508).
+
+use std::io;
+use std::net::SocketAddr;
+
+use tapline_core::HttpResponse;
+
+use crate::http_convert::short_response;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listen address is busy or not allowed.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener (`--proxy-address`, `--proxy SPEC`).
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Two listeners were given the same address.
+    #[error("{what} and {other} both listen on {addr}")]
+    DuplicateListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The second listener.
+        what: String,
+        /// The first listener.
+        other: String,
+    },
+    /// A mapping's upstream host does not resolve.
+    #[error("--proxy '{spec}': cannot resolve {authority}: {reason}")]
+    Resolve {
+        /// The mapping as written.
+        spec: String,
+        /// Its upstream.
+        authority: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// A mapping forwards to one of the proxy's own listeners.
+    #[error("--proxy '{spec}' forwards to {target}, which is tapline's own listener (a loop)")]
+    Loop {
+        /// The mapping as written.
+        spec: String,
+        /// The upstream address.
+        target: SocketAddr,
+    },
+}
+
+impl ProxyError {
+    /// True for mistakes in the configuration (exit 2), false for the environment (exit 1).
+    pub fn is_config(&self) -> bool {
+        !matches!(self, ProxyError::Bind { .. })
+    }
+}
+
+/// Why an upstream could not be used for a request or tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpstreamError {
+    /// Resolving or connecting failed, or the connection broke (502).
+    Unreachable(String),
+    /// Connecting or waiting for the response took too long (504).
+    Timeout(String),
+    /// The target is the proxy itself (508).
+    Loop(String),
+}
+
+impl UpstreamError {
+    /// From a failed connect or an I/O error on the upstream connection.
+    pub(crate) fn from_io(target: &str, e: &io::Error) -> Self {
+        if e.kind() == io::ErrorKind::TimedOut {
+            UpstreamError::Timeout(format!("connecting to {target} timed out"))
+        } else {
+            UpstreamError::Unreachable(format!("cannot reach {target}: {e}"))
+        }
+    }
+
+    /// From the pooled HTTP client's error (connect errors carry the I/O error as a source).
+    pub(crate) fn from_client(target: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut deepest = e.to_string();
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<io::Error>() {
+                return Self::from_io(target, io);
+            }
+            deepest = c.to_string();
+            cause = c.source();
+        }
+        UpstreamError::Unreachable(format!("upstream {target} failed: {deepest}"))
+    }
+
+    /// The status the client gets.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            UpstreamError::Unreachable(_) => 502,
+            UpstreamError::Timeout(_) => 504,
+            UpstreamError::Loop(_) => 508,
+        }
+    }
+
+    /// What went wrong, in a few words.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            UpstreamError::Unreachable(m) | UpstreamError::Timeout(m) | UpstreamError::Loop(m) => m,
+        }
+    }
+
+    /// The short response the client gets.
+    pub(crate) fn response(&self) -> HttpResponse {
+        short_response(self.status(), &format!("tapline: {}", self.message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_gateway_statuses() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(UpstreamError::from_io("h:1", &refused).status(), 502);
+        let slow = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(UpstreamError::from_io("h:1", &slow).status(), 504);
+        let wrapped = io::Error::other(io::Error::from(io::ErrorKind::TimedOut));
+        let r = UpstreamError::from_client("h:1", &wrapped);
+        assert_eq!(r.status(), 502, "{r:?}");
+        let resp = UpstreamError::Timeout("slow".into()).response();
+        assert_eq!(resp.status, 504);
+        assert_eq!(&resp.body[..], b"tapline: slow\n");
+    }
+}

@@ -1,0 +1,80 @@
+//! Hop-by-hop header fields (RFC 9110 §7.6.1): meaningful for one connection only, so a proxy
+//! removes them, together with every field the `Connection` header names, before forwarding.
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Fields that are always hop-by-hop. `Transfer-Encoding` is among them because the proxy
+/// re-frames every body itself; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
+const ALWAYS: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+/// Removes the hop-by-hop fields of `headers`: the fixed list and any field that `Connection`
+/// (or the legacy `Proxy-Connection`) names.
+pub fn strip(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+    ]
+    .iter()
+    .flat_map(|h| headers.get_all(h))
+    .filter_map(|v| v.to_str().ok())
+    .flat_map(|v| v.split(','))
+    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in ALWAYS {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in fields {
+            m.append(*n, v.parse().unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn removes_fixed_and_connection_named_fields() {
+        let mut h = map(&[
+            ("host", "example"),
+            ("connection", "keep-alive, X-Secret , Upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "x-other"),
+            ("x-other", "2"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("content-length", "3"),
+            ("x-kept", "yes"),
+        ]);
+        strip(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "host", "x-kept"]);
+    }
+
+    #[test]
+    fn garbage_in_connection_is_ignored() {
+        let mut h = map(&[("connection", "bad name, ,"), ("x-a", "1")]);
+        strip(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

@@ -1,0 +1,69 @@
+//! Connections to `tcp`, `psql` and `https` mappings: connect upstream, relay, decode.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tapline_core::{FlowEnd, FlowStats, Route};
+use tapline_decode::FlowDecoder;
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::context::Shared;
+use crate::flows::OpenFlow;
+use crate::mapping::{MappingSpec, Scheme};
+use crate::relay::relay;
+
+/// Relays one client connection of a raw mapping until it closes.
+pub(crate) async fn serve(
+    ctx: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+    spec: Arc<MappingSpec>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = client.set_nodelay(true);
+    let protocol = spec.scheme.protocol();
+    let (addr, server) = match ctx.connect(&spec.host, spec.port).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            tracing::warn!("--proxy '{spec}': {}", e.message());
+            // The flow is still reported, so outputs show the refused client.
+            let addr = ctx
+                .resolve(&spec.host, spec.port)
+                .await
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], spec.port)));
+            let open = OpenFlow::start(
+                &ctx.pipeline,
+                &ctx.ids,
+                protocol,
+                Route::Mapping,
+                peer,
+                addr,
+            )
+            .await;
+            let end = FlowEnd::Error(e.message().to_string());
+            open.end(&ctx.pipeline, FlowStats::default(), end).await;
+            return;
+        }
+    };
+    let open = OpenFlow::start(
+        &ctx.pipeline,
+        &ctx.ids,
+        protocol,
+        Route::Mapping,
+        peer,
+        addr,
+    )
+    .await;
+    let decoder = match spec.scheme {
+        Scheme::Postgres => Some(FlowDecoder::new(protocol, &ctx.decode)),
+        Scheme::Tcp => Some(FlowDecoder::for_ports(
+            peer.port(),
+            addr.port(),
+            &ctx.decode,
+        )),
+        Scheme::Tls | Scheme::Http => None,
+    };
+    let (stats, end) = relay(&ctx, open.flow(), client, server, None, decoder).await;
+    open.end(&ctx.pipeline, stats, end).await;
+}

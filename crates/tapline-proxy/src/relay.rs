@@ -1,0 +1,294 @@
+//! Raw byte relays (CONNECT tunnels, tcp/psql mappings): two pumps, one per direction.
+//!
+//! Each read goes to the chunk hooks when a stage wants chunks (pass, replace, hold, close),
+//! to the sink when it wants chunks, and to the flow's decoder (PostgreSQL messages, sniffed
+//! protocols) off the hot path. When nobody needs the bytes, a pump is a plain copy loop.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tapline_core::{
+    Chunk, ChunkVerdict, Event, EventKind, Flow, FlowEnd, FlowStats, Pipeline, Side, Timestamp,
+};
+use tapline_decode::FlowDecoder;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::context::Shared;
+use crate::stop::Phase;
+
+/// Bytes read per call; big enough to keep loopback throughput near a direct connection.
+const BUF_SIZE: usize = 128 * 1024;
+/// Chunks queued for the decoder before the relay waits for it.
+const DECODE_QUEUE: usize = 256;
+
+/// Relays between `client` and `server` until both sides close, one fails, a plugin closes
+/// the flow, it idles out or the run is forced to stop. `first` is a chunk already read.
+/// With a `decoder`, forwarded bytes feed it (until it turns opaque) and its events go to the
+/// pipeline.
+pub(crate) async fn relay<C, S>(
+    ctx: &Shared,
+    flow: &Arc<Flow>,
+    client: C,
+    server: S,
+    first: Option<Chunk>,
+    decoder: Option<FlowDecoder>,
+) -> (FlowStats, FlowEnd)
+where
+    C: AsyncRead + AsyncWrite + Send + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
+    let decoder =
+        decoder.map(|d| Decoder::spawn(ctx.pipeline.clone(), flow.clone(), d, decoding.clone()));
+    let tap = Tap {
+        pipeline: &ctx.pipeline,
+        flow,
+        chunks: ctx.pipeline.interest(flow).chunks,
+        sink_chunks: ctx.sink_chunks,
+        decoding,
+        decoder_tx: decoder.as_ref().map(|d| d.tx.clone()),
+    };
+    let (first_c, first_s) = match first {
+        Some(c) if c.from == Side::Client => (Some(c.data), None),
+        Some(c) => (None, Some(c.data)),
+        None => (None, None),
+    };
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    let stats = Counters::default();
+    let activity = Activity::new();
+    let c2s = pump(&tap, Side::Client, cr, sw, first_c, &activity, &stats);
+    let s2c = pump(&tap, Side::Server, sr, cw, first_s, &activity, &stats);
+    let end = tokio::select! {
+        r = async { tokio::try_join!(c2s, s2c) } => match r {
+            Ok(_) => FlowEnd::Fin,
+            Err(end) => end,
+        },
+        _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
+        _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
+    };
+    drop(tap);
+    if let Some(d) = decoder {
+        d.finish().await;
+    }
+    (stats.snapshot(), end)
+}
+
+/// What a flow's bytes go through besides the other side.
+struct Tap<'a> {
+    pipeline: &'a Pipeline,
+    flow: &'a Arc<Flow>,
+    /// A stage wants chunk hooks.
+    chunks: bool,
+    /// The sink wants chunk events.
+    sink_chunks: bool,
+    /// The decoder still wants bytes (sniffing may give up).
+    decoding: Arc<AtomicBool>,
+    decoder_tx: Option<mpsc::Sender<(Side, Timestamp, Bytes)>>,
+}
+
+impl Tap<'_> {
+    /// True when nobody needs to see the bytes.
+    fn fast(&self) -> bool {
+        !self.chunks && !self.sink_chunks && !self.decoding.load(Ordering::Relaxed)
+    }
+
+    /// Runs `data` from `from` through the hooks and forwards what they decide to `to`.
+    async fn forward<W: AsyncWrite + Unpin>(
+        &self,
+        from: Side,
+        data: Bytes,
+        to: &mut W,
+    ) -> Result<(), FlowEnd> {
+        let out = if self.chunks {
+            let chunk = Chunk {
+                from,
+                data: data.clone(),
+            };
+            match self.pipeline.chunk(self.flow, &chunk).await {
+                ChunkVerdict::Pass => data,
+                ChunkVerdict::Replace(other) => other,
+                ChunkVerdict::Hold => return Ok(()),
+                ChunkVerdict::Close(reason) => return Err(FlowEnd::ClosedByPlugin(reason)),
+            }
+        } else {
+            data
+        };
+        if !out.is_empty() {
+            to.write_all(&out).await.map_err(end_of)?;
+        }
+        let ts = Timestamp::now();
+        if self.sink_chunks {
+            let chunk = Chunk {
+                from,
+                data: out.clone(),
+            };
+            self.pipeline
+                .emit(&Event::on_flow(self.flow, ts, EventKind::Chunk(chunk)));
+        }
+        if let Some(tx) = &self.decoder_tx {
+            if self.decoding.load(Ordering::Relaxed) && !out.is_empty() {
+                // A closed queue means the decoder is gone; the bytes were forwarded anyway.
+                let _ = tx.send((from, ts, out)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies `from`'s bytes until EOF, then half-closes the other side.
+async fn pump<R, W>(
+    tap: &Tap<'_>,
+    from: Side,
+    mut reader: R,
+    mut writer: W,
+    first: Option<Bytes>,
+    activity: &Activity,
+    stats: &Counters,
+) -> Result<(), FlowEnd>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Some(data) = first {
+        stats.add(from, data.len());
+        tap.forward(from, data, &mut writer).await?;
+    }
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(end_of)?;
+        if n == 0 {
+            break;
+        }
+        stats.add(from, n);
+        activity.touch();
+        if tap.fast() {
+            writer.write_all(&buf[..n]).await.map_err(end_of)?;
+        } else {
+            tap.forward(from, Bytes::copy_from_slice(&buf[..n]), &mut writer)
+                .await?;
+        }
+    }
+    // The peer may already be gone; the other direction reports that.
+    let _ = writer.shutdown().await;
+    Ok(())
+}
+
+/// How an I/O error ends a flow.
+pub(crate) fn end_of(e: io::Error) -> FlowEnd {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => FlowEnd::Rst,
+        _ => FlowEnd::Error(e.to_string()),
+    }
+}
+
+/// Bytes and reads each way, updated by both pumps.
+#[derive(Default)]
+struct Counters {
+    bytes: [AtomicU64; 2],
+    reads: [AtomicU64; 2],
+}
+
+impl Counters {
+    fn add(&self, from: Side, n: usize) {
+        let i = from as usize;
+        self.bytes[i].fetch_add(n as u64, Ordering::Relaxed);
+        self.reads[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> FlowStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FlowStats {
+            bytes_from_client: get(&self.bytes[Side::Client as usize]),
+            bytes_from_server: get(&self.bytes[Side::Server as usize]),
+            packets_from_client: get(&self.reads[Side::Client as usize]),
+            packets_from_server: get(&self.reads[Side::Server as usize]),
+        }
+    }
+}
+
+/// When either side last sent something.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing was read for `idle`.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            let deadline = self.start + Duration::from_millis(last) + idle;
+            tokio::time::sleep_until(deadline.into()).await;
+            if self.last_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+/// A flow's decoder on its own task, fed through a bounded queue.
+struct Decoder {
+    tx: mpsc::Sender<(Side, Timestamp, Bytes)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Decoder {
+    fn spawn(
+        pipeline: Pipeline,
+        flow: Arc<Flow>,
+        mut decoder: FlowDecoder,
+        decoding: Arc<AtomicBool>,
+    ) -> Decoder {
+        let (tx, mut rx) = mpsc::channel::<(Side, Timestamp, Bytes)>(DECODE_QUEUE);
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some((from, ts, data)) = rx.recv().await {
+                if !decoding.load(Ordering::Relaxed) {
+                    continue;
+                }
+                decoder.feed(from, ts, &data, &mut out);
+                deliver(&pipeline, &flow, ts, &mut out).await;
+                if decoder.is_opaque() {
+                    decoding.store(false, Ordering::Relaxed);
+                }
+            }
+            if decoding.load(Ordering::Relaxed) {
+                let ts = Timestamp::now();
+                decoder.finish(ts, &mut out);
+                deliver(&pipeline, &flow, ts, &mut out).await;
+            }
+        });
+        Decoder { tx, task }
+    }
+
+    /// Lets the decoder flush what is pending and waits for its last events.
+    async fn finish(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
+async fn deliver(pipeline: &Pipeline, flow: &Arc<Flow>, ts: Timestamp, out: &mut Vec<EventKind>) {
+    for kind in out.drain(..) {
+        pipeline.deliver(Event::on_flow(flow, ts, kind)).await;
+    }
+}

@@ -1,0 +1,44 @@
+//! The phases of stopping: serving, draining (no new connections, in-flight work finishes),
+//! forced (whatever is left ends now, as `shutdown`).
+
+use tokio::sync::watch;
+
+/// Where the run is in stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting and serving.
+    Serving,
+    /// Finishing in-flight work; idle keep-alive connections close.
+    Draining,
+    /// Ending everything still open.
+    Forced,
+}
+
+/// Tells connections the phase. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct StopSignal(watch::Receiver<Phase>);
+
+/// Moves the phase on.
+pub(crate) struct StopControl(watch::Sender<Phase>);
+
+/// A control and the signal it drives, starting at [`Phase::Serving`].
+pub(crate) fn channel() -> (StopControl, StopSignal) {
+    let (tx, rx) = watch::channel(Phase::Serving);
+    (StopControl(tx), StopSignal(rx))
+}
+
+impl StopControl {
+    /// Enters `phase`.
+    pub(crate) fn enter(&self, phase: Phase) {
+        self.0.send_replace(phase);
+    }
+}
+
+impl StopSignal {
+    /// Resolves once the run reached `phase`.
+    pub(crate) async fn reached(&self, phase: Phase) {
+        let mut rx = self.0.clone();
+        // An error means the control is gone, which only happens once serving is over.
+        let _ = rx.wait_for(|p| *p >= phase).await;
+    }
+}
