@@ -3,8 +3,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod detect;
 pub mod flow_decoder;
+pub mod http;
+pub mod pgsql;
+mod transaction;
 pub mod packet;
 pub mod reassembly;
 
+pub use detect::parse_decode_override;
 pub use flow_decoder::{DecodeConfig, FlowDecoder};
