@@ -313,7 +313,7 @@ fn request_len(r: &HttpRequest) -> usize {
         + r.version.len()
         + 4
         + headers_len(&r.headers)
-        + body_len(r.body.len(), r.body_len)
+        + body_len(&r.headers, r.body.len(), r.body_len)
 }
 
 /// Bytes of a response on the wire: status line, header fields, body.
@@ -322,15 +322,21 @@ fn response_len(r: &HttpResponse) -> usize {
         + r.reason.len()
         + 9
         + headers_len(&r.headers)
-        + body_len(r.body.len(), r.body_len)
+        + body_len(&r.headers, r.body.len(), r.body_len)
 }
 
 fn headers_len(h: &Headers) -> usize {
     h.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2
 }
 
-fn body_len(kept: usize, on_wire: u64) -> usize {
-    kept.max(usize::try_from(on_wire).unwrap_or(usize::MAX))
+/// The body's full length: the largest of what was kept, what the proxy counted, and the
+/// `Content-Length` (a body over the proxy's body limit is only partly kept).
+fn body_len(headers: &Headers, kept: usize, counted: u64) -> usize {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    kept.max(usize::try_from(counted.max(declared)).unwrap_or(usize::MAX))
 }
 
 impl Stage for FaultStage {

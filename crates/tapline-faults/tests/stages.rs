@@ -297,6 +297,28 @@ async fn bandwidth_paces_two_megabytes_at_one_megabyte_per_second() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn bandwidth_on_http_pays_for_the_declared_body_length() {
+    let kind = FaultKind::Bandwidth {
+        rate: Rate::new(1.0, "MBps").unwrap(),
+    };
+    let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Ingress));
+    // A 2 MB body of which the proxy kept only its first MiB (the body limit).
+    let mut r = HttpResponse::new(
+        200,
+        [("Content-Length", "2000000")].into_iter().collect(),
+        Bytes::from(vec![0u8; 1 << 20]),
+    );
+    r.body_len = 0;
+    let start = Instant::now();
+    assert_eq!(
+        p.response(&http_flow(1), &mut r).await,
+        ResponseVerdict::Continue
+    );
+    let secs = start.elapsed().as_secs_f64();
+    assert!((1.9..=2.1).contains(&secs), "took {secs} s");
+}
+
+#[tokio::test(start_paused = true)]
 async fn http_errors_answer_a_binomial_share_of_requests() {
     let kind = FaultKind::HttpError {
         status: 503,
