@@ -1,24 +1,47 @@
-//! Lua plugin stages (wired by the Lua work).
+//! Lua plugin stages: one [`tapline_lua::Host`] per run, so every plugin shares `tap.shared`
+//! and the `--plugin-arg` values.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use tapline_core::{Mode, Stage, StageContext};
+use tapline_lua::{HostConfig, LuaError, PluginArg};
 
 use crate::cli::PluginArgs;
 use crate::exit::usage;
 
 /// Loads Lua plugins sharing one `tap.shared` dictionary and the `--plugin-arg` values.
-pub struct Host;
+pub struct Host(tapline_lua::Host);
 
 impl Host {
-    /// Prepares the host.
-    pub fn new(_args: &PluginArgs, _mode: Mode, _ctx: &StageContext) -> anyhow::Result<Host> {
-        Ok(Host)
+    /// Prepares the host: checks every `--plugin-arg` and takes the hook budget.
+    pub fn new(args: &PluginArgs, mode: Mode, ctx: &StageContext) -> anyhow::Result<Host> {
+        let mut config = HostConfig::new(mode);
+        config.sink = ctx.sink.clone();
+        config.hook_budget = args.hook_budget;
+        config.args = match PluginArg::parse_all(&args.plugin_args) {
+            Ok(a) => a,
+            Err(e) => usage!("{e}"),
+        };
+        Ok(Host(tapline_lua::Host::new(config)))
     }
 
-    /// Loads one plugin file.
+    /// Loads one plugin file; a missing file, syntax or load error is a usage error (exit 2)
+    /// naming the file and line.
     pub fn load(&self, path: &Path) -> anyhow::Result<Arc<dyn Stage>> {
-        usage!("{}: Lua plugins are not supported yet", path.display())
+        match self.0.load(path) {
+            Ok(plugin) => Ok(plugin),
+            Err(e) => usage!("--plugin {}", describe(path, &e)),
+        }
+    }
+}
+
+/// The load error as one line that names the file.
+fn describe(path: &Path, error: &LuaError) -> String {
+    let text = error.to_string();
+    if text.contains(&*path.to_string_lossy()) {
+        text
+    } else {
+        format!("{}: {text}", path.display())
     }
 }

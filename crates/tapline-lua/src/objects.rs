@@ -1,0 +1,477 @@
+//! The Lua views of tapline's events: flow tables (cached per flow), request, response and
+//! headers objects that edit the real messages in place, and plain tables for chunks,
+//! packets, messages and transactions. Byte payloads become Lua strings in one copy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mlua::{Lua, MetaMethod, Table, UserData, UserDataMethods, Value};
+use parking_lot::Mutex;
+use tapline_core::{
+    Chunk, Flow, FlowEnd, FlowStats, Headers, HttpRequest, HttpResponse, Message, PacketInfo,
+    Transaction,
+};
+
+use crate::api::{display, to_lua_options};
+use mlua::LuaSerdeExt;
+
+/// A new flow table: `id`, `mode`, `protocol`, `route`, `client`, `server`, `started`,
+/// byte totals (filled at the end) and the private `state` table.
+pub(crate) fn flow_table(lua: &Lua, flow: &Flow) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 10)?;
+    t.raw_set("id", flow.id.to_string())?;
+    t.raw_set("mode", flow.mode.as_str())?;
+    t.raw_set("protocol", flow.protocol.as_str())?;
+    t.raw_set("route", flow.route.as_str())?;
+    t.raw_set("client", flow.client.to_string())?;
+    t.raw_set("server", flow.server.to_string())?;
+    t.raw_set("started", flow.started.as_secs_f64())?;
+    t.raw_set("bytes_from_client", 0)?;
+    t.raw_set("bytes_from_server", 0)?;
+    t.raw_set("state", lua.create_table()?)?;
+    Ok(t)
+}
+
+/// Writes a flow's end-of-flow totals into its table.
+pub(crate) fn finish_flow(
+    t: &Table,
+    stats: &FlowStats,
+    end: &FlowEnd,
+    duration: Duration,
+) -> mlua::Result<()> {
+    t.raw_set("bytes_from_client", stats.bytes_from_client)?;
+    t.raw_set("bytes_from_server", stats.bytes_from_server)?;
+    t.raw_set("packets_from_client", stats.packets_from_client)?;
+    t.raw_set("packets_from_server", stats.packets_from_server)?;
+    t.raw_set("duration_ms", duration.as_secs_f64() * 1e3)?;
+    t.raw_set("end", end.as_str())?;
+    if let Some(reason) = end.reason() {
+        t.raw_set("end_reason", reason)?;
+    }
+    Ok(())
+}
+
+/// `chunk`: `data`, `from`.
+pub(crate) fn chunk_table(lua: &Lua, chunk: &Chunk) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 2)?;
+    t.raw_set("data", lua.create_string(&chunk.data)?)?;
+    t.raw_set("from", chunk.from.as_str())?;
+    Ok(t)
+}
+
+/// `pkt`: `ts`, `len`, `caplen`, `data`, `payload`, `src`, `dst`, `sport`, `dport`, `proto`,
+/// `tcp_flags`.
+pub(crate) fn packet_table(lua: &Lua, ts: f64, pkt: &PacketInfo) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 11)?;
+    t.raw_set("ts", ts)?;
+    t.raw_set("len", pkt.len)?;
+    t.raw_set("caplen", pkt.caplen)?;
+    t.raw_set("data", lua.create_string(&pkt.data)?)?;
+    t.raw_set("payload", lua.create_string(&pkt.payload)?)?;
+    if let Some(src) = pkt.src {
+        t.raw_set("src", src.to_string())?;
+    }
+    if let Some(dst) = pkt.dst {
+        t.raw_set("dst", dst.to_string())?;
+    }
+    t.raw_set("sport", pkt.sport)?;
+    t.raw_set("dport", pkt.dport)?;
+    t.raw_set("proto", pkt.proto.as_str())?;
+    t.raw_set("tcp_flags", pkt.tcp_flags)?;
+    Ok(t)
+}
+
+/// `msg`: `protocol`, `from`, `type`, `fields` (SQL NULL as `nil`), `raw`, and `ts` (when it
+/// was seen, seconds; capture: the packet's time).
+pub(crate) fn message_table(lua: &Lua, ts: f64, msg: &Message) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 6)?;
+    t.raw_set("ts", ts)?;
+    t.raw_set("protocol", msg.protocol.as_str())?;
+    t.raw_set("from", msg.from.as_str())?;
+    t.raw_set("type", msg.type_name.as_str())?;
+    t.raw_set("fields", lua.to_value_with(&msg.fields, to_lua_options())?)?;
+    t.raw_set("raw", lua.create_string(&msg.raw)?)?;
+    Ok(t)
+}
+
+/// `tx` (the `on_transaction` extension): `kind` (`http`|`postgres`), `latency_ms`, and for
+/// HTTP `request` {method, path, url} and `response` {status, reason}; for PostgreSQL `sql`,
+/// `params`, `rows`, `tag`, `error_code`, `error_message`, `ok`.
+pub(crate) fn transaction_table(lua: &Lua, ts: f64, tx: &Transaction) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("ts", ts)?;
+    match tx {
+        Transaction::Http {
+            request,
+            response,
+            latency,
+        } => {
+            t.raw_set("kind", "http")?;
+            t.raw_set("latency_ms", millis(*latency))?;
+            let req = lua.create_table()?;
+            req.raw_set("method", request.method.as_str())?;
+            req.raw_set("path", request.path.as_str())?;
+            req.raw_set("url", request.url.as_deref())?;
+            t.raw_set("request", req)?;
+            let resp = lua.create_table()?;
+            resp.raw_set("status", response.status)?;
+            resp.raw_set("reason", response.reason.as_str())?;
+            t.raw_set("response", resp)?;
+        }
+        Transaction::Postgres(pg) => {
+            t.raw_set("kind", "postgres")?;
+            t.raw_set("latency_ms", millis(pg.latency))?;
+            t.raw_set("sql", pg.sql.as_str())?;
+            t.raw_set("params", lua.to_value_with(&pg.params, to_lua_options())?)?;
+            t.raw_set("rows", pg.rows)?;
+            t.raw_set("tag", pg.tag.as_str())?;
+            t.raw_set("error_code", pg.error_code.as_deref())?;
+            t.raw_set("error_message", pg.error_message.as_deref())?;
+            t.raw_set("ok", pg.error_code.is_none())?;
+        }
+    }
+    Ok(t)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A message lent to Lua for one hook call. The first edit keeps a copy of the original, so
+/// a hook that fails leaves the message unchanged.
+#[derive(Default)]
+pub(crate) struct Edit<T> {
+    value: T,
+    backup: Option<T>,
+}
+
+/// The message shared by a request or response object and its headers object.
+pub(crate) type Lent<T> = Arc<Mutex<Edit<T>>>;
+
+/// Lends `value` to Lua (it is taken out of its place until [`give_back`]).
+pub(crate) fn lend<T: Default>(value: &mut T) -> Lent<T> {
+    Arc::new(Mutex::new(Edit {
+        value: std::mem::take(value),
+        backup: None,
+    }))
+}
+
+/// Puts a lent message back: edited when `keep_edits`, else as it was before the hook.
+pub(crate) fn give_back<T: Default>(lent: &Lent<T>, place: &mut T, keep_edits: bool) {
+    let edit = std::mem::take(&mut *lent.lock());
+    *place = match (keep_edits, edit.backup) {
+        (false, Some(original)) => original,
+        _ => edit.value,
+    };
+}
+
+fn write<T: Clone, R>(lent: &Lent<T>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut edit = lent.lock();
+    if edit.backup.is_none() {
+        edit.backup = Some(edit.value.clone());
+    }
+    f(&mut edit.value)
+}
+
+fn read<T, R>(lent: &Lent<T>, f: impl FnOnce(&T) -> R) -> R {
+    f(&lent.lock().value)
+}
+
+/// Messages that carry header fields.
+pub(crate) trait HasHeaders: Clone + Default + Send + 'static {
+    /// The fields.
+    fn headers(&self) -> &Headers;
+    /// The fields, to edit.
+    fn headers_mut(&mut self) -> &mut Headers;
+}
+
+impl HasHeaders for HttpRequest {
+    fn headers(&self) -> &Headers {
+        &self.headers
+    }
+    fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}
+
+impl HasHeaders for HttpResponse {
+    fn headers(&self) -> &Headers {
+        &self.headers
+    }
+    fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+}
+
+/// `req.headers` / `resp.headers`: ordered fields with duplicates, names case-insensitive.
+pub(crate) struct HeadersObj<T>(Lent<T>);
+
+fn check_name(name: &str) -> mlua::Result<()> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(mlua::Error::runtime(format!("bad header name {name:?}")));
+    }
+    Ok(())
+}
+
+fn check_value(value: &str) -> mlua::Result<()> {
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(mlua::Error::runtime(
+            "a header value may not hold CR, LF or NUL",
+        ));
+    }
+    Ok(())
+}
+
+impl<T: HasHeaders> UserData for HeadersObj<T> {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("get", |_, this, name: String| {
+            Ok(read(&this.0, |m| {
+                m.headers().get(&name).map(str::to_string)
+            }))
+        });
+        methods.add_method("get_all", |_, this, name: String| {
+            Ok(read(&this.0, |m| {
+                m.headers()
+                    .get_all(&name)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            }))
+        });
+        methods.add_method("set", |_, this, (name, value): (String, Value)| {
+            check_name(&name)?;
+            if value.is_nil() {
+                write(&this.0, |m| m.headers_mut().remove(&name));
+                return Ok(());
+            }
+            let value = display(&value);
+            check_value(&value)?;
+            write(&this.0, |m| m.headers_mut().set(&name, value));
+            Ok(())
+        });
+        methods.add_method("add", |_, this, (name, value): (String, Value)| {
+            check_name(&name)?;
+            let value = display(&value);
+            check_value(&value)?;
+            write(&this.0, |m| m.headers_mut().add(name, value));
+            Ok(())
+        });
+        methods.add_method("remove", |_, this, name: String| {
+            Ok(write(&this.0, |m| m.headers_mut().remove(&name)))
+        });
+        methods.add_method("pairs", |lua, this, ()| {
+            let fields = read(&this.0, |m| m.headers().0.clone());
+            let next = AtomicUsize::new(0);
+            lua.create_function(move |_, ()| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                Ok(match fields.get(i) {
+                    Some((n, v)) => (Some(n.clone()), Some(v.clone())),
+                    None => (None, None),
+                })
+            })
+        });
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| {
+            Ok(read(&this.0, |m| m.headers().len()))
+        });
+    }
+}
+
+/// Replaces every field from a Lua list of `{name, value}` pairs or a name→value map.
+fn replace_headers(headers: &mut Headers, table: &Table) -> mlua::Result<()> {
+    let mut fresh = Headers::new();
+    for pair in table.pairs::<Value, Value>() {
+        match pair? {
+            (Value::Integer(_), Value::Table(nv)) => {
+                let (n, v): (String, String) = (nv.get(1)?, nv.get(2)?);
+                check_name(&n)?;
+                check_value(&v)?;
+                fresh.add(n, v);
+            }
+            (Value::String(n), v) => {
+                let (n, v) = (n.to_str()?.to_string(), display(&v));
+                check_name(&n)?;
+                check_value(&v)?;
+                fresh.add(n, v);
+            }
+            _ => {
+                return Err(mlua::Error::runtime(
+                    "headers must be {name, value} pairs or a map",
+                ))
+            }
+        }
+    }
+    *headers = fresh;
+    Ok(())
+}
+
+fn body_from(value: Value) -> mlua::Result<Bytes> {
+    match value {
+        Value::Nil => Ok(Bytes::new()),
+        Value::String(s) => Ok(Bytes::copy_from_slice(&s.as_bytes())),
+        other => Err(mlua::Error::runtime(format!(
+            "a body must be a string, not {}",
+            other.type_name()
+        ))),
+    }
+}
+
+fn text(value: Value, field: &str) -> mlua::Result<String> {
+    match value {
+        Value::String(s) => Ok(s.to_str()?.to_string()),
+        other => Err(mlua::Error::runtime(format!(
+            "{field} must be a string, not {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// `req`: reads and in-place edits of an HTTP request.
+pub(crate) struct RequestObj(pub(crate) Lent<HttpRequest>);
+
+impl UserData for RequestObj {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::Index, |lua, this, key: mlua::LuaString| {
+            let key = key.as_bytes();
+            let lent = &this.0;
+            Ok(match &*key {
+                b"method" => read(lent, |r| lua.create_string(&r.method)).map(Value::String)?,
+                b"path" => read(lent, |r| lua.create_string(&r.path)).map(Value::String)?,
+                b"url" => match read(lent, |r| r.url.clone()) {
+                    Some(u) => Value::String(lua.create_string(u)?),
+                    None => Value::Nil,
+                },
+                b"version" => read(lent, |r| lua.create_string(&r.version)).map(Value::String)?,
+                b"headers" => Value::UserData(lua.create_userdata(HeadersObj(lent.clone()))?),
+                b"body" => read(lent, |r| lua.create_string(&r.body)).map(Value::String)?,
+                b"body_truncated" => Value::Boolean(read(lent, |r| r.body_truncated)),
+                b"body_len" => Value::Integer(read(lent, |r| r.body_len) as i64),
+                _ => Value::Nil,
+            })
+        });
+        methods.add_meta_method(
+            MetaMethod::NewIndex,
+            |_, this, (key, value): (String, Value)| {
+                let lent = &this.0;
+                match key.as_str() {
+                    "method" => {
+                        let m = text(value, "req.method")?;
+                        write(lent, |r| r.method = m)
+                    }
+                    "path" => {
+                        let p = text(value, "req.path")?;
+                        write(lent, |r| r.path = p)
+                    }
+                    "url" => {
+                        let u = match value {
+                            Value::Nil => None,
+                            v => Some(text(v, "req.url")?),
+                        };
+                        write(lent, |r| r.url = u)
+                    }
+                    "version" => {
+                        let v = text(value, "req.version")?;
+                        write(lent, |r| r.version = v)
+                    }
+                    "body" => {
+                        let b = body_from(value)?;
+                        write(lent, |r| {
+                            r.body_len = b.len() as u64;
+                            r.body = b;
+                            r.body_truncated = false;
+                        })
+                    }
+                    "headers" => match value {
+                        Value::Table(t) => write(lent, |r| replace_headers(&mut r.headers, &t))?,
+                        _ => return Err(mlua::Error::runtime("req.headers must be a table")),
+                    },
+                    other => {
+                        return Err(mlua::Error::runtime(format!("req.{other} cannot be set")))
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+}
+
+/// `resp`: reads and in-place edits of an HTTP response.
+pub(crate) struct ResponseObj(pub(crate) Lent<HttpResponse>);
+
+impl UserData for ResponseObj {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::Index, |lua, this, key: mlua::LuaString| {
+            let key = key.as_bytes();
+            let lent = &this.0;
+            Ok(match &*key {
+                b"status" => Value::Integer(read(lent, |r| r.status) as i64),
+                b"reason" => read(lent, |r| lua.create_string(&r.reason)).map(Value::String)?,
+                b"version" => read(lent, |r| lua.create_string(&r.version)).map(Value::String)?,
+                b"headers" => Value::UserData(lua.create_userdata(HeadersObj(lent.clone()))?),
+                b"body" => read(lent, |r| lua.create_string(&r.body)).map(Value::String)?,
+                b"body_truncated" => Value::Boolean(read(lent, |r| r.body_truncated)),
+                b"body_len" => Value::Integer(read(lent, |r| r.body_len) as i64),
+                b"latency_ms" => match read(lent, |r| r.latency) {
+                    Some(l) => Value::Number(millis(l)),
+                    None => Value::Nil,
+                },
+                b"request" => match read(lent, |r| r.request.clone()) {
+                    Some(line) => {
+                        let t = lua.create_table_with_capacity(0, 3)?;
+                        t.raw_set("method", line.method)?;
+                        t.raw_set("path", line.path)?;
+                        t.raw_set("url", line.url)?;
+                        Value::Table(t)
+                    }
+                    None => Value::Nil,
+                },
+                _ => Value::Nil,
+            })
+        });
+        methods.add_meta_method(
+            MetaMethod::NewIndex,
+            |_, this, (key, value): (String, Value)| {
+                let lent = &this.0;
+                match key.as_str() {
+                    "status" => {
+                        let status = match value {
+                            Value::Integer(s) if (100..=999).contains(&s) => s as u16,
+                            other => {
+                                return Err(mlua::Error::runtime(format!(
+                                    "resp.status must be 100..999, not {}",
+                                    display(&other)
+                                )))
+                            }
+                        };
+                        write(lent, |r| {
+                            r.status = status;
+                            r.reason = tapline_core::http::reason_phrase(status).to_string();
+                        })
+                    }
+                    "reason" => {
+                        let reason = text(value, "resp.reason")?;
+                        check_value(&reason)?;
+                        write(lent, |r| r.reason = reason)
+                    }
+                    "body" => {
+                        let b = body_from(value)?;
+                        write(lent, |r| {
+                            r.body_len = b.len() as u64;
+                            r.body = b;
+                            r.body_truncated = false;
+                        })
+                    }
+                    "headers" => match value {
+                        Value::Table(t) => write(lent, |r| replace_headers(&mut r.headers, &t))?,
+                        _ => return Err(mlua::Error::runtime("resp.headers must be a table")),
+                    },
+                    other => {
+                        return Err(mlua::Error::runtime(format!("resp.{other} cannot be set")))
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+}
