@@ -1,18 +1,32 @@
-//! gRPC plugin stages (wired by the gRPC work).
+//! gRPC plugin stages: one [`tapline_grpc::GrpcStage`] per `--grpc-plugin` address.
 
 use std::sync::Arc;
 
 use tapline_core::{Mode, Stage, StageContext};
+use tapline_grpc::{GrpcConfig, GrpcError, GrpcStage, OnFailure};
 
-use crate::cli::PluginArgs;
+use crate::cli::{FailurePolicy, PluginArgs};
 use crate::exit::usage;
 
-/// Connects to one gRPC plugin (registered offline if unreachable).
+/// Connects to one gRPC plugin (registered offline, with a warning, if unreachable). A bad
+/// address is a usage error naming it.
 pub async fn connect(
     url: &str,
-    _args: &PluginArgs,
-    _mode: Mode,
+    args: &PluginArgs,
+    mode: Mode,
     _ctx: &StageContext,
 ) -> anyhow::Result<Arc<dyn Stage>> {
-    usage!("--grpc-plugin {url}: gRPC plugins are not supported yet")
+    let mut config = GrpcConfig::new(url, mode);
+    config.timeout = args.plugin_timeout;
+    config.on_failure = match args.plugin_failure {
+        FailurePolicy::Open => OnFailure::Open,
+        FailurePolicy::Closed => OnFailure::Closed,
+    };
+    match GrpcStage::connect(config).await {
+        Ok(stage) => Ok(stage),
+        Err(GrpcError::InvalidAddress { reason, .. }) => {
+            usage!("--grpc-plugin {url}: {reason}")
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("--grpc-plugin {url}"))),
+    }
 }
