@@ -225,6 +225,18 @@ pub fn demo() -> (Proc, SocketAddr) {
     (p, addr)
 }
 
+/// Starts `tapline proxy` with `args` and waits until every address in `listening` accepts
+/// connections.
+pub fn proxy(args: &[&str], listening: &[SocketAddr]) -> Proc {
+    let mut cmd = tapline();
+    cmd.arg("proxy").args(args);
+    let mut p = Proc::spawn("tapline proxy", cmd);
+    for addr in listening {
+        p.wait_port(*addr, Duration::from_secs(20));
+    }
+    p
+}
+
 /// Runs tapline to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_tapline(args: &[&str]) -> (i32, String, String) {
     let out = tapline().args(args).stdin(Stdio::null()).output().unwrap();

@@ -1,0 +1,345 @@
+//! The HTTP forward proxy end to end: curl and raw clients through `tapline proxy` to real
+//! origins on loopback (the demo origin, and origins written here).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{demo, free_port, have, http_get_via, json_lines, proxy, sha256_hex, temp_dir};
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// curl with no proxy settings inherited from the environment, plus `env`.
+fn curl(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "30"]).args(args);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("curl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
+    if !have("curl") {
+        return;
+    }
+    let (_demo, origin) = demo();
+    let listen = local(free_port());
+    let dir = temp_dir();
+    let events = dir.path().join("events.jsonl");
+    let mut p = proxy(
+        &[
+            "--proxy-address",
+            &listen.to_string(),
+            "--quiet",
+            "--output",
+            events.to_str().unwrap(),
+        ],
+        &[listen],
+    );
+    p.wait_output(&format!("HTTP proxy on {listen}"), Duration::from_secs(5));
+    let via = format!("http://{listen}");
+
+    let (code, body, err) = curl(&["-x", &via, &format!("http://{origin}/")], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "Hello from the tapline demo origin.\n");
+
+    // A POST body arrives; hop-by-hop fields do not.
+    let (code, body, err) = curl(
+        &[
+            "-x",
+            &via,
+            "-H",
+            "Connection: keep-alive, X-Hop",
+            "-H",
+            "X-Hop: secret",
+            "-H",
+            "X-End: kept",
+            "--data-binary",
+            "hello through tapline",
+            &format!("http://{origin}/echo?q=1"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let echo: serde_json::Value = serde_json::from_str(&body).expect("echo is JSON");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/echo?q=1");
+    assert_eq!(echo["body"], "hello through tapline");
+    let names: Vec<String> = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    assert!(names.contains(&"x-end".to_string()), "{names:?}");
+    assert!(!names.contains(&"x-hop".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"proxy-connection".to_string()),
+        "{names:?}"
+    );
+
+    // Keep-alive to the proxy: curl reuses its connection for a second URL.
+    let (code, body, err) = curl(
+        &[
+            "-v",
+            "-x",
+            &via,
+            &format!("http://{origin}/status/201"),
+            &format!("http://{origin}/bytes/10"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "201 Created\n0123456789");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+
+    // http_proxy in the environment just works, for fixed-length and chunked bodies.
+    let env = [("http_proxy", via.clone())];
+    let (code, body, err) = curl(&[&format!("http://{origin}/bytes/300000")], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body.len(), 300_000);
+    let (code, body, err) = curl(&[&format!("http://{origin}/chunked/250000")], &env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body.len(), 250_000);
+
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+    let events = json_lines(&events);
+    let kinds = |k: &'static str| events.iter().filter(move |e| e["kind"] == k);
+    let post = kinds("http_request")
+        .find(|e| e["method"] == "POST")
+        .expect("the POST is reported");
+    assert_eq!(post["path"], "/echo?q=1");
+    assert_eq!(post["url"], format!("http://{origin}/echo?q=1"));
+    assert_eq!(post["body_len"], 21);
+    assert_eq!(post["route"], "forward");
+    assert_eq!(post["protocol"], "http");
+    assert_eq!(post["server"], origin.to_string());
+    let big = kinds("http_response")
+        .find(|e| e["path"] == "/bytes/300000")
+        .expect("the download is reported");
+    assert_eq!(big["status"], 200);
+    assert_eq!(big["body_len"], 300_000);
+    assert!(big["latency_ms"].as_f64().is_some(), "{big}");
+    let chunked = kinds("http_response")
+        .find(|e| e["path"] == "/chunked/250000")
+        .unwrap();
+    assert_eq!(chunked["body_len"], 250_000);
+    assert_eq!(kinds("transaction").count(), 6, "{events:?}");
+    let starts = kinds("flow_start").count();
+    let ends: Vec<_> = kinds("flow_end").collect();
+    assert_eq!(starts, ends.len());
+    assert!(ends.iter().all(|e| e["end"] == "fin"), "{ends:?}");
+    let from_server: u64 = ends
+        .iter()
+        .map(|e| e["bytes_from_server"].as_u64().unwrap())
+        .sum();
+    assert!(from_server > 550_000, "{ends:?}");
+}
+
+#[test]
+fn unreachable_slow_and_self_upstreams_get_gateway_errors() {
+    let listen = local(free_port());
+    let mut p = proxy(
+        &[
+            "--proxy-address",
+            &listen.to_string(),
+            "--quiet",
+            "--idle-timeout",
+            "1s",
+            "--max-header-size",
+            "4096",
+        ],
+        &[listen],
+    );
+
+    // Nothing listens there: 502.
+    let dead = free_port();
+    let (status, body) = http_get_via(listen, &format!("http://127.0.0.1:{dead}/x"));
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).starts_with("tapline: "));
+
+    // An upstream that accepts and never answers: 504 after the idle timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().take(4) {
+            held.push(conn);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let (status, body) = http_get_via(listen, &format!("http://{silent_addr}/slow"));
+    assert_eq!(status, 504, "{}", String::from_utf8_lossy(&body));
+
+    // The proxy itself as the target: refused, not looped.
+    let (status, _) = http_get_via(listen, &format!("http://{listen}/"));
+    assert_eq!(status, 508);
+
+    // Origin-form requests are not for a forward proxy.
+    assert_eq!(raw_status(listen, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+
+    // Heads over --max-header-size are refused.
+    let big = format!(
+        "GET http://{silent_addr}/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(8000)
+    );
+    assert_eq!(raw_status(listen, &big), 431);
+
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+/// Sends `request` as is and returns the response's status code.
+fn raw_status(proxy: SocketAddr, request: &str) -> u16 {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+const CLIENTS: usize = 200;
+const BODY: usize = 1 << 20;
+
+/// `len` bytes that differ per `seed` (xorshift), so a mixed-up body cannot match.
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An origin answering every request with the SHA-256 hex of its body.
+async fn hashing_origin(listener: tokio::net::TcpListener) {
+    use http_body_util::{BodyExt, Full};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(hyper::Response::new(Full::new(bytes::Bytes::from(
+                        sha256_hex(&body),
+                    ))))
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// One client: a 1 MiB POST (chunked for odd ids) in absolute form, then the origin's hash.
+async fn upload(proxy: SocketAddr, origin: SocketAddr, id: usize) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = payload(id as u64 + 1, BODY);
+    let mut s = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| e.to_string())?;
+    let framing = if id % 2 == 0 {
+        format!("Content-Length: {BODY}")
+    } else {
+        "Transfer-Encoding: chunked".to_string()
+    };
+    let head = format!(
+        "POST http://{origin}/upload/{id} HTTP/1.1\r\nHost: {origin}\r\n{framing}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if id % 2 == 0 {
+        s.write_all(&body).await.map_err(|e| e.to_string())?;
+    } else {
+        for part in body.chunks(64 * 1024 + id) {
+            s.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(part).await.map_err(|e| e.to_string())?;
+            s.write_all(b"\r\n").await.map_err(|e| e.to_string())?;
+        }
+        s.write_all(b"0\r\n\r\n").await.map_err(|e| e.to_string())?;
+    }
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&resp);
+    let (head, hash) = text.split_once("\r\n\r\n").ok_or("no response head")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("client {id}: {head}"));
+    }
+    if hash != sha256_hex(&body) {
+        return Err(format!("client {id}: body arrived changed"));
+    }
+    Ok(())
+}
+
+#[test]
+fn concurrent_large_request_bodies_arrive_byte_identical() {
+    let listen = local(free_port());
+    let mut p = proxy(
+        &["--proxy-address", &listen.to_string(), "--quiet"],
+        &[listen],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let failures: Vec<String> = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = listener.local_addr().unwrap();
+        tokio::spawn(hashing_origin(listener));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|id| tokio::spawn(upload(listen, origin, id)))
+            .collect();
+        let all = async {
+            let mut failures = Vec::new();
+            for c in clients {
+                if let Err(e) = c.await.unwrap() {
+                    failures.push(e);
+                }
+            }
+            failures
+        };
+        tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("200 uploads finish within 2 minutes")
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
