@@ -7,9 +7,19 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The command line as parsed: argv with the `--config` file's options inserted. Plugin
+/// order is read from it.
+pub static EFFECTIVE_ARGV: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
 /// Capture and model network traffic through a pipeline of plugins.
 #[derive(Debug, Parser)]
-#[command(name = "tapline", version, about, propagate_version = true)]
+#[command(
+    name = "tapline",
+    version,
+    about,
+    propagate_version = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

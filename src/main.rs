@@ -3,6 +3,7 @@
 
 mod capture_cmd;
 mod cli;
+mod config;
 mod demo;
 mod exit;
 mod outputs;
@@ -18,7 +19,12 @@ use clap::Parser;
 use crate::cli::{Cli, Command, PluginsCommand};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv = match config::expand_argv(std::env::args().collect()) {
+        Ok(argv) => argv,
+        Err(e) => return exit::report(&e),
+    };
+    let _ = cli::EFFECTIVE_ARGV.set(argv.clone());
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

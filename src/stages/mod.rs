@@ -64,7 +64,10 @@ pub async fn build(
     mode: Mode,
     ctx: &StageContext,
 ) -> anyhow::Result<Vec<Arc<dyn Stage>>> {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = crate::cli::EFFECTIVE_ARGV
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args().collect());
     let mut stages: Vec<Arc<dyn Stage>> = Vec::new();
     let lua_host = lua::Host::new(args, mode, ctx)?;
     for spec in declared(args, &argv) {
