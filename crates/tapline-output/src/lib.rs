@@ -9,9 +9,11 @@
 pub mod human;
 pub mod json;
 pub mod lines;
+pub mod pcap_export;
 pub mod syslog;
 
 pub use lines::{LineFormat, LineSink};
+pub use pcap_export::PcapExport;
 pub use syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 
 #[cfg(test)]
