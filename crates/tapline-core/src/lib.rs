@@ -21,7 +21,7 @@ pub use event::{
 };
 pub use flow::{Flow, FlowEnd, FlowId, FlowIds, FlowStats, Mode, Protocol, Route, Side};
 pub use http::{Headers, HttpRequest, HttpResponse, RequestLine};
-pub use pipeline::{block_on, Pipeline, StageCounters};
+pub use pipeline::{block_on, Pipeline, StageCounters, LATENCY_BUCKETS_MICROS};
 pub use sink::{EventSink, Fanout, NullSink};
 pub use stage::{BoxFuture, Interest, Stage, StageContext};
 pub use time::Timestamp;

@@ -28,8 +28,17 @@ pub struct StageCounters {
     pub ignored_verdicts: AtomicU64,
     /// Total time spent in calls, in microseconds.
     pub busy_micros: AtomicU64,
+    /// Calls per duration bucket: `latency_buckets[i]` counts calls of at most
+    /// [`LATENCY_BUCKETS_MICROS`]`[i]` µs (and more than the bound before); the last slot counts
+    /// longer calls. Filled by [`StageCounters::record_call`].
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MICROS.len() + 1],
     warned_ignored: AtomicBool,
 }
+
+/// Upper bounds, in microseconds, of the call duration buckets of [`StageCounters`].
+pub const LATENCY_BUCKETS_MICROS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 2_000_000,
+];
 
 impl StageCounters {
     /// Adds one to a counter.
@@ -40,6 +49,15 @@ impl StageCounters {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Records one call that took `elapsed`: adds it to `busy_micros` and counts it in its
+    /// latency bucket (for the metrics histogram).
+    pub fn record_call(&self, elapsed: std::time::Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.busy_micros.fetch_add(micros, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -362,6 +380,18 @@ mod tests {
         assert_eq!(verdict, ChunkVerdict::Pass);
         assert_eq!(StageCounters::get(&a.counters.ignored_verdicts), 1);
         assert_eq!(b.seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn record_call_fills_busy_time_and_buckets() {
+        let c = StageCounters::default();
+        c.record_call(std::time::Duration::from_micros(50));
+        c.record_call(std::time::Duration::from_micros(51));
+        c.record_call(std::time::Duration::from_secs(10));
+        assert_eq!(StageCounters::get(&c.busy_micros), 10_000_101);
+        assert_eq!(StageCounters::get(&c.latency_buckets[0]), 1);
+        assert_eq!(StageCounters::get(&c.latency_buckets[1]), 1);
+        assert_eq!(StageCounters::get(&c.latency_buckets[12]), 1);
     }
 
     #[test]
