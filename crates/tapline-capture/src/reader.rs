@@ -1,0 +1,343 @@
+//! The capture driver: the reader loop on the calling thread, sharding packets by flow hash
+//! into batches for the worker threads.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::{Duration, Instant};
+
+use pcap::{Activated, Savefile};
+use tapline_core::{FlowIds, Pipeline, Timestamp};
+use tapline_decode::packet::{flow_hash, LinkType};
+use tapline_decode::DecodeConfig;
+
+use crate::batch::Batch;
+use crate::error::{pcap_message, CaptureError};
+use crate::source::{Source, SourceSpec};
+use crate::stats::{CaptureStats, KernelStats};
+use crate::worker::{Worker, WorkerConfig};
+
+/// Batches queued per worker before the reader waits (bounded memory, backpressure).
+const QUEUE_DEPTH: usize = 16;
+
+/// Live capture: longest a packet waits in a partly filled batch.
+const LIVE_FLUSH: Duration = Duration::from_millis(20);
+
+/// Packet time between two ticks sent to every worker (idle workers still time flows out).
+const TICK: i64 = 1_000_000;
+
+/// Memory and time bounds of the flow tables.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most flows tracked at once, over all workers.
+    pub max_flows: usize,
+    /// Most out-of-order bytes buffered, over all workers.
+    pub max_buffer: u64,
+    /// A flow idle this long (packet time) is ended.
+    pub flow_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_flows: 200_000,
+            max_buffer: 256 << 20,
+            flow_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything a capture run needs to know.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Where packets come from.
+    pub source: SourceSpec,
+    /// BPF filter.
+    pub filter: Option<String>,
+    /// Stop after this many packets.
+    pub count: Option<u64>,
+    /// Write the captured (filtered) packets to this pcap file.
+    pub write: Option<PathBuf>,
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Flow table bounds.
+    pub limits: Limits,
+    /// Protocol decoding choices.
+    pub decode: DecodeConfig,
+}
+
+/// An opened capture, ready to run: the source is open, the filter compiled and the `-w`
+/// file created, so every configuration error shows before anything runs.
+pub struct Capture {
+    source: Source,
+    writer: Option<Savefile>,
+    config: CaptureConfig,
+}
+
+impl Capture {
+    /// Opens the source, applies the filter and creates the `-w` file.
+    pub fn open(config: CaptureConfig) -> Result<Capture, CaptureError> {
+        let source = Source::open(&config.source, config.filter.as_deref())?;
+        let writer = match &config.write {
+            None => None,
+            Some(path) => {
+                let created = match &source {
+                    Source::Live(c) => c.savefile(path),
+                    Source::File(c) => c.savefile(path),
+                };
+                Some(created.map_err(|e| CaptureError::Write {
+                    path: path.clone(),
+                    message: pcap_message(e),
+                })?)
+            }
+        };
+        Ok(Capture {
+            source,
+            writer,
+            config,
+        })
+    }
+
+    /// The source's LINKTYPE_ number.
+    pub fn linktype(&self) -> i32 {
+        self.source.linktype()
+    }
+
+    /// Whether tapline decodes the source's link type (other frames are only counted).
+    pub fn link_decoded(&self) -> bool {
+        LinkType::from_linktype(self.linktype()).is_some()
+    }
+
+    /// Reads until the source ends, `count` packets, or `stop` is set; the events go to
+    /// `pipeline`. A capture file that turns corrupt part-way is not an error: the packets
+    /// before the bad record are delivered and [`RunOutcome::source_error`] says what broke.
+    pub fn run(self, pipeline: &Pipeline, stop: &AtomicBool) -> Result<RunOutcome, CaptureError> {
+        let Capture {
+            mut source,
+            mut writer,
+            config,
+        } = self;
+        let link = LinkType::from_linktype(source.linktype());
+        let workers = config.workers.max(1);
+        let worker_config = WorkerConfig {
+            link,
+            flow_timeout: config.limits.flow_timeout,
+            max_flows: (config.limits.max_flows / workers).max(1),
+            max_flow_buffer: per_flow_buffer(config.limits.max_buffer / workers as u64),
+            max_buffer: usize::try_from(config.limits.max_buffer / workers as u64)
+                .unwrap_or(usize::MAX),
+            decode: config.decode.clone(),
+        };
+        let ids = FlowIds::new();
+        std::thread::scope(|scope| {
+            let (recycle_tx, recycle_rx) = mpsc::channel();
+            let mut senders = Vec::with_capacity(workers);
+            let mut handles = Vec::with_capacity(workers);
+            for i in 0..workers {
+                let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE_DEPTH);
+                let worker = Worker::new(pipeline, &ids, &worker_config);
+                let recycle = recycle_tx.clone();
+                let handle = std::thread::Builder::new()
+                    .name(format!("tapline-capture-{i}"))
+                    .spawn_scoped(scope, move || worker.run(rx, recycle))
+                    .map_err(|e| CaptureError::Thread(e.to_string()))?;
+                senders.push(tx);
+                handles.push(handle);
+            }
+            drop(recycle_tx);
+            let mut dispatch = Dispatch::new(senders, recycle_rx, link);
+            let mut outcome = RunOutcome::default();
+            let read = {
+                let mut reader = Reader {
+                    writer: writer.as_mut(),
+                    count: config.count,
+                    stop,
+                    dispatch: &mut dispatch,
+                    stats: &mut outcome.stats,
+                };
+                match &mut source {
+                    Source::Live(c) => reader.read(c, true),
+                    Source::File(c) => reader.read(c, false),
+                }
+            };
+            dispatch.close();
+            if let Source::Live(c) = &mut source {
+                if let Ok(s) = c.stats() {
+                    outcome.stats.kernel = Some(KernelStats {
+                        received: u64::from(s.received),
+                        dropped: u64::from(s.dropped),
+                        if_dropped: u64::from(s.if_dropped),
+                    });
+                }
+            }
+            if let Some(w) = writer.as_mut() {
+                if let Err(e) = w.flush() {
+                    outcome.write_error = Some(e.to_string());
+                }
+            }
+            let mut panicked = false;
+            for handle in handles {
+                match handle.join() {
+                    Ok(stats) => outcome.stats.merge_worker(&stats),
+                    Err(_) => panicked = true,
+                }
+            }
+            if panicked {
+                return Err(CaptureError::Thread("a capture worker panicked".into()));
+            }
+            outcome.source_error = read?;
+            Ok(outcome)
+        })
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// What was seen and done.
+    pub stats: CaptureStats,
+    /// A capture file that turned unreadable part-way (corrupt or cut record): libpcap's
+    /// message. The packets before it were processed.
+    pub source_error: Option<String>,
+    /// The `-w` file could not be flushed.
+    pub write_error: Option<String>,
+}
+
+/// A quarter of a worker's buffer budget per flow direction, within 64 KiB..8 MiB.
+fn per_flow_buffer(worker_budget: u64) -> usize {
+    let quarter = (worker_budget / 4).clamp(64 << 10, 8 << 20);
+    usize::try_from(quarter.min(worker_budget)).unwrap_or(usize::MAX)
+}
+
+/// The reader loop's state.
+struct Reader<'r> {
+    writer: Option<&'r mut Savefile>,
+    count: Option<u64>,
+    stop: &'r AtomicBool,
+    dispatch: &'r mut Dispatch,
+    stats: &'r mut CaptureStats,
+}
+
+impl Reader<'_> {
+    /// Reads packets until the end. `Ok(Some(message))`: a file turned unreadable.
+    fn read<T: Activated + ?Sized>(
+        &mut self,
+        cap: &mut pcap::Capture<T>,
+        live: bool,
+    ) -> Result<Option<String>, CaptureError> {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            match cap.next_packet() {
+                Ok(packet) => {
+                    // time_t and suseconds_t are i64 on the 64-bit Linux tapline targets.
+                    let ts = Timestamp::from_secs_micros(
+                        packet.header.ts.tv_sec,
+                        packet.header.ts.tv_usec,
+                    );
+                    if let Some(w) = self.writer.as_mut() {
+                        w.write(&packet);
+                    }
+                    self.stats.packets += 1;
+                    self.stats.bytes += packet.data.len() as u64;
+                    self.dispatch.push(ts, packet.header.len, packet.data);
+                    if live && self.dispatch.last_flush.elapsed() >= LIVE_FLUSH {
+                        self.dispatch.flush(false);
+                    }
+                    if self.count.is_some_and(|c| self.stats.packets >= c) {
+                        return Ok(None);
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => {
+                    self.dispatch.advance(Timestamp::now());
+                    self.dispatch.flush(true);
+                }
+                Err(pcap::Error::NoMorePackets) => return Ok(None),
+                Err(e) if !live => return Ok(Some(pcap_message(e))),
+                Err(e) => return Err(CaptureError::Pcap(pcap_message(e))),
+            }
+        }
+    }
+}
+
+/// Batches per worker, filled by flow hash and sent when full (or on time).
+struct Dispatch {
+    senders: Vec<SyncSender<Batch>>,
+    batches: Vec<Batch>,
+    recycle: Receiver<Batch>,
+    link: Option<LinkType>,
+    now: Timestamp,
+    last_tick: Timestamp,
+    last_flush: Instant,
+}
+
+impl Dispatch {
+    fn new(
+        senders: Vec<SyncSender<Batch>>,
+        recycle: Receiver<Batch>,
+        link: Option<LinkType>,
+    ) -> Self {
+        Dispatch {
+            batches: senders.iter().map(|_| Batch::with_capacity()).collect(),
+            senders,
+            recycle,
+            link,
+            now: Timestamp::default(),
+            last_tick: Timestamp::default(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, ts: Timestamp, len: u32, frame: &[u8]) {
+        let n = self.senders.len();
+        let worker = match self.link {
+            Some(link) if n > 1 => (flow_hash(link, frame) % n as u64) as usize,
+            _ => 0,
+        };
+        self.batches[worker].push(ts, len, frame);
+        self.advance(ts);
+        if self.batches[worker].is_full() {
+            self.send(worker);
+        }
+        if self.now.0.saturating_sub(self.last_tick.0) >= TICK {
+            self.flush(true);
+        }
+    }
+
+    fn advance(&mut self, ts: Timestamp) {
+        if ts > self.now {
+            self.now = ts;
+        }
+    }
+
+    fn send(&mut self, worker: usize) {
+        let fresh = self
+            .recycle
+            .try_recv()
+            .unwrap_or_else(|_| Batch::with_capacity());
+        let mut batch = std::mem::replace(&mut self.batches[worker], fresh);
+        batch.now = self.now;
+        // A worker that is gone has panicked; the run reports it when joining.
+        let _ = self.senders[worker].send(batch);
+    }
+
+    /// Sends every non-empty batch; with `tick`, empty ones too, to carry the time.
+    fn flush(&mut self, tick: bool) {
+        for worker in 0..self.senders.len() {
+            if tick || !self.batches[worker].is_empty() {
+                self.send(worker);
+            }
+        }
+        if tick {
+            self.last_tick = self.now;
+        }
+        self.last_flush = Instant::now();
+    }
+
+    /// Sends what is left and hangs up, so the workers finish.
+    fn close(&mut self) {
+        self.flush(false);
+        self.senders.clear();
+    }
+}

@@ -1,0 +1,83 @@
+//! End-of-run counters of a capture.
+
+use std::fmt;
+
+use tapline_decode::reassembly::ReassemblyCounters;
+
+/// What a capture saw and did, summed over the reader and every worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Packets read from the source (after the BPF filter).
+    pub packets: u64,
+    /// Captured bytes of those packets.
+    pub bytes: u64,
+    /// Live capture: packets the kernel received and dropped (libpcap's stats).
+    pub kernel: Option<KernelStats>,
+    /// Flows started (TCP and UDP).
+    pub flows: u64,
+    /// Flows ended early because `--max-flows` was reached.
+    pub flows_evicted: u64,
+    /// Reassembled stream bytes handed on, both directions of every flow.
+    pub stream_bytes: u64,
+    /// TCP reassembly counters (gaps, duplicates, limit drops).
+    pub reassembly: ReassemblyCounters,
+    /// IP fragments (counted and skipped, not reassembled).
+    pub fragments: u64,
+    /// Frames whose headers were cut short or lied about their lengths.
+    pub malformed: u64,
+    /// Frames that were not IP (ARP, …), or of a link type tapline does not decode.
+    pub not_ip: u64,
+}
+
+/// libpcap's kernel counters for a live capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Packets the kernel handed to the capture.
+    pub received: u64,
+    /// Packets dropped for lack of buffer space.
+    pub dropped: u64,
+    /// Packets dropped by the interface or its driver.
+    pub if_dropped: u64,
+}
+
+impl CaptureStats {
+    /// Adds a worker's counters into `self`.
+    pub(crate) fn merge_worker(&mut self, other: &CaptureStats) {
+        self.flows += other.flows;
+        self.flows_evicted += other.flows_evicted;
+        self.stream_bytes += other.stream_bytes;
+        self.reassembly.merge(&other.reassembly);
+        self.fragments += other.fragments;
+        self.malformed += other.malformed;
+        self.not_ip += other.not_ip;
+    }
+}
+
+impl fmt::Display for CaptureStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.reassembly;
+        write!(f, "{} packets ({} bytes)", self.packets, self.bytes)?;
+        if let Some(k) = self.kernel {
+            write!(
+                f,
+                ", kernel: {} received, {} dropped ({} by the interface)",
+                k.received, k.dropped, k.if_dropped
+            )?;
+        }
+        write!(
+            f,
+            "; {} flows, {} stream bytes, {} gaps ({} bytes missing), {} retransmitted/overlapping bytes dropped",
+            self.flows, self.stream_bytes, r.gaps, r.gap_bytes, r.duplicate_bytes
+        )?;
+        write!(
+            f,
+            "; limit drops: {} flows evicted (--max-flows), {} holes skipped at the per-flow buffer limit, {} bytes over --max-buffer",
+            self.flows_evicted, r.flow_limit_gaps, r.total_limit_dropped_bytes
+        )?;
+        write!(
+            f,
+            "; skipped: {} IP fragments, {} malformed, {} not IP",
+            self.fragments, self.malformed, self.not_ip
+        )
+    }
+}
