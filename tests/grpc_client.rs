@@ -3,36 +3,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{free_port, grpc_stubs, json_lines, temp_dir, Proc};
+use common::{free_port, grpc_plugin, grpc_stubs, json_lines, temp_dir};
 use tapline_core::{
     block_on, Chunk, ChunkVerdict, Flow, FlowId, HttpRequest, HttpResponse, Mode, Protocol,
     RequestVerdict, ResponseVerdict, Route, Side, Stage, StageCounters, Timestamp,
 };
 use tapline_grpc::{probe, GrpcConfig, GrpcError, GrpcStage, OnFailure};
-
-/// Starts `script` from the stubs directory on `port` with extra arguments.
-fn start_plugin(stubs: &Path, script: &str, port: u16, args: &[&str]) -> Proc {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-u")
-        .arg(stubs.join(script))
-        .arg(port.to_string())
-        .args(args)
-        .current_dir(stubs);
-    let mut p = Proc::spawn(script, cmd);
-    p.wait_port(addr(port), Duration::from_secs(20));
-    p
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
@@ -96,7 +76,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool
 async fn probe_describes_a_plugin_and_fails_clearly_without_one() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _p = start_plugin(&stubs, "pg_plugin.py", port, &[]);
+    let _p = grpc_plugin(&stubs, "pg_plugin.py", port, &[]);
     let d = probe(&url(port), Duration::from_secs(5)).await.unwrap();
     assert_eq!(d.name, "PostgreSQLPlugin");
     assert!(!d.capabilities.http_forward && !d.capabilities.tunnel);
@@ -129,7 +109,7 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
     let dir = temp_dir();
     let record = dir.path().join("echo.jsonl");
     let port = free_port();
-    let _p = start_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
+    let _p = grpc_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
     let stage = connect(port, Mode::Proxy, |_| {}).await;
     assert!(stage.is_online());
     assert_eq!(stage.name(), "EchoPlugin");
@@ -179,7 +159,7 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
 async fn lueur_guide_echo_plugin_fails_open_on_its_broken_tunnel_answer() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let plugin = start_plugin(&stubs, "lueur_echo_plugin.py", port, &[]);
+    let plugin = grpc_plugin(&stubs, "lueur_echo_plugin.py", port, &[]);
     let open = connect(port, Mode::Proxy, |_| {}).await;
     let tunnel = flow(1, Route::Tunnel, Protocol::Tls, Mode::Proxy);
     let data = chunk(Side::Client, b"bytes");
@@ -211,7 +191,7 @@ async fn lueur_guide_echo_plugin_fails_open_on_its_broken_tunnel_answer() {
 async fn postgres_plugin_gets_only_postgres_mappings() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _p = start_plugin(&stubs, "pg_plugin.py", port, &[]);
+    let _p = grpc_plugin(&stubs, "pg_plugin.py", port, &[]);
     let stage = connect(port, Mode::Proxy, |_| {}).await;
     let pg = flow(1, Route::Mapping, Protocol::Postgres, Mode::Proxy);
     assert!(stage.interest(&pg).chunks);
@@ -228,8 +208,8 @@ async fn postgres_plugin_gets_only_postgres_mappings() {
 async fn abort_and_rewrite_plugins_answer_and_edit_requests() {
     let Some(stubs) = grpc_stubs() else { return };
     let (abort_port, rewrite_port) = (free_port(), free_port());
-    let _a = start_plugin(&stubs, "abort_plugin.py", abort_port, &[]);
-    let _r = start_plugin(&stubs, "rewrite_plugin.py", rewrite_port, &[]);
+    let _a = grpc_plugin(&stubs, "abort_plugin.py", abort_port, &[]);
+    let _r = grpc_plugin(&stubs, "rewrite_plugin.py", rewrite_port, &[]);
     let forward = flow(1, Route::Forward, Protocol::Http, Mode::Proxy);
 
     let abort = connect(abort_port, Mode::Proxy, |_| {}).await;
@@ -264,9 +244,9 @@ async fn tunnel_plugin_replaces_closes_and_buffers() {
     let Some(stubs) = grpc_stubs() else { return };
     let tcp = flow(5, Route::Mapping, Protocol::Tcp, Mode::Proxy);
     let (rp, cp, bp) = (free_port(), free_port(), free_port());
-    let _r = start_plugin(&stubs, "tunnel_plugin.py", rp, &["replace"]);
-    let _c = start_plugin(&stubs, "tunnel_plugin.py", cp, &["close"]);
-    let _b = start_plugin(&stubs, "tunnel_plugin.py", bp, &["buffer"]);
+    let _r = grpc_plugin(&stubs, "tunnel_plugin.py", rp, &["replace"]);
+    let _c = grpc_plugin(&stubs, "tunnel_plugin.py", cp, &["close"]);
+    let _b = grpc_plugin(&stubs, "tunnel_plugin.py", bp, &["buffer"]);
 
     let replace = connect(rp, Mode::Proxy, |_| {}).await;
     assert!(replace.interest(&tcp).chunks);
@@ -300,7 +280,7 @@ async fn tunnel_plugin_replaces_closes_and_buffers() {
 async fn a_plugin_past_its_timeout_fails_open_or_closes() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _p = start_plugin(&stubs, "sleepy_plugin.py", port, &["5"]);
+    let _p = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["5"]);
     let tcp = flow(1, Route::Mapping, Protocol::Tcp, Mode::Proxy);
     let open = connect(port, Mode::Proxy, |c| {
         c.timeout = Duration::from_millis(300)
@@ -341,7 +321,7 @@ async fn supervisor_enables_a_late_plugin_and_disables_a_dead_one() {
     assert!(!stage.is_online());
     assert_eq!(stage.interest(&tcp), Default::default());
 
-    let plugin = start_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
+    let plugin = grpc_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
     eventually("enabling the late plugin", Duration::from_secs(15), || {
         stage.is_online()
     })
@@ -367,7 +347,7 @@ async fn supervisor_enables_a_late_plugin_and_disables_a_dead_one() {
     assert!(count(&stage.counters().dropped) >= 1);
     assert!(stage.interest(&tcp).chunks, "routing is kept while offline");
 
-    let _back = start_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
+    let _back = grpc_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
     eventually("re-enabling the plugin", Duration::from_secs(15), || {
         stage.is_online()
     })
@@ -386,13 +366,13 @@ async fn capture_mode_enqueues_from_outside_the_runtime_and_drops_when_full() {
     let dir = temp_dir();
     let record = dir.path().join("echo.jsonl");
     let (echo_port, sleepy_port) = (free_port(), free_port());
-    let _e = start_plugin(
+    let _e = grpc_plugin(
         &stubs,
         "echo_plugin.py",
         echo_port,
         &[record.to_str().unwrap()],
     );
-    let _s = start_plugin(&stubs, "sleepy_plugin.py", sleepy_port, &["5"]);
+    let _s = grpc_plugin(&stubs, "sleepy_plugin.py", sleepy_port, &["5"]);
     let echo = connect(echo_port, Mode::Capture, |_| {}).await;
     let sleepy = connect(sleepy_port, Mode::Capture, |c| {
         c.queue_capacity = 2;

@@ -437,3 +437,20 @@ pub fn grpc_stubs() -> Option<PathBuf> {
             .clone(),
     )
 }
+
+/// Starts the test plugin `script` (from [`grpc_stubs`]'s directory `stubs`) on
+/// 127.0.0.1:`port` with extra arguments, and waits until it accepts connections.
+pub fn grpc_plugin(stubs: &Path, script: &str, port: u16, args: &[&str]) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u")
+        .arg(stubs.join(script))
+        .arg(port.to_string())
+        .args(args)
+        .current_dir(stubs);
+    let mut p = Proc::spawn(script, cmd);
+    p.wait_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(20),
+    );
+    p
+}
