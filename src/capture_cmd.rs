@@ -1,9 +1,182 @@
-//! `tapline capture`: opens the source, shards flows across workers (wired by the capture work).
+//! `tapline capture`: checks the flags, opens the source (so interface, filter and file errors
+//! come first), builds outputs and the pipeline, then reads on this thread while worker
+//! threads decode, until the source ends, `-c`, a signal or `--duration`; then stops cleanly
+//! and prints the capture's stats on stderr.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, SourceSpec};
+use tapline_core::{Mode, Pipeline, StageContext};
+use tapline_decode::DecodeConfig;
 
 use crate::cli::CaptureArgs;
 use crate::exit::usage;
+use crate::shutdown::Shutdown;
 
 /// Runs a capture until the source ends, `-c`, a signal or `--duration`.
-pub fn run(_args: CaptureArgs) -> anyhow::Result<()> {
-    usage!("tapline capture is not implemented yet")
+pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
+    if args.list_interfaces {
+        return list_interfaces();
+    }
+    let source = source(&args)?;
+    let config = CaptureConfig {
+        source: source.clone(),
+        filter: filter(&args)?,
+        count: args.count,
+        write: args.write.clone(),
+        workers: workers(&args)?,
+        limits: limits(&args)?,
+        decode: match DecodeConfig::from_args(args.plugins.body_limit, &args.plugins.decode) {
+            Ok(d) => d,
+            Err(e) => usage!("--decode: {e}"),
+        },
+    };
+    let capture = Capture::open(config).map_err(capture_error)?;
+    if !capture.link_decoded() {
+        tracing::warn!(
+            "link type {} is not decoded: packets are counted (and written with -w), not decoded",
+            capture.linktype()
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let outputs = crate::outputs::build(&args.output, Mode::Capture, None)?;
+    let ctx = StageContext {
+        sink: outputs.sink.clone(),
+    };
+    let stages = runtime.block_on(crate::stages::build(
+        &args.plugins,
+        None,
+        Mode::Capture,
+        &ctx,
+    ))?;
+    let pipeline = Pipeline::new(stages, outputs.sink.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let _entered = runtime.enter();
+        outputs.serve_metrics(&pipeline)?;
+        let mut shutdown = Shutdown::install(args.duration);
+        let flag = stop.clone();
+        runtime.spawn(async move {
+            shutdown.wait().await;
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
+    match &source {
+        SourceSpec::Live { interface, .. } => eprintln!(
+            "tapline: listening on {interface}, link type {}",
+            capture.linktype()
+        ),
+        SourceSpec::File(path) => tracing::info!("reading {}", path.display()),
+    }
+
+    let outcome = capture.run(&pipeline, &stop);
+    runtime.block_on(pipeline.stop());
+    outputs.finish(&pipeline);
+    let outcome = outcome.map_err(capture_error)?;
+    if let (Some(message), SourceSpec::File(path)) = (&outcome.source_error, &source) {
+        eprintln!(
+            "tapline: warning: {}: stopped at a damaged record after {} packets: {message}",
+            path.display(),
+            outcome.stats.packets
+        );
+    }
+    if let Some(message) = &outcome.write_error {
+        eprintln!("tapline: warning: -w file: {message}");
+    }
+    eprintln!("tapline: capture: {}", outcome.stats);
+    Ok(())
+}
+
+/// `-D`: one interface a line, numbered as tcpdump does.
+fn list_interfaces() -> anyhow::Result<()> {
+    let interfaces = tapline_capture::list_interfaces()?;
+    for (n, i) in interfaces.iter().enumerate() {
+        let mut line = format!("{}.{}", n + 1, i.name);
+        if let Some(d) = &i.description {
+            line.push_str(&format!(" ({d})"));
+        }
+        if !i.flags.is_empty() {
+            line.push_str(&format!(" [{}]", i.flags.join(", ")));
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Exactly one of `-i` and `-r`.
+fn source(args: &CaptureArgs) -> anyhow::Result<SourceSpec> {
+    match (&args.interface, &args.read) {
+        (Some(interface), None) => {
+            if args.snaplen <= 0 {
+                usage!("-s {}: the snap length must be positive", args.snaplen);
+            }
+            Ok(SourceSpec::Live {
+                interface: interface.clone(),
+                snaplen: args.snaplen,
+                promisc: args.promisc,
+            })
+        }
+        (None, Some(path)) => Ok(SourceSpec::File(path.clone())),
+        (Some(_), Some(_)) => usage!("-i and -r are exclusive: capture live or read a file"),
+        (None, None) => {
+            usage!("tapline capture needs -i IFACE (live) or -r FILE (a pcap/pcapng file); -D lists interfaces")
+        }
+    }
+}
+
+/// The BPF filter from exactly one place: `-f`, trailing words, or `--filter-from`.
+fn filter(args: &CaptureArgs) -> anyhow::Result<Option<String>> {
+    let words = (!args.filter_words.is_empty()).then(|| args.filter_words.join(" "));
+    let given = [
+        args.filter.is_some(),
+        words.is_some(),
+        args.filter_from.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        usage!("give the BPF filter one way only: -f EXPR, trailing words, or --filter-from FILE");
+    }
+    if let Some(path) = &args.filter_from {
+        return match tapline_lua::riff::filter_from_config(path) {
+            Ok(filter) => Ok(Some(filter)),
+            Err(e) => usage!("--filter-from {}: {e}", path.display()),
+        };
+    }
+    Ok(args.filter.clone().or(words))
+}
+
+fn workers(args: &CaptureArgs) -> anyhow::Result<usize> {
+    match args.workers {
+        Some(0) => usage!("--workers must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+fn limits(args: &CaptureArgs) -> anyhow::Result<Limits> {
+    if args.max_flows == 0 {
+        usage!("--max-flows must be at least 1");
+    }
+    if args.flow_timeout < Duration::from_millis(1) {
+        usage!("--flow-timeout must be at least 1ms");
+    }
+    Ok(Limits {
+        max_flows: args.max_flows,
+        max_buffer: args.max_buffer,
+        flow_timeout: args.flow_timeout,
+    })
+}
+
+/// Configuration mistakes exit 2, the rest 1.
+fn capture_error(e: CaptureError) -> anyhow::Error {
+    if e.is_usage() {
+        anyhow::Error::new(crate::exit::UsageError(e.to_string()))
+    } else {
+        anyhow::Error::new(e)
+    }
 }
