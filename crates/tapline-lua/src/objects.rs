@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mlua::{Lua, MetaMethod, Table, UserData, UserDataMethods, Value};
+use mlua::{AnyUserData, Lua, MetaMethod, Table, UserData, UserDataMethods, Value};
 use parking_lot::Mutex;
 use tapline_core::{
     Chunk, Flow, FlowEnd, FlowStats, Headers, HttpRequest, HttpResponse, Message, PacketInfo,
@@ -150,21 +150,59 @@ pub(crate) struct Edit<T> {
 /// The message shared by a request or response object and its headers object.
 pub(crate) type Lent<T> = Arc<Mutex<Edit<T>>>;
 
-/// Lends `value` to Lua (it is taken out of its place until [`give_back`]).
-pub(crate) fn lend<T: Default>(value: &mut T) -> Lent<T> {
-    Arc::new(Mutex::new(Edit {
-        value: std::mem::take(value),
-        backup: None,
-    }))
+/// A state's reusable Lua object for requests or responses: each hook call lends the message
+/// to it and takes it back, so no Lua object is built per call. The object (and its headers
+/// object) is only meaningful during the call.
+pub(crate) struct Slot<T> {
+    lent: Lent<T>,
+    object: AnyUserData,
 }
 
-/// Puts a lent message back: edited when `keep_edits`, else as it was before the hook.
-pub(crate) fn give_back<T: Default>(lent: &Lent<T>, place: &mut T, keep_edits: bool) {
-    let edit = std::mem::take(&mut *lent.lock());
-    *place = match (keep_edits, edit.backup) {
-        (false, Some(original)) => original,
-        _ => edit.value,
-    };
+impl<T: Default> Slot<T> {
+    /// Lends `value` to the slot's object (it is taken out of its place until
+    /// [`Slot::give_back`]) and returns the object to pass to the hook.
+    pub(crate) fn lend(&self, value: &mut T) -> AnyUserData {
+        *self.lent.lock() = Edit {
+            value: std::mem::take(value),
+            backup: None,
+        };
+        self.object.clone()
+    }
+
+    /// Puts the lent message back: edited when `keep_edits`, else as it was before the hook.
+    pub(crate) fn give_back(&self, place: &mut T, keep_edits: bool) {
+        let edit = std::mem::take(&mut *self.lent.lock());
+        *place = match (keep_edits, edit.backup) {
+            (false, Some(original)) => original,
+            _ => edit.value,
+        };
+    }
+}
+
+impl Slot<HttpRequest> {
+    /// The `req` object of a state.
+    pub(crate) fn request(lua: &Lua) -> mlua::Result<Self> {
+        let lent = Lent::default();
+        let headers = lua.create_userdata(HeadersObj(Arc::clone(&lent)))?;
+        let object = lua.create_userdata(RequestObj {
+            lent: Arc::clone(&lent),
+            headers,
+        })?;
+        Ok(Slot { lent, object })
+    }
+}
+
+impl Slot<HttpResponse> {
+    /// The `resp` object of a state.
+    pub(crate) fn response(lua: &Lua) -> mlua::Result<Self> {
+        let lent = Lent::default();
+        let headers = lua.create_userdata(HeadersObj(Arc::clone(&lent)))?;
+        let object = lua.create_userdata(ResponseObj {
+            lent: Arc::clone(&lent),
+            headers,
+        })?;
+        Ok(Slot { lent, object })
+    }
 }
 
 fn write<T: Clone, R>(lent: &Lent<T>, f: impl FnOnce(&mut T) -> R) -> R {
@@ -206,7 +244,7 @@ impl HasHeaders for HttpResponse {
 }
 
 /// `req.headers` / `resp.headers`: ordered fields with duplicates, names case-insensitive.
-pub(crate) struct HeadersObj<T>(Lent<T>);
+struct HeadersObj<T>(Lent<T>);
 
 fn check_name(name: &str) -> mlua::Result<()> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
@@ -328,13 +366,16 @@ fn text(value: Value, field: &str) -> mlua::Result<String> {
 }
 
 /// `req`: reads and in-place edits of an HTTP request.
-pub(crate) struct RequestObj(pub(crate) Lent<HttpRequest>);
+struct RequestObj {
+    lent: Lent<HttpRequest>,
+    headers: AnyUserData,
+}
 
 impl UserData for RequestObj {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_meta_method(MetaMethod::Index, |lua, this, key: mlua::LuaString| {
             let key = key.as_bytes();
-            let lent = &this.0;
+            let lent = &this.lent;
             Ok(match &*key {
                 b"method" => read(lent, |r| lua.create_string(&r.method)).map(Value::String)?,
                 b"path" => read(lent, |r| lua.create_string(&r.path)).map(Value::String)?,
@@ -343,7 +384,7 @@ impl UserData for RequestObj {
                     None => Value::Nil,
                 },
                 b"version" => read(lent, |r| lua.create_string(&r.version)).map(Value::String)?,
-                b"headers" => Value::UserData(lua.create_userdata(HeadersObj(lent.clone()))?),
+                b"headers" => Value::UserData(this.headers.clone()),
                 b"body" => read(lent, |r| lua.create_string(&r.body)).map(Value::String)?,
                 b"body_truncated" => Value::Boolean(read(lent, |r| r.body_truncated)),
                 b"body_len" => Value::Integer(read(lent, |r| r.body_len) as i64),
@@ -353,7 +394,7 @@ impl UserData for RequestObj {
         methods.add_meta_method(
             MetaMethod::NewIndex,
             |_, this, (key, value): (String, Value)| {
-                let lent = &this.0;
+                let lent = &this.lent;
                 match key.as_str() {
                     "method" => {
                         let m = text(value, "req.method")?;
@@ -397,18 +438,21 @@ impl UserData for RequestObj {
 }
 
 /// `resp`: reads and in-place edits of an HTTP response.
-pub(crate) struct ResponseObj(pub(crate) Lent<HttpResponse>);
+struct ResponseObj {
+    lent: Lent<HttpResponse>,
+    headers: AnyUserData,
+}
 
 impl UserData for ResponseObj {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_meta_method(MetaMethod::Index, |lua, this, key: mlua::LuaString| {
             let key = key.as_bytes();
-            let lent = &this.0;
+            let lent = &this.lent;
             Ok(match &*key {
                 b"status" => Value::Integer(read(lent, |r| r.status) as i64),
                 b"reason" => read(lent, |r| lua.create_string(&r.reason)).map(Value::String)?,
                 b"version" => read(lent, |r| lua.create_string(&r.version)).map(Value::String)?,
-                b"headers" => Value::UserData(lua.create_userdata(HeadersObj(lent.clone()))?),
+                b"headers" => Value::UserData(this.headers.clone()),
                 b"body" => read(lent, |r| lua.create_string(&r.body)).map(Value::String)?,
                 b"body_truncated" => Value::Boolean(read(lent, |r| r.body_truncated)),
                 b"body_len" => Value::Integer(read(lent, |r| r.body_len) as i64),
@@ -432,7 +476,7 @@ impl UserData for ResponseObj {
         methods.add_meta_method(
             MetaMethod::NewIndex,
             |_, this, (key, value): (String, Value)| {
-                let lent = &this.0;
+                let lent = &this.lent;
                 match key.as_str() {
                     "status" => {
                         let status = match value {

@@ -13,7 +13,7 @@ use tapline_core::{
 
 use crate::api::Verdict;
 use crate::host::{PluginInfo, PluginKind};
-use crate::objects::{self, give_back, lend, RequestObj, ResponseObj};
+use crate::objects;
 use crate::state::{HookFailure, PluginState};
 
 /// Which hooks a plugin defines (the same in every state), to answer `interest` cheaply.
@@ -205,12 +205,8 @@ impl LuaPlugin {
         let Some(hook) = state.hooks.on_request.clone() else {
             return RequestVerdict::Continue;
         };
-        let lent = lend(request);
         let result = call_with_flow(&mut state, "on_request", flow, |s, ft| {
-            let obj = s
-                .lua
-                .create_userdata(RequestObj(lent.clone()))
-                .map_err(|e| lua_failure(&e))?;
+            let obj = s.request_slot.lend(request);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
             match verdict_of(&answer)? {
                 None => Ok(RequestVerdict::Continue),
@@ -219,8 +215,8 @@ impl LuaPlugin {
                 Some(Verdict::Hold) => Err(misuse("on_request cannot hold; use tap.respond")),
             }
         });
+        state.request_slot.give_back(request, result.is_ok());
         drop(state);
-        give_back(&lent, request, result.is_ok());
         result.unwrap_or_else(|(hook, failure)| {
             self.failed(hook, failure);
             RequestVerdict::Continue
@@ -232,12 +228,8 @@ impl LuaPlugin {
         let Some(hook) = state.hooks.on_response.clone() else {
             return ResponseVerdict::Continue;
         };
-        let lent = lend(response);
         let result = call_with_flow(&mut state, "on_response", flow, |s, ft| {
-            let obj = s
-                .lua
-                .create_userdata(ResponseObj(lent.clone()))
-                .map_err(|e| lua_failure(&e))?;
+            let obj = s.response_slot.lend(response);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
             match verdict_of(&answer)? {
                 None => Ok(ResponseVerdict::Continue),
@@ -246,8 +238,8 @@ impl LuaPlugin {
                 Some(Verdict::Hold) => Err(misuse("on_response cannot hold; use tap.respond")),
             }
         });
+        state.response_slot.give_back(response, result.is_ok());
         drop(state);
-        give_back(&lent, response, result.is_ok());
         result.unwrap_or_else(|(hook, failure)| {
             self.failed(hook, failure);
             ResponseVerdict::Continue

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value};
-use tapline_core::Flow;
+use tapline_core::{Flow, HttpRequest, HttpResponse};
 
 use crate::api::{self, Emitter};
 use crate::budget::Budget;
 use crate::error::{first_line, LuaError};
+use crate::objects::Slot;
 use crate::riff::Chain;
 use crate::shared::SharedDict;
 
@@ -115,6 +116,9 @@ pub(crate) struct PluginState {
     /// The table the plugin file returned.
     pub(crate) module: Table,
     pub(crate) emitter: Arc<Emitter>,
+    /// The reusable `req` and `resp` objects.
+    pub(crate) request_slot: Slot<HttpRequest>,
+    pub(crate) response_slot: Slot<HttpResponse>,
     budget: Arc<Budget>,
     flows: HashMap<u64, Table>,
 }
@@ -148,7 +152,11 @@ impl PluginState {
         };
         let hooks = Hooks::from_table(&module).map_err(load_err)?;
         let riff = Chain::detect(&lua, &module).map_err(load_err)?;
+        let request_slot = Slot::request(&lua).map_err(load_err)?;
+        let response_slot = Slot::response(&lua).map_err(load_err)?;
         Ok(PluginState {
+            request_slot,
+            response_slot,
             lua,
             hooks,
             riff,
