@@ -1,12 +1,15 @@
 //! Builds the event sink from the output options: human text or JSON lines on stdout, the
-//! `--output` file, syslog, the proxy's `-w` pcap export and the metrics counters.
+//! `--output` file, syslog, the proxy's `-w` pcap export, and the run's metrics (served on
+//! `--metrics`, and printed as end-of-run stats).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
+use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
-use tapline_output::{LineFormat, LineSink};
+use tapline_output::{stats, LineFormat, LineSink, PcapExport};
 
 use crate::cli::{self, OutputArgs};
 use crate::exit::usage;
@@ -15,6 +18,10 @@ use crate::exit::usage;
 pub struct Outputs {
     /// Where every event goes.
     pub sink: Arc<dyn EventSink>,
+    /// The run's counters (always kept: they make the end-of-run stats).
+    metrics: Arc<Metrics>,
+    /// Where to serve them, when `--metrics` was given.
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Builds the outputs: human text or JSON lines on stdout, `--output` file, syslog, and for
@@ -22,9 +29,10 @@ pub struct Outputs {
 pub fn build(
     args: &OutputArgs,
     _mode: Mode,
-    _pcap_export: Option<&Path>,
+    pcap_export: Option<&Path>,
 ) -> anyhow::Result<Outputs> {
-    let mut sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    let metrics = Arc::new(Metrics::new());
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![metrics.clone()];
     if args.json {
         sinks.push(Arc::new(LineSink::stdout(LineFormat::Json)?));
     } else if !args.quiet {
@@ -37,24 +45,26 @@ pub fn build(
         }
     }
     if let Some(url) = &args.syslog {
-        sinks.push(Arc::new(syslog(url, args)?));
+        let sink = syslog(url, args)?;
+        sink.register_metrics(&metrics);
+        sinks.push(Arc::new(sink));
     }
+    if let Some(path) = pcap_export {
+        match PcapExport::create(path) {
+            Ok(sink) => sinks.push(Arc::new(sink)),
+            Err(e) => usage!("-w {}: {e}", path.display()),
+        }
+    }
+    let metrics_addr = match args.metrics.as_deref().map(metrics::parse_address) {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(e)) => usage!("{e}"),
+    };
     Ok(Outputs {
         sink: Arc::new(Fanout(sinks)),
+        metrics,
+        metrics_addr,
     })
-}
-
-impl Outputs {
-    /// Starts the `--metrics` endpoint, if asked for, reading the pipeline's counters.
-    pub fn serve_metrics(&self, _pipeline: &Pipeline) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// At the end of a run: flush everything and print the end-of-run stats (plugin calls,
-    /// errors, drops) on stderr.
-    pub fn finish(&self, _pipeline: &Pipeline) {
-        self.sink.flush();
-    }
 }
 
 /// The `--syslog` output, with its format and event kinds.
@@ -72,4 +82,28 @@ fn syslog(url: &str, args: &OutputArgs) -> anyhow::Result<SyslogSink> {
         cli::SyslogFormat::Rfc3164 => SyslogFormat::Rfc3164,
     };
     Ok(SyslogSink::start(SyslogConfig::new(target, format, kinds))?)
+}
+
+impl Outputs {
+    /// Starts the `--metrics` endpoint, if asked for, reading the pipeline's counters.
+    pub fn serve_metrics(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+        let Some(addr) = self.metrics_addr else {
+            return Ok(());
+        };
+        let (metrics, pipeline) = (self.metrics.clone(), pipeline.clone());
+        match MetricsServer::start(addr, move || metrics::render(&metrics, &pipeline)) {
+            Ok(server) => {
+                tracing::info!("metrics on http://{}/metrics", server.local_addr());
+                Ok(())
+            }
+            Err(e) => usage!("{e}"),
+        }
+    }
+
+    /// At the end of a run: flush everything and print the end-of-run stats (plugin calls,
+    /// errors, drops) on stderr.
+    pub fn finish(&self, pipeline: &Pipeline) {
+        self.sink.flush();
+        eprint!("{}", stats::end_of_run(&self.metrics, pipeline));
+    }
 }

@@ -9,10 +9,13 @@
 pub mod human;
 pub mod json;
 pub mod lines;
+pub mod metrics;
 pub mod pcap_export;
+pub mod stats;
 pub mod syslog;
 
 pub use lines::{LineFormat, LineSink};
+pub use metrics::{Metrics, MetricsServer};
 pub use pcap_export::PcapExport;
 pub use syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 

@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use tapline_core::{Event, EventKind, EventSink, Timestamp};
 
 use crate::human::describe;
+use crate::metrics::Metrics;
 
 /// The SD-ID enterprise number: 32473 is the one IANA reserves for documentation (RFC 5612).
 pub const ENTERPRISE: u32 = 32473;
@@ -244,6 +245,25 @@ impl SyslogSink {
     /// Sent and dropped counts.
     pub fn counters(&self) -> &SyslogCounters {
         &self.shared.counters
+    }
+
+    /// Registers the sent and dropped counts with the run's metrics (and so the stats).
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        let labels = [("target", self.config.target.url.as_str())];
+        let shared = self.shared.clone();
+        metrics.register(
+            "tapline_syslog_sent_total",
+            "Syslog messages sent.",
+            &labels,
+            move || shared.counters.sent.load(Ordering::Relaxed),
+        );
+        let shared = self.shared.clone();
+        metrics.register(
+            "tapline_syslog_dropped_total",
+            "Syslog messages dropped.",
+            &labels,
+            move || shared.counters.dropped.load(Ordering::Relaxed),
+        );
     }
 
     /// Messages queued and not yet written.
