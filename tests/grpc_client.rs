@@ -280,7 +280,7 @@ async fn tunnel_plugin_replaces_closes_and_buffers() {
 async fn a_plugin_past_its_timeout_fails_open_or_closes() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _p = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["5"]);
+    let _p = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["30"]);
     let tcp = flow(1, Route::Mapping, Protocol::Tcp, Mode::Proxy);
     let open = connect(port, Mode::Proxy, |c| {
         c.timeout = Duration::from_millis(300)
@@ -372,7 +372,7 @@ async fn capture_mode_enqueues_from_outside_the_runtime_and_drops_when_full() {
         echo_port,
         &[record.to_str().unwrap()],
     );
-    let _s = grpc_plugin(&stubs, "sleepy_plugin.py", sleepy_port, &["5"]);
+    let _s = grpc_plugin(&stubs, "sleepy_plugin.py", sleepy_port, &["30"]);
     let echo = connect(echo_port, Mode::Capture, |_| {}).await;
     let sleepy = connect(sleepy_port, Mode::Capture, |c| {
         c.queue_capacity = 2;

@@ -456,7 +456,7 @@ fn killing_a_plugin_mid_traffic_fails_no_request_and_it_is_re_enabled() {
 fn a_plugin_past_the_timeout_does_not_stall_traffic() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _plugin = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["5"]);
+    let _plugin = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["30"]);
     let (_demo, origin) = demo();
     let (proxy_proc, proxy_addr) = forward_proxy(port, &["--plugin-timeout", "300ms"]);
     let started = Instant::now();
@@ -485,7 +485,7 @@ fn a_plugin_past_the_timeout_does_not_stall_traffic() {
 fn plugin_failure_closed_closes_the_flow_instead() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
-    let _plugin = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["5"]);
+    let _plugin = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["30"]);
     let (_demo, origin) = demo();
     let closed = ["--plugin-timeout", "300ms", "--plugin-failure", "closed"];
     let (_proxy, proxy_addr) = forward_proxy(port, &closed);
