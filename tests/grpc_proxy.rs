@@ -510,3 +510,69 @@ fn plugin_failure_closed_closes_the_flow_instead() {
     let _ = s.read_to_end(&mut rest);
     assert!(rest.is_empty(), "closed, no echo: {rest:?}");
 }
+
+/// The stubs directory with examples/grpc's plugins copied in (once), as its README has
+/// users do.
+fn examples_dir() -> Option<std::path::PathBuf> {
+    static COPIED: std::sync::Once = std::sync::Once::new();
+    let stubs = grpc_stubs()?;
+    COPIED.call_once(|| {
+        for name in ["echo.py", "postgres.py"] {
+            std::fs::copy(
+                common::repo_root().join("examples/grpc").join(name),
+                stubs.join(name),
+            )
+            .unwrap();
+        }
+    });
+    Some(stubs)
+}
+
+#[test]
+fn the_example_echo_plugin_prints_requests_and_responses() {
+    let Some(dir) = examples_dir() else { return };
+    let port = free_port();
+    let mut plugin = grpc_plugin(&dir, "echo.py", port, &[]);
+    let (_demo, origin) = demo();
+    let (_proxy, proxy_addr) = forward_proxy(port, &[]);
+    let (status, _) = http_get_via(proxy_addr, &format!("http://{origin}/echo?example=1"));
+    assert_eq!(status, 200);
+    plugin.wait_output(
+        &format!("request  GET {origin}/echo?example=1"),
+        Duration::from_secs(10),
+    );
+    plugin.wait_output("response 200", Duration::from_secs(10));
+}
+
+#[test]
+fn the_example_postgres_plugin_decodes_a_psql_session() {
+    let Some(dir) = examples_dir() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    let port = free_port();
+    let mut plugin = grpc_plugin(&dir, "postgres.py", port, &[]);
+    let listen = local(free_port());
+    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
+    let url = plugin_url(port);
+    let _proxy = proxy(
+        &[
+            "--disable-http-proxy",
+            "--proxy",
+            &mapping,
+            "--grpc-plugin",
+            &url,
+        ],
+        &[listen],
+    );
+    let (code, _, err) = Postgres::psql(listen, "SELECT 'example' AS word");
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "client: StartupMessage",
+        "client: Query: SELECT 'example' AS word",
+        "server: RowDescription: word",
+        "server: DataRow: ['example']",
+        "server: CommandComplete: SELECT 1",
+        "server: ReadyForQuery",
+    ] {
+        plugin.wait_output(line, Duration::from_secs(10));
+    }
+}
