@@ -313,7 +313,7 @@ mod tests {
     use super::*;
 
     fn usage_line(args: FaultArgs, duration: Option<Duration>) -> String {
-        let err = specs(&args, duration).err().expect("a usage error");
+        let err = specs(&args, duration).expect_err("a usage error");
         assert!(err.is::<crate::exit::UsageError>(), "{err}");
         err.to_string()
     }

@@ -1,0 +1,108 @@
+//! lueur's walkthrough: the echo gRPC plugin sees every forward-proxy request and response,
+//! and both directions of a CONNECT tunnel, while a 300 ms latency fault applies.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{demo, free_port, grpc_stubs, http_get_via, json_lines, tapline, temp_dir, Proc};
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts the echo plugin recording its calls to `record`.
+fn echo_plugin(stubs: &Path, record: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u")
+        .arg(stubs.join("echo_plugin.py"))
+        .arg(port.to_string())
+        .arg(record)
+        .current_dir(stubs);
+    let mut p = Proc::spawn("echo_plugin.py", cmd);
+    p.wait_port(local(port), Duration::from_secs(20));
+    (p, port)
+}
+
+/// One HTTP exchange through a CONNECT tunnel to `origin`; returns the response and the time.
+fn through_tunnel(proxy: SocketAddr, origin: SocketAddr, path: &str) -> (String, Duration) {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "tunnel closed before its answer"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    (answer, start.elapsed())
+}
+
+#[test]
+fn the_echo_plugin_sees_every_request_while_a_300ms_latency_applies() {
+    let Some(stubs) = grpc_stubs() else { return };
+    let dir = temp_dir();
+    let record = dir.path().join("calls.jsonl");
+    let (_plugin, plugin_port) = echo_plugin(&stubs, &record);
+    let (_demo, origin) = demo();
+    let proxy = local(free_port());
+    let mut cmd = tapline();
+    cmd.args(["proxy", "--quiet", "--proxy-address", &proxy.to_string()])
+        .args(["--grpc-plugin", &format!("http://127.0.0.1:{plugin_port}")])
+        .args(["--with-latency", "--latency-mean", "300"]);
+    let mut p = Proc::spawn("tapline proxy", cmd);
+    p.wait_port(proxy, Duration::from_secs(20));
+
+    let n = 5;
+    for i in 0..n {
+        let start = Instant::now();
+        let (status, body) = http_get_via(proxy, &format!("http://{origin}/status/200?n={i}"));
+        assert_eq!((status, &body[..]), (200, &b"200 OK\n"[..]));
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "request {i} took {:?}",
+            start.elapsed()
+        );
+    }
+    let (answer, took) = through_tunnel(proxy, origin, "/bytes/16");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Once per connection and direction: the client's first bytes and the server's first.
+    assert!(took >= Duration::from_millis(600), "tunnel took {took:?}");
+
+    let calls = json_lines(&record);
+    let rpc = |name: &'static str| calls.iter().filter(move |c| c["rpc"] == name);
+    let paths: Vec<&str> = rpc("ProcessHttpRequest")
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..n).map(|i| format!("/status/200?n={i}")).collect();
+    assert_eq!(paths, expected);
+    assert_eq!(rpc("ProcessHttpResponse").count(), n);
+    assert!(rpc("ProcessHttpResponse").all(|c| c["status"] == 200));
+    let tunnel: String = rpc("ProcessTunnelData")
+        .map(|c| c["chunk"].as_str().unwrap())
+        .collect();
+    assert!(tunnel.contains("GET /bytes/16 HTTP/1.1"), "{tunnel}");
+    assert!(tunnel.contains("HTTP/1.1 200"), "{tunnel}");
+}
