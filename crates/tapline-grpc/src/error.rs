@@ -14,7 +14,7 @@ pub enum GrpcError {
         reason: String,
     },
     /// No connection could be made to the plugin.
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", with_causes(.source))]
     Unreachable {
         /// The plugin's address.
         url: String,
@@ -23,7 +23,7 @@ pub enum GrpcError {
         source: tonic::transport::Error,
     },
     /// The plugin answered a call with a gRPC error (or the connection broke during it).
-    #[error("{rpc} failed: {} ({})", .status.message(), .status.code())]
+    #[error("{rpc} failed: {}", status_text(.status))]
     Status {
         /// The rpc that failed.
         rpc: &'static str,
@@ -69,4 +69,30 @@ impl GrpcError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, GrpcError::Timeout { .. })
     }
+}
+
+/// An error and its causes, `outer: inner: root` (tonic's transport errors say little alone).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    append_causes(error.to_string(), error.source())
+}
+
+/// `text`, then each cause in turn that it does not already say.
+fn append_causes(mut text: String, mut cause: Option<&dyn std::error::Error>) -> String {
+    while let Some(e) = cause {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+fn status_text(status: &tonic::Status) -> String {
+    let message = append_causes(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    );
+    format!("{message} ({})", status.code())
 }
