@@ -92,10 +92,7 @@ impl LuaPlugin {
     }
 
     fn busy(&self, since: Instant) {
-        let micros = since.elapsed().as_micros().min(u64::MAX as u128) as u64;
-        self.counters
-            .busy_micros
-            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+        self.counters.record_call(since.elapsed());
     }
 
     fn observe(&self, event: &Event) {
