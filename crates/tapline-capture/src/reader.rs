@@ -23,6 +23,12 @@ const QUEUE_DEPTH: usize = 16;
 /// Live capture: longest a packet waits in a partly filled batch.
 const LIVE_FLUSH: Duration = Duration::from_millis(20);
 
+/// Live capture: how long the reader sleeps when the kernel has no packet for it.
+const LIVE_IDLE_SLEEP: Duration = Duration::from_millis(1);
+
+/// Live capture: how often idle workers are told the time (so flows still time out).
+const LIVE_IDLE_TICK: Duration = Duration::from_millis(100);
+
 /// Packet time between two ticks sent to every worker (idle workers still time flows out).
 const TICK: i64 = 1_000_000;
 
@@ -250,8 +256,16 @@ impl Reader<'_> {
                     }
                 }
                 Err(pcap::Error::TimeoutExpired) => {
-                    self.dispatch.advance(Timestamp::now());
-                    self.dispatch.flush(true);
+                    // Nothing to read (non-blocking live capture): hand on what is batched,
+                    // tell idle workers the time now and then, and wait a moment.
+                    let tick = self.dispatch.last_flush.elapsed() >= LIVE_IDLE_TICK;
+                    if tick {
+                        self.dispatch.advance(Timestamp::now());
+                    }
+                    if tick || self.dispatch.has_packets() {
+                        self.dispatch.flush(tick);
+                    }
+                    std::thread::sleep(LIVE_IDLE_SLEEP);
                 }
                 Err(pcap::Error::NoMorePackets) => return Ok(None),
                 Err(e) if !live => return Ok(Some(pcap_message(e))),
@@ -333,6 +347,10 @@ impl Dispatch {
             self.last_tick = self.now;
         }
         self.last_flush = Instant::now();
+    }
+
+    fn has_packets(&self) -> bool {
+        self.batches.iter().any(|b| !b.is_empty())
     }
 
     /// Sends what is left and hangs up, so the workers finish.

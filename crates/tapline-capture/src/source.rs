@@ -6,8 +6,9 @@ use pcap::{Active, Capture, Device, Offline};
 
 use crate::error::{pcap_message, CaptureError};
 
-/// How often a live capture's blocking read returns with nothing, so a stop is noticed.
-pub(crate) const LIVE_READ_TIMEOUT_MS: i32 = 100;
+/// libpcap's read timeout for a live capture (it is read in non-blocking mode: on Linux an
+/// immediate-mode capture's blocking read may ignore the timeout and never notice a stop).
+const LIVE_READ_TIMEOUT_MS: i32 = 100;
 
 /// Where packets come from.
 #[derive(Debug, Clone)]
@@ -86,7 +87,7 @@ fn open_live(
         .promisc(promisc)
         .immediate_mode(true)
         .timeout(LIVE_READ_TIMEOUT_MS);
-    inactive.open().map_err(|e| {
+    let active = inactive.open().map_err(|e| {
         let message = pcap_message(e);
         let lower = message.to_ascii_lowercase();
         if lower.contains("permission") || lower.contains("not permitted") {
@@ -99,7 +100,10 @@ fn open_live(
         } else {
             CaptureError::Pcap(message)
         }
-    })
+    })?;
+    active
+        .setnonblock()
+        .map_err(|e| CaptureError::Pcap(pcap_message(e)))
 }
 
 /// A capture interface, as `-D` lists it.
