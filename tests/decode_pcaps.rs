@@ -25,7 +25,7 @@ fn decoders_agree_with_tshark_on_every_shared_stream() {
     assert!(files.len() >= 10, "expected the shared captures in {dir:?}");
     let (mut statements, mut requests) = (0, 0);
     for file in &files {
-        let mut facts = tshark_facts(file);
+        let mut facts = tshark_facts(file, &[]);
         for (n, stream) in follow_all(file) {
             let want = facts.remove(&n).unwrap_or_default();
             assert_eq!(
@@ -73,7 +73,7 @@ fn capture_agrees_with_tshark_on_every_shared_capture() {
             .map(|l| serde_json::from_str(l).expect("every line is JSON"))
             .collect();
         let got = Facts::merged(Facts::from_json_lines(&lines).values());
-        let want = Facts::merged(tshark_facts(&file).values());
+        let want = Facts::merged(tshark_facts(&file, &[]).values());
         assert_eq!(
             got,
             want,

@@ -91,10 +91,13 @@ pub fn tshark(args: &[&str]) -> String {
 }
 
 /// tshark's facts for every TCP stream of `file`, by stream number (one tshark run).
-pub fn tshark_facts(file: &Path) -> BTreeMap<u64, Facts> {
-    let json = tshark(&[
-        "-r",
-        file.to_str().unwrap(),
+/// `decode_as` adds tshark `-d` rules (e.g. `tcp.port==5433,pgsql`).
+pub fn tshark_facts(file: &Path, decode_as: &[&str]) -> BTreeMap<u64, Facts> {
+    let mut args = vec!["-r", file.to_str().unwrap()];
+    for rule in decode_as {
+        args.extend(["-d", rule]);
+    }
+    args.extend([
         "-Y",
         "pgsql.query || http.request || http.response",
         "-T",
@@ -110,6 +113,7 @@ pub fn tshark_facts(file: &Path) -> BTreeMap<u64, Facts> {
         "-e",
         "http.response.code",
     ]);
+    let json = tshark(&args);
     let packets: Vec<Value> = serde_json::from_str(&json).unwrap_or_default();
     let mut facts: BTreeMap<u64, Facts> = BTreeMap::new();
     for p in &packets {
