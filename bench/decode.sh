@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Decoding speed: HTTP and PostgreSQL transactions per second that `tapline capture -r`
+# decodes from a capture, side by side with tshark listing the same statements and requests.
+#
+# Records its own capture with tcpdump on lo (needs root): wrk against `tapline demo`
+# (keep-alive GETs) and pgbench against a throwaway PostgreSQL cluster (simple and
+# extended/prepared protocol), a few seconds each. Then times, best of RUNS:
+#   tapline capture -r F --quiet          (decode and pair, no output)
+#   tapline capture -r F --json >/dev/null (decode, pair and write every event as JSON)
+#   tshark -r F -d tcp.port==P,pgsql -Y pgsql.query -T fields -e pgsql.query
+#     + tshark -r F -d tcp.port==H,http -Y http.request -T fields -e http.request.method -e http.request.uri
+#     + tshark -r F -d tcp.port==H,http -Y http.response -T fields -e http.response.code
+# and prints transactions/s and the ratios. Loopback only; bounded by SECONDS_EACH.
+#
+# Usage: bench/decode.sh   (env: SECONDS_EACH=3 RUNS=3 KEEP=1 to keep the capture)
+set -euo pipefail
+
+SECONDS_EACH=${SECONDS_EACH:-3}
+RUNS=${RUNS:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/tapline-bench-decode.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [[ -n "${PGBIN:-}" && -d "$WORK/pg/data" ]]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    if [[ -z "${KEEP:-}" ]]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "decode.sh: $1 is required" >&2; exit 1; }; }
+need tcpdump; need tshark; need wrk; need python3
+[[ $(id -u) == 0 ]] || { echo "decode.sh: tcpdump on lo needs root" >&2; exit 1; }
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[[ -x "$PGBIN/initdb" && -x "$PGBIN/pgbench" ]] || { echo "decode.sh: PostgreSQL server and pgbench are required" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+
+echo "== building tapline (release)"
+(cd "$ROOT" && cargo build --release -q -p tapline)
+TAPLINE="$ROOT/target/release/tapline"
+
+HTTP_PORT=$(free_port)
+PG_PORT=$(free_port)
+
+echo "== starting tapline demo on :$HTTP_PORT and PostgreSQL on :$PG_PORT"
+"$TAPLINE" demo --address "127.0.0.1:$HTTP_PORT" 2>/dev/null &
+PIDS+=($!)
+mkdir -p "$WORK/pg" && chown postgres:postgres "$WORK/pg"
+runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg/data" -A trust -U postgres --no-sync >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $WORK/pg -c fsync=off" start >/dev/null
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break
+    sleep 0.1
+done
+
+CAP="$WORK/traffic.pcap"
+echo "== recording $CAP (${SECONDS_EACH}s of HTTP, ${SECONDS_EACH}s of each PostgreSQL protocol)"
+tcpdump -i lo --immediate-mode -s 0 -B 65536 -w "$CAP" "tcp port $HTTP_PORT or tcp port $PG_PORT" 2>"$WORK/tcpdump.err" &
+TCPDUMP=$!
+PIDS+=($TCPDUMP)
+for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.err" && break; sleep 0.1; done
+
+wrk -t1 -c4 -d"${SECONDS_EACH}s" "http://127.0.0.1:$HTTP_PORT/" >/dev/null
+printf '\\set id random(1, 1000)\nSELECT :id AS n, repeat(%s, 20) AS s;\n' "'x'" >"$WORK/select.sql"
+for mode in simple prepared; do
+    PGSSLMODE=disable "$PGBIN/pgbench" -n -M "$mode" -c 2 -T "$SECONDS_EACH" -f "$WORK/select.sql" \
+        -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null
+done
+sleep 1
+kill -INT "$TCPDUMP"
+wait "$TCPDUMP" 2>/dev/null || true
+grep -E "captured|dropped" "$WORK/tcpdump.err" || true
+SIZE=$(stat -c %s "$CAP")
+
+# Best wall time of RUNS runs of a command (stdout discarded).
+best() {
+    local best_t=""
+    for _ in $(seq "$RUNS"); do
+        local t0 t1
+        t0=$(now); "$@" >/dev/null 2>&1; t1=$(now)
+        best_t=$(python3 -c "import sys; a=float(sys.argv[1])-float(sys.argv[2]); b=sys.argv[3]; print(a if not b or a<float(b) else b)" "$t1" "$t0" "$best_t")
+    done
+    echo "$best_t"
+}
+
+tshark_all() {
+    tshark -r "$CAP" -d "tcp.port==$PG_PORT,pgsql" -Y pgsql.query -T fields -e pgsql.query
+    tshark -r "$CAP" -d "tcp.port==$HTTP_PORT,http" -Y http.request -T fields -e http.request.method -e http.request.uri
+    tshark -r "$CAP" -d "tcp.port==$HTTP_PORT,http" -Y http.response -T fields -e http.response.code
+}
+
+echo "== counting"
+"$TAPLINE" capture -r "$CAP" --json 2>/dev/null >"$WORK/events.jsonl"
+TX=$(grep -c '"kind":"transaction"' "$WORK/events.jsonl" || true)
+TX_HTTP=$(grep '"kind":"transaction"' "$WORK/events.jsonl" | grep -c '"protocol":"http"' || true)
+TX_PG=$(grep '"kind":"transaction"' "$WORK/events.jsonl" | grep -c '"protocol":"postgres"' || true)
+TS_PG=$(tshark -r "$CAP" -d "tcp.port==$PG_PORT,pgsql" -Y pgsql.query -T fields -e pgsql.query 2>/dev/null | wc -l)
+TS_HTTP=$(tshark -r "$CAP" -d "tcp.port==$HTTP_PORT,http" -Y http.request -T fields -e http.request.uri 2>/dev/null | wc -l)
+echo "capture: $SIZE bytes; tapline transactions: $TX (HTTP $TX_HTTP, PostgreSQL $TX_PG);" \
+     "tshark frames with queries: $TS_PG, with requests: $TS_HTTP"
+
+echo "== timing (best of $RUNS)"
+T_QUIET=$(best "$TAPLINE" capture -r "$CAP" --quiet)
+T_JSON=$(best "$TAPLINE" capture -r "$CAP" --json)
+T_TSHARK=$(best tshark_all)
+
+python3 - "$TX" "$T_QUIET" "$T_JSON" "$T_TSHARK" "$SIZE" <<'EOF'
+import sys
+tx, quiet, js, ts, size = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5])
+print(f"{'decoder':<44}{'seconds':>9}{'transactions/s':>16}{'MB/s':>9}{'vs tshark':>11}")
+for name, t in [("tapline capture -r F --quiet", quiet),
+                ("tapline capture -r F --json >/dev/null", js),
+                ("tshark (pgsql.query + http.request + http.response)", ts)]:
+    print(f"{name:<44}{t:>9.3f}{tx / t:>16,.0f}{size / t / 1e6:>9.1f}{ts / t:>10.1f}x")
+EOF
