@@ -132,6 +132,11 @@ fn forward_proxy_applies_request_and_response_verdicts() {
             plugin.to_str().unwrap(),
             "--plugin-arg",
             "http-verdicts.tag=t1",
+            "--plugin",
+            repo_root()
+                .join("examples/plugins/http_stats.lua")
+                .to_str()
+                .unwrap(),
             "--output",
             out.to_str().unwrap(),
         ],
@@ -218,6 +223,18 @@ fn forward_proxy_applies_request_and_response_verdicts() {
             .iter()
             .any(|r| r["message"] == "end" && r["fields"]["from_server"].as_u64() > Some(0)),
         "flow_end carries byte totals: {records:?}"
+    );
+    // on_stop ran before the outputs were flushed: http_stats saw the responses as the
+    // client got them (after http-verdicts, which comes first).
+    let summary: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "record" && e["plugin"] == "http-stats")
+        .collect();
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(
+        summary[0]["fields"]["counts"],
+        serde_json::json!({"200": 2, "503": 1}),
+        "{summary:?}"
     );
     assert!(
         proxy.stderr().contains("http-verdicts: calls"),

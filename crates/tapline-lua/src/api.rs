@@ -169,7 +169,23 @@ pub(crate) fn install(lua: &Lua, emitter: Arc<Emitter>, shared: SharedDict) -> m
     )?;
     tap.set("json", json)?;
     tap.set("shared", shared)?;
-    lua.globals().set("tap", tap)
+    lua.globals().set("tap", tap)?;
+    disable_exit(lua)
+}
+
+/// Replaces `os.exit` by an error: a plugin must not stop the process carrying the traffic.
+fn disable_exit(lua: &Lua) -> mlua::Result<()> {
+    if let Ok(os) = lua.globals().get::<Table>("os") {
+        os.set(
+            "exit",
+            lua.create_function(|_, ()| -> mlua::Result<()> {
+                Err(mlua::Error::runtime(
+                    "os.exit is disabled in tapline plugins",
+                ))
+            })?,
+        )?;
+    }
+    Ok(())
 }
 
 /// A response from `tap.respond{status=…, headers=…, body=…}`. Headers may be a map

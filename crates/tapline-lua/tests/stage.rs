@@ -629,8 +629,18 @@ function p.on_request(req)
   error("boom")
 end
 function p.on_data(chunk) local t = nil; return t.field end
+function p.on_flow_start(flow) os.exit(3) end
 return p
 "#,
+    );
+    block_on(plugin.on_event(&event(
+        &flow(2, Mode::Proxy, Protocol::Http),
+        EventKind::FlowStart,
+    )));
+    assert_eq!(
+        count(&plugin.counters().errors),
+        1,
+        "os.exit is an error, not an exit"
     );
     let f = flow(1, Mode::Proxy, Protocol::Http);
     let original = request("/keep");
@@ -644,7 +654,7 @@ return p
         block_on(plugin.on_chunk(&f, &chunk(Side::Server, b"x"))),
         ChunkVerdict::Pass
     );
-    assert_eq!(count(&plugin.counters().errors), 2);
+    assert_eq!(count(&plugin.counters().errors), 3);
     assert_eq!(count(&plugin.counters().timeouts), 0);
 }
 
