@@ -580,3 +580,79 @@ fn load_errors_exit_2_naming_file_and_line() {
     assert_eq!(code, 2);
     assert!(stderr.contains("NAME.key=value"), "{stderr}");
 }
+
+#[test]
+fn sql_examples_through_a_psql_mapping() {
+    let Some(pg) = Postgres::start() else { return };
+    let dir = temp_dir();
+    let out = dir.path().join("events.jsonl");
+    let listen = local(free_port());
+    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
+    let root = repo_root().join("examples/plugins");
+    let mut proxy = proxy(
+        &[
+            "--disable-http-proxy",
+            "--proxy",
+            &mapping,
+            "--plugin",
+            root.join("sql_log.lua").to_str().unwrap(),
+            "--plugin",
+            root.join("slow_queries.lua").to_str().unwrap(),
+            "--plugin-arg",
+            "slow-queries.ms=150",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        &[listen],
+    );
+    let (code, stdout, stderr) = Postgres::psql(
+        listen,
+        "SELECT 40 + 2 AS answer; SELECT pg_sleep(0.3); SELECT * FROM no_such_table;",
+    );
+    assert!(stdout.contains("42"), "{stdout}{stderr}");
+    assert!(stderr.contains("no_such_table"), "{code} {stderr}");
+    assert_eq!(
+        proxy.stop(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        proxy.stderr()
+    );
+    let events = json_lines(&out);
+    let records: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "record" && e["plugin"] == "sql-log")
+        .collect();
+    let outcomes: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["fields"]["outcome"].as_str().unwrap(),
+                r["fields"]["tag"]
+                    .as_str()
+                    .or(r["fields"]["code"].as_str())
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("ok", "SELECT 1"), ("ok", "SELECT 1"), ("error", "42P01")],
+        "{records:#?}"
+    );
+    let sleep_ms = records[1]["fields"]["latency_ms"].as_f64().unwrap();
+    assert!(
+        sleep_ms >= 250.0,
+        "the pg_sleep statement took its time: {sleep_ms}"
+    );
+    let slow: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["plugin"] == "slow-queries")
+        .collect();
+    assert!(
+        !slow.is_empty(),
+        "pg_sleep(0.3) is slower than 150 ms: {slow:#?}"
+    );
+    assert!(slow
+        .iter()
+        .all(|a| a["fields"]["latency_ms"].as_f64() > Some(150.0)));
+}

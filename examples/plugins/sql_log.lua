@@ -4,16 +4,18 @@
 --       --plugin examples/plugins/sql_log.lua --json
 local p = { name = "sql-log", version = "1.0" }
 
--- Per flow: the statement waiting for its answer and the last parsed statement text.
+-- flow.state holds, per connection: `query` (the simple Query being answered; it may hold
+-- several statements, each answered by its own CommandComplete or ErrorResponse), `parsed`
+-- (the last Parse's text) and `executes` (Executes waiting for their answer, in order).
 local function pending(flow)
     local s = flow.state
-    s.queue = s.queue or {}
+    s.executes = s.executes or {}
     return s
 end
 
-local function finish(flow, msg, outcome, extra)
+local function answered(flow, msg, outcome, extra)
     local s = pending(flow)
-    local stmt = table.remove(s.queue, 1)
+    local stmt = table.remove(s.executes, 1) or s.query
     if not stmt then
         return
     end
@@ -22,7 +24,6 @@ local function finish(flow, msg, outcome, extra)
         sql = stmt.sql,
         outcome = outcome,
         latency_ms = math.floor((msg.ts - stmt.ts) * 1e6 + 0.5) / 1e3,
-        flow = flow.id,
     }
     for k, v in pairs(extra) do
         fields[k] = v
@@ -34,15 +35,19 @@ function p.on_message(msg, flow)
     local s = pending(flow)
     local t, f = msg.type, msg.fields or {}
     if t == "Query" then
-        table.insert(s.queue, { sql = f.sql or "", ts = msg.ts })
+        s.query = { sql = f.sql or "", ts = msg.ts }
     elseif t == "Parse" then
         s.parsed = f.sql or ""
     elseif t == "Execute" then
-        table.insert(s.queue, { sql = s.parsed or "", ts = msg.ts })
+        table.insert(s.executes, { sql = s.parsed or "", ts = msg.ts })
     elseif t == "CommandComplete" then
-        finish(flow, msg, "ok", { tag = f.tag })
+        answered(flow, msg, "ok", { tag = f.tag })
     elseif t == "ErrorResponse" then
-        finish(flow, msg, "error", { code = f.code, error = f.message })
+        answered(flow, msg, "error", { code = f.code, error = f.message })
+    elseif t == "ReadyForQuery" then
+        -- The exchange is over: statements skipped after an error never complete.
+        s.query = nil
+        s.executes = {}
     end
 end
 
