@@ -11,6 +11,36 @@
 //!
 //! Backend bodies are parsed by postgres-protocol (see [`backend`]); frontend bodies by hand
 //! (see [`frontend`]), because postgres-protocol has no frontend parser.
+//!
+//! # Message fields (`message` events, `type` is the wire name)
+//!
+//! | type | fields |
+//! |---|---|
+//! | `StartupMessage` | `protocol_version` (`"3.0"`), `parameters` (object: `user`, `database`, …) |
+//! | `SSLRequest`, `GSSENCRequest` | — ; the server's one-byte answer is `EncryptionResponse` {`accepted`, `answer`} |
+//! | `CancelRequest`, `BackendKeyData` | `process_id`, `secret_key` |
+//! | `Query` | `sql` |
+//! | `Parse` | `statement`, `sql`, `param_types` (OIDs) |
+//! | `Bind` | `portal`, `statement`, `formats`, `params` (text, `\x…` hex for binary, `null` for NULL), `result_formats` |
+//! | `Describe`, `Close` | `kind` (`statement`/`portal`), `name` |
+//! | `Execute` | `portal`, `max_rows` |
+//! | `Sync`, `Flush`, `Terminate`, `CopyDone`, `NoData`, `ParseComplete`, `BindComplete`, `CloseComplete`, `PortalSuspended`, `EmptyQueryResponse`, `AuthenticationOk` … | — |
+//! | `CopyData`, `PasswordMessage`, `SASLResponse`, `GSSResponse` | `length` (the secret stays in `raw`) |
+//! | `SASLInitialResponse` | `mechanism`, `length` |
+//! | `CopyFail` | `message` |
+//! | `AuthenticationSASL` | `mechanisms`; `AuthenticationMD5Password`: `salt` (hex); SASL continue/final: `length` |
+//! | `ParameterStatus` | `name`, `value` |
+//! | `RowDescription` | `columns`: [{`name`, `table_oid`, `column`, `type_oid`, `type_size`, `type_modifier`, `format`}] |
+//! | `DataRow` | `values`: text (binary columns as `\x…` hex, each cut at [`MAX_VALUE`] bytes), `null` for SQL NULL |
+//! | `CommandComplete` | `tag` |
+//! | `ErrorResponse`, `NoticeResponse` | every field by name: `severity`, `severity_nonlocalized`, `code`, `message`, `detail`, `hint`, `position`, `internal_position`, `internal_query`, `where`, `schema`, `table`, `column`, `data_type`, `constraint`, `file`, `line`, `routine` (unknown codes by their letter) |
+//! | `ReadyForQuery` | `status` (`I`, `T`, `E`) |
+//! | `ParameterDescription` | `types` (OIDs) |
+//! | `CopyInResponse`, `CopyOutResponse`, `CopyBothResponse` | `format`, `column_formats` |
+//! | `NotificationResponse` | `process_id`, `channel`, `payload` |
+//!
+//! A body that does not fit its type's layout gives `{"malformed": …}`; a message longer
+//! than [`MAX_MESSAGE`] gives `{"length": N, "truncated": true}` with its first bytes as `raw`.
 
 mod backend;
 mod frontend;
