@@ -109,6 +109,8 @@ function p.on_response(resp, flow)
     resp.headers:set("X-Patched", "yes")
   elseif resp.status == 500 then
     return tap.respond{ status = 503, headers = { {"Retry-After", "7"} }, body = "replaced\n" }
+  elseif resp.status == 418 then
+    return tap.close("no teapots")
   end
 end
 return p
@@ -200,6 +202,9 @@ fn forward_proxy_applies_request_and_response_verdicts() {
         "{text}"
     );
     assert!(text.ends_with("replaced\n"), "{text}");
+    let (code, text) = curl(via, &format!("http://{origin}/status/418"), &[]);
+    assert_ne!(code, 0, "tap.close from on_response: no answer: {text}");
+    assert!(!text.contains("HTTP/1.1"), "{text}");
 
     assert_eq!(
         proxy.stop(Duration::from_secs(20)),
