@@ -9,8 +9,8 @@
 //! that side resynchronise on the next plausible header. Nothing is ever allocated from a
 //! length read off the wire.
 //!
-//! Backend bodies are parsed by postgres-protocol (see [`backend`]); frontend bodies by hand
-//! (see [`frontend`]), because postgres-protocol has no frontend parser.
+//! Backend bodies are parsed by postgres-protocol (module `backend`); frontend bodies by hand
+//! (module `frontend`), because postgres-protocol has no frontend parser.
 //!
 //! # Message fields (`message` events, `type` is the wire name)
 //!
