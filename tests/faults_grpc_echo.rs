@@ -5,28 +5,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, grpc_stubs, http_get_via, json_lines, tapline, temp_dir, Proc};
+use common::{demo, free_port, grpc_plugin, grpc_stubs, http_get_via, json_lines, proxy, temp_dir};
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Starts the echo plugin recording its calls to `record`.
-fn echo_plugin(stubs: &Path, record: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let mut cmd = Command::new("python3");
-    cmd.arg("-u")
-        .arg(stubs.join("echo_plugin.py"))
-        .arg(port.to_string())
-        .arg(record)
-        .current_dir(stubs);
-    let mut p = Proc::spawn("echo_plugin.py", cmd);
-    p.wait_port(local(port), Duration::from_secs(20));
-    (p, port)
 }
 
 /// One HTTP exchange through a CONNECT tunnel to `origin`; returns the response and the time.
@@ -65,20 +49,33 @@ fn the_echo_plugin_sees_every_request_while_a_300ms_latency_applies() {
     let Some(stubs) = grpc_stubs() else { return };
     let dir = temp_dir();
     let record = dir.path().join("calls.jsonl");
-    let (_plugin, plugin_port) = echo_plugin(&stubs, &record);
+    let plugin_port = free_port();
+    let _plugin = grpc_plugin(
+        &stubs,
+        "echo_plugin.py",
+        plugin_port,
+        &[record.to_str().unwrap()],
+    );
     let (_demo, origin) = demo();
-    let proxy = local(free_port());
-    let mut cmd = tapline();
-    cmd.args(["proxy", "--quiet", "--proxy-address", &proxy.to_string()])
-        .args(["--grpc-plugin", &format!("http://127.0.0.1:{plugin_port}")])
-        .args(["--with-latency", "--latency-mean", "300"]);
-    let mut p = Proc::spawn("tapline proxy", cmd);
-    p.wait_port(proxy, Duration::from_secs(20));
+    let proxy_addr = local(free_port());
+    let _proxy = proxy(
+        &[
+            "--quiet",
+            "--proxy-address",
+            &proxy_addr.to_string(),
+            "--grpc-plugin",
+            &format!("http://127.0.0.1:{plugin_port}"),
+            "--with-latency",
+            "--latency-mean",
+            "300",
+        ],
+        &[proxy_addr],
+    );
 
     let n = 5;
     for i in 0..n {
         let start = Instant::now();
-        let (status, body) = http_get_via(proxy, &format!("http://{origin}/status/200?n={i}"));
+        let (status, body) = http_get_via(proxy_addr, &format!("http://{origin}/status/200?n={i}"));
         assert_eq!((status, &body[..]), (200, &b"200 OK\n"[..]));
         assert!(
             start.elapsed() >= Duration::from_millis(300),
@@ -86,7 +83,7 @@ fn the_echo_plugin_sees_every_request_while_a_300ms_latency_applies() {
             start.elapsed()
         );
     }
-    let (answer, took) = through_tunnel(proxy, origin, "/bytes/16");
+    let (answer, took) = through_tunnel(proxy_addr, origin, "/bytes/16");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Once per connection and direction: the client's first bytes and the server's first.
     assert!(took >= Duration::from_millis(600), "tunnel took {took:?}");

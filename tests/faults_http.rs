@@ -1,5 +1,6 @@
-//! Faults through a real `tapline proxy` in front of `tapline demo`: what each fault applied is
-//! measured from the client, against a fault-free proxy in the same test.
+//! Faults through a real `tapline proxy` in front of `tapline demo`: HTTP errors, blackholes and
+//! bandwidth as a client sees them, and bad fault flags. (Latency distributions are measured
+//! in `faults_latency.rs`, alone, to keep timing noise down.)
 
 mod common;
 
@@ -7,160 +8,15 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, http_get_via, run_tapline, tapline, Proc};
+use common::{demo, free_port, http_get_via, proxy, run_tapline, Proc};
 
-/// Starts `tapline proxy` on a free forward-proxy address with `args`.
+/// Starts `tapline proxy` with `args` and its forward proxy on a free address.
 fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = tapline();
-    cmd.args(["proxy", "--quiet", "--proxy-address", &addr.to_string()])
-        .args(args);
-    let mut p = Proc::spawn("tapline proxy", cmd);
-    p.wait_port(addr, Duration::from_secs(20));
-    (p, addr)
-}
-
-/// Time for one GET of `url` through `proxy`, with its status.
-fn timed_get(proxy: SocketAddr, url: &str) -> (u16, Duration) {
-    let start = Instant::now();
-    let (status, _) = http_get_via(proxy, url);
-    (status, start.elapsed())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Latency added by a proxy started with `fault`, over `n` requests, sorted, in ms: each
-/// request's time minus the median time of the same request through a control proxy that
-/// runs the same code path with a zero latency. Timing noise on a shared machine only ever
-/// adds time, so lower bounds are tight and upper bounds carry an allowance.
-fn added_latency(origin: SocketAddr, fault: &[&str], n: usize) -> Vec<f64> {
-    let url = format!("http://{origin}/status/200");
-    let (_control, control) = start_proxy(&["--with-latency", "--latency-mean", "0"]);
-    let (_faulted, faulted) = start_proxy(fault);
-    let mut base: Vec<f64> = (0..50).map(|_| ms(timed_get(control, &url).1)).collect();
-    base.sort_by(f64::total_cmp);
-    let baseline = percentile(&base, 0.5);
-    let mut added: Vec<f64> = (0..n)
-        .map(|_| {
-            let (status, took) = timed_get(faulted, &url);
-            assert_eq!(status, 200);
-            ms(took) - baseline
-        })
-        .collect();
-    added.sort_by(f64::total_cmp);
-    added
-}
-
-/// The mean of the middle 90% (robust to the odd scheduling spike).
-fn trimmed_mean(sorted: &[f64]) -> f64 {
-    let cut = sorted.len() / 20;
-    let mid = &sorted[cut..sorted.len() - cut];
-    mid.iter().sum::<f64>() / mid.len() as f64
-}
-
-/// The spread as the interquartile range over 1.349 (the standard deviation of a normal).
-fn iqr_sd(sorted: &[f64]) -> f64 {
-    (percentile(sorted, 0.75) - percentile(sorted, 0.25)) / 1.349
-}
-
-/// Checks that `value` is within `below` under and `above` over `expected`.
-fn near(what: &str, value: f64, expected: f64, below: f64, above: f64) {
-    assert!(
-        (expected - below..=expected + above).contains(&value),
-        "{what}: {value:.2} ms, expected {expected:.2} (-{below:.2}/+{above:.2})"
-    );
-}
-
-/// Tolerances, for 200 requests per distribution: a mean is within 4 standard errors
-/// (4·sd/√200) of the distribution's, plus, above, 3 ms for timer resolution (tokio sleeps in
-/// whole milliseconds, rounding up) and scheduling on a loaded machine.
-const SLACK: f64 = 3.0;
-
-#[test]
-fn latency_distributions_have_their_mean_and_spread() {
-    let (_demo, origin) = demo();
-    let n = 200;
-    let se = |sd: f64| 4.0 * sd / (n as f64).sqrt();
-
-    // Normal(20, 5).
-    let normal = added_latency(
-        origin,
-        &[
-            "--with-latency",
-            "--latency-mean",
-            "20",
-            "--latency-stddev",
-            "5",
-        ],
-        n,
-    );
-    near(
-        "normal mean",
-        trimmed_mean(&normal),
-        20.0,
-        se(5.0),
-        se(5.0) + SLACK,
-    );
-    near("normal stddev", iqr_sd(&normal), 5.0, 1.5, 2.5);
-
-    // Uniform(10, 30): mean 20, sd 5.77, 5th percentile 11, 95th 29.
-    let uniform = added_latency(
-        origin,
-        &[
-            "--with-latency",
-            "--latency-distribution",
-            "uniform",
-            "--latency-min",
-            "10",
-            "--latency-max",
-            "30",
-        ],
-        n,
-    );
-    near(
-        "uniform mean",
-        trimmed_mean(&uniform),
-        20.0,
-        se(5.77),
-        se(5.77) + SLACK,
-    );
-    near(
-        "uniform 5th percentile",
-        percentile(&uniform, 0.05),
-        11.0,
-        1.5,
-        SLACK,
-    );
-    near(
-        "uniform 95th percentile",
-        percentile(&uniform, 0.95),
-        29.0,
-        2.0,
-        SLACK,
-    );
-
-    // Pareto(shape 4, scale 10): nothing below 10 ms, median 10·2^(1/4) = 11.9 ms.
-    let pareto = added_latency(
-        origin,
-        &[
-            "--with-latency",
-            "--latency-distribution",
-            "pareto",
-            "--latency-shape",
-            "4",
-            "--latency-scale",
-            "10",
-        ],
-        n,
-    );
-    near("pareto minimum", pareto[2], 10.0, 1.0, SLACK);
-    near("pareto median", percentile(&pareto, 0.5), 11.9, 1.0, SLACK);
+    let address = addr.to_string();
+    let mut all = vec!["--quiet", "--proxy-address", &address];
+    all.extend_from_slice(args);
+    (proxy(&all, &[addr]), addr)
 }
 
 #[test]

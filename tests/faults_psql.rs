@@ -5,9 +5,8 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
-use common::{free_port, tapline, Postgres, Proc};
+use common::{free_port, proxy, Postgres};
 
 /// The `Time: N ms` lines psql prints under `\timing` for `queries` run against `addr`.
 fn timings(addr: SocketAddr, queries: &[&str]) -> Vec<f64> {
@@ -41,26 +40,25 @@ fn latency_per_read_write_slows_every_query_of_a_psql_session() {
     let Some(pg) = Postgres::start() else { return };
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
-    let mut cmd = tapline();
-    cmd.args([
-        "proxy",
-        "--quiet",
-        "--disable-http-proxy",
-        "--proxy",
-        &mapping,
-        "--with-latency",
-        "--latency-per-read-write",
-        "--latency-side",
-        "server",
-        "--latency-direction",
-        "ingress",
-        "--latency-mean",
-        "200",
-        "--latency-stddev",
-        "0",
-    ]);
-    let mut proxy = Proc::spawn("tapline proxy", cmd);
-    proxy.wait_port(listen, Duration::from_secs(20));
+    let _proxy = proxy(
+        &[
+            "--quiet",
+            "--disable-http-proxy",
+            "--proxy",
+            &mapping,
+            "--with-latency",
+            "--latency-per-read-write",
+            "--latency-side",
+            "server",
+            "--latency-direction",
+            "ingress",
+            "--latency-mean",
+            "200",
+            "--latency-stddev",
+            "0",
+        ],
+        &[listen],
+    );
 
     let queries = [
         "select 1",
