@@ -8,11 +8,14 @@ use std::collections::{HashMap, VecDeque};
 use tapline_core::{HttpRequest, HttpResponse, PgTransaction, Timestamp, Transaction};
 
 /// Most requests (or statements) kept waiting for an answer; older ones are forgotten.
-const MAX_PENDING: usize = 256;
+/// With heads of at most 64 KiB, a flow's pending HTTP requests stay under 4 MiB.
+const MAX_PENDING: usize = 64;
 /// Most named prepared statements and portals remembered per connection.
-const MAX_NAMED: usize = 1024;
+const MAX_NAMED: usize = 128;
 /// Longest statement text kept in a transaction.
-const MAX_SQL: usize = 64 * 1024;
+const MAX_SQL: usize = 16 * 1024;
+/// Most bound parameters kept per statement (each already cut to `pgsql::MAX_VALUE`).
+const MAX_PARAMS: usize = 32;
 
 /// An HTTP request waiting for its response.
 #[derive(Debug)]
@@ -117,7 +120,8 @@ impl PgTracker {
     }
 
     /// `Bind` bound statement `statement` with `params` into `portal`.
-    pub fn bind(&mut self, portal: &str, statement: &str, params: Vec<Option<String>>) {
+    pub fn bind(&mut self, portal: &str, statement: &str, mut params: Vec<Option<String>>) {
+        params.truncate(MAX_PARAMS);
         let sql = self.statements.get(statement).cloned().unwrap_or_default();
         remember(&mut self.portals, portal, (sql, params));
     }
