@@ -12,7 +12,7 @@ use tapline_core::{
 };
 
 use crate::api::Verdict;
-use crate::host::{PluginInfo, PluginKind};
+use crate::host::PluginInfo;
 use crate::objects;
 use crate::state::{HookFailure, PluginState};
 
@@ -440,12 +440,5 @@ impl ErrorLog {
         } else {
             tracing::warn!("lua plugin {plugin}: {hook}: {message}");
         }
-    }
-}
-
-impl PluginInfo {
-    /// Whether the plugin is a riff-style module (or chain of them).
-    pub fn is_riff(&self) -> bool {
-        matches!(self.kind, PluginKind::Riff { .. })
     }
 }
