@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::json;
 use tapline_core::{Event, EventKind, HttpRequest, HttpResponse, PacketInfo, Transaction};
 
 /// Appends `event` as one JSON object and a newline to `out`.
@@ -17,11 +16,6 @@ pub fn write_line(event: &Event, out: &mut Vec<u8>) {
     if serde_json::to_writer(&mut *out, &JsonEvent(event)).is_ok() {
         out.push(b'\n');
     }
-}
-
-/// `event` as a JSON value (tests, and outputs that embed events).
-pub fn to_value(event: &Event) -> serde_json::Value {
-    serde_json::to_value(JsonEvent(event)).unwrap_or(serde_json::Value::Null)
 }
 
 /// A duration in milliseconds with microsecond precision, as every `*_ms` field carries it.
@@ -136,35 +130,41 @@ fn transaction_fields<M: SerializeMap>(m: &mut M, t: &Transaction) -> Result<(),
         } => {
             m.serialize_entry(
                 "request",
-                &json!({
-                    "method": request.method,
-                    "path": request.path,
-                    "url": request.url,
-                    "version": request.version,
-                    "body_len": request.body_len,
-                }),
+                &HttpRequestSummary {
+                    method: &request.method,
+                    path: &request.path,
+                    url: request.url.as_deref(),
+                    version: &request.version,
+                    body_len: request.body_len,
+                },
             )?;
             m.serialize_entry(
                 "response",
-                &json!({
-                    "status": response.status,
-                    "reason": response.reason,
-                    "version": response.version,
-                    "body_len": response.body_len,
-                }),
+                &HttpResponseSummary {
+                    status: response.status,
+                    reason: &response.reason,
+                    version: &response.version,
+                    body_len: response.body_len,
+                },
             )?;
             m.serialize_entry("latency_ms", &millis(*latency))
         }
         Transaction::Postgres(pg) => {
-            m.serialize_entry("request", &json!({ "sql": pg.sql, "params": pg.params }))?;
+            m.serialize_entry(
+                "request",
+                &PgRequest {
+                    sql: &pg.sql,
+                    params: &pg.params,
+                },
+            )?;
             m.serialize_entry(
                 "response",
-                &json!({
-                    "tag": pg.tag,
-                    "rows": pg.rows,
-                    "error_code": pg.error_code,
-                    "error_message": pg.error_message,
-                }),
+                &PgResponse {
+                    tag: &pg.tag,
+                    rows: pg.rows,
+                    error_code: pg.error_code.as_deref(),
+                    error_message: pg.error_message.as_deref(),
+                },
             )?;
             m.serialize_entry("latency_ms", &millis(pg.latency))?;
             m.serialize_entry("sql", &pg.sql)?;
@@ -175,6 +175,41 @@ fn transaction_fields<M: SerializeMap>(m: &mut M, t: &Transaction) -> Result<(),
             m.serialize_entry("error_message", &pg.error_message)
         }
     }
+}
+
+/// The request side of an HTTP transaction.
+#[derive(Serialize)]
+struct HttpRequestSummary<'a> {
+    method: &'a str,
+    path: &'a str,
+    url: Option<&'a str>,
+    version: &'a str,
+    body_len: u64,
+}
+
+/// The response side of an HTTP transaction.
+#[derive(Serialize)]
+struct HttpResponseSummary<'a> {
+    status: u16,
+    reason: &'a str,
+    version: &'a str,
+    body_len: u64,
+}
+
+/// The request side of a PostgreSQL transaction.
+#[derive(Serialize)]
+struct PgRequest<'a> {
+    sql: &'a str,
+    params: &'a [Option<String>],
+}
+
+/// The response side of a PostgreSQL transaction.
+#[derive(Serialize)]
+struct PgResponse<'a> {
+    tag: &'a str,
+    rows: u64,
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
 }
 
 #[cfg(test)]
