@@ -31,7 +31,28 @@ impl Entry {
 
 /// The dictionary behind `tap.shared`; clones share the same entries.
 #[derive(Debug, Clone, Default)]
-pub struct SharedDict(Arc<Mutex<HashMap<String, Entry>>>);
+pub struct SharedDict(Arc<Mutex<Entries>>);
+
+/// The entries, and how many writes since expired ones were last swept out.
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<String, Entry>,
+    writes: u32,
+}
+
+/// Expired entries are swept out every this many writes (reads drop the ones they meet).
+const SWEEP_EVERY: u32 = 4096;
+
+impl Entries {
+    /// Counts a write, sweeping expired entries now and then so they cannot pile up.
+    fn wrote(&mut self, now: Instant) {
+        self.writes += 1;
+        if self.writes >= SWEEP_EVERY {
+            self.writes = 0;
+            self.map.retain(|_, e| e.live(now));
+        }
+    }
+}
 
 impl SharedDict {
     /// An empty dictionary.
@@ -42,7 +63,7 @@ impl SharedDict {
     /// The integer under `key`, if it is a live integer (for Rust-side checks and tests).
     pub fn get_int(&self, key: &str) -> Option<i64> {
         let now = Instant::now();
-        match self.0.lock().get(key) {
+        match self.0.lock().map.get(key) {
             Some(e) if e.live(now) => match e.value {
                 Stored::Int(i) => Some(i),
                 _ => None,
@@ -53,11 +74,11 @@ impl SharedDict {
 
     fn get(&self, key: &str) -> Option<Stored> {
         let now = Instant::now();
-        let mut map = self.0.lock();
-        match map.get(key) {
+        let mut entries = self.0.lock();
+        match entries.map.get(key) {
             Some(e) if e.live(now) => Some(e.value.clone()),
             Some(_) => {
-                map.remove(key);
+                entries.map.remove(key);
                 None
             }
             None => None,
@@ -65,14 +86,16 @@ impl SharedDict {
     }
 
     fn set(&self, key: String, value: Option<Stored>, ttl: Option<Duration>) {
-        let mut map = self.0.lock();
+        let mut entries = self.0.lock();
+        let now = Instant::now();
+        entries.wrote(now);
         match value {
             Some(value) => {
-                let expires = ttl.map(|t| Instant::now() + t);
-                map.insert(key, Entry { value, expires });
+                let expires = ttl.map(|t| now + t);
+                entries.map.insert(key, Entry { value, expires });
             }
             None => {
-                map.remove(&key);
+                entries.map.remove(&key);
             }
         }
     }
@@ -81,8 +104,9 @@ impl SharedDict {
     /// 0) and returns the new value; `None` when the key holds a non-number.
     fn incr(&self, key: String, by: Stored, init: Option<Stored>) -> Option<Stored> {
         let now = Instant::now();
-        let mut map = self.0.lock();
-        let entry = map.entry(key).or_insert(Entry {
+        let mut entries = self.0.lock();
+        entries.wrote(now);
+        let entry = entries.map.entry(key).or_insert(Entry {
             value: init.clone().unwrap_or(Stored::Int(0)),
             expires: None,
         });
@@ -106,8 +130,9 @@ impl SharedDict {
 
     fn keys(&self, max: usize) -> Vec<String> {
         let now = Instant::now();
-        let map = self.0.lock();
-        let live = map
+        let entries = self.0.lock();
+        let live = entries
+            .map
             .iter()
             .filter(|(_, e)| e.live(now))
             .map(|(k, _)| k.clone());
@@ -226,5 +251,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(d.get("t"), None);
         assert_eq!(d.get_int("a"), Some(5));
+    }
+
+    #[test]
+    fn expired_entries_are_swept_by_later_writes() {
+        let d = SharedDict::new();
+        for i in 0..100 {
+            d.set(
+                format!("k{i}"),
+                Some(Stored::Int(i)),
+                Some(Duration::from_millis(1)),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..SWEEP_EVERY {
+            d.set("live".into(), Some(Stored::Bool(true)), None);
+        }
+        assert_eq!(d.0.lock().map.len(), 1);
     }
 }
