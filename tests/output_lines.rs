@@ -168,3 +168,40 @@ fn sql_statements_print_outcome_rows_and_latency() {
         "a summary of the psql session:\n{stdout}"
     );
 }
+
+#[test]
+fn bad_output_options_are_one_line_usage_errors() {
+    let port = free_port().to_string();
+    for (args, needle) in [
+        (
+            vec!["--output", "/nonexistent-dir/events.jsonl"],
+            "--output /nonexistent-dir/events.jsonl",
+        ),
+        (
+            vec!["-w", "/nonexistent-dir/proxy.pcap"],
+            "-w /nonexistent-dir/proxy.pcap",
+        ),
+        (
+            vec!["--syslog", "syslog.example:514"],
+            "is not udp://HOST:PORT or tcp://HOST:PORT",
+        ),
+        (
+            vec![
+                "--syslog",
+                "udp://127.0.0.1:514",
+                "--syslog-events",
+                "flows",
+            ],
+            "unknown event kind 'flows'",
+        ),
+    ] {
+        let mut all = vec!["proxy", "--proxy-address"];
+        let address = format!("127.0.0.1:{port}");
+        all.push(&address);
+        all.extend(args);
+        let (code, _, err) = common::run_tapline(&all);
+        assert_eq!(code, 2, "{all:?}: {err}");
+        assert!(err.contains(needle), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
