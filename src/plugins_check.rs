@@ -31,6 +31,14 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if load_failures.is_empty() {
+        for arg in host.unused_args() {
+            println!(
+                "warning: --plugin-arg {}={}: no plugin is called that",
+                arg.target, arg.value
+            );
+        }
+    }
     let mut unreachable = Vec::new();
     for url in &args.grpc {
         match tapline_grpc::probe(url, args.plugin_timeout).await {

@@ -2,6 +2,7 @@
 //! and the `--plugin-arg` values.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tapline_core::{Mode, Stage, StageContext};
@@ -11,7 +12,11 @@ use crate::cli::PluginArgs;
 use crate::exit::usage;
 
 /// Loads Lua plugins sharing one `tap.shared` dictionary and the `--plugin-arg` values.
-pub struct Host(tapline_lua::Host);
+pub struct Host {
+    inner: tapline_lua::Host,
+    /// Set when a plugin failed to load (the run stops; no more warnings then).
+    failed: AtomicBool,
+}
 
 impl Host {
     /// Prepares the host: checks every `--plugin-arg` and takes the hook budget.
@@ -23,15 +28,38 @@ impl Host {
             Ok(a) => a,
             Err(e) => usage!("{e}"),
         };
-        Ok(Host(tapline_lua::Host::new(config)))
+        Ok(Host {
+            inner: tapline_lua::Host::new(config),
+            failed: AtomicBool::new(false),
+        })
     }
 
     /// Loads one plugin file; a missing file, syntax or load error is a usage error (exit 2)
     /// naming the file and line.
     pub fn load(&self, path: &Path) -> anyhow::Result<Arc<dyn Stage>> {
-        match self.0.load(path) {
+        match self.inner.load(path) {
             Ok(plugin) => Ok(plugin),
-            Err(e) => usage!("--plugin {}", describe(path, &e)),
+            Err(e) => {
+                self.failed.store(true, Ordering::Relaxed);
+                usage!("--plugin {}", describe(path, &e))
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    /// Once every plugin is loaded (the host goes when the stages are built), says which
+    /// `--plugin-arg`s reached no plugin.
+    fn drop(&mut self) {
+        if self.failed.load(Ordering::Relaxed) {
+            return;
+        }
+        for arg in self.inner.unused_args() {
+            tracing::warn!(
+                "--plugin-arg {}={}: no plugin is called that (NAME is a plugin's name field or file stem)",
+                arg.target,
+                arg.value
+            );
         }
     }
 }

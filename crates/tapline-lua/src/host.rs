@@ -85,6 +85,8 @@ impl HostConfig {
 pub struct Host {
     config: HostConfig,
     shared: SharedDict,
+    /// For each `--plugin-arg`, whether a loaded plugin took it.
+    used_args: Mutex<Vec<bool>>,
 }
 
 /// What kind of plugin a file holds.
@@ -138,9 +140,22 @@ impl Host {
     /// A host for one run.
     pub fn new(config: HostConfig) -> Host {
         Host {
+            used_args: Mutex::new(vec![false; config.args.len()]),
             config,
             shared: SharedDict::new(),
         }
+    }
+
+    /// The `--plugin-arg`s no loaded plugin took (a misspelt plugin name, say).
+    pub fn unused_args(&self) -> Vec<&PluginArg> {
+        let used = self.used_args.lock();
+        self.config
+            .args
+            .iter()
+            .zip(used.iter())
+            .filter(|(_, used)| !**used)
+            .map(|(arg, _)| arg)
+            .collect()
     }
 
     /// The `tap.shared` dictionary of this run.
@@ -199,8 +214,18 @@ impl Host {
         if info.kind == PluginKind::Tapline && info.hooks.is_empty() {
             tracing::warn!("{}: the plugin defines no hooks", path.display());
         }
+        let mut used = vec![false; self.config.args.len()];
+        for (i, arg) in self.config.args.iter().enumerate() {
+            used[i] = arg
+                .key_for(&info.name)
+                .or_else(|| arg.key_for(&stem))
+                .is_some();
+        }
         for state in &states {
             self.start(state, &info, &stem)?;
+        }
+        for (taken, now) in self.used_args.lock().iter_mut().zip(used) {
+            *taken |= now;
         }
         Ok(Arc::new(LuaPlugin::new(info, self.config.mode, states)))
     }

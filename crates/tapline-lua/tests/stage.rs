@@ -433,6 +433,13 @@ return p
     );
     assert_eq!(plugin.info().name, "greeter");
     assert_eq!(plugin.state_count(), 2);
+    let unused: Vec<&str> = fx
+        .host
+        .unused_args()
+        .iter()
+        .map(|a| a.target.as_str())
+        .collect();
+    assert_eq!(unused, ["other.word"]);
     let _ = plugin;
     assert!(PluginArg::parse("noseparator").is_err());
     assert!(PluginArg::parse("nodot=1").is_err());
