@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, http_get_via, proxy, run_tapline, Proc};
+use common::{demo, free_port, http_get_via, proxy, run_tapline, sha256_hex, Proc};
 
 /// Starts `tapline proxy` with `args` and its forward proxy on a free address.
 fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
@@ -89,8 +89,8 @@ fn a_blackhole_holds_requests_until_the_client_gives_up() {
     assert!(TcpStream::connect(proxy).is_ok());
 }
 
-/// Bytes per second of a 2 MB download of `url`, sent as `request` to `addr`.
-fn download_rate(addr: SocketAddr, request: &str) -> f64 {
+/// Sends `request` to `addr` and reads the whole answer; returns its body and the time taken.
+fn fetch(addr: SocketAddr, request: &str) -> (Vec<u8>, Duration) {
     let start = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -98,8 +98,14 @@ fn download_rate(addr: SocketAddr, request: &str) -> f64 {
     let mut got = Vec::new();
     s.read_to_end(&mut got).unwrap();
     let head = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(got.len() - head, 2_000_000, "incomplete body");
-    got.len() as f64 / start.elapsed().as_secs_f64()
+    (got.split_off(head), start.elapsed())
+}
+
+/// Bytes per second of a 2 MB download, sent as `request` to `addr`.
+fn download_rate(addr: SocketAddr, request: &str) -> f64 {
+    let (body, took) = fetch(addr, request);
+    assert_eq!(body.len(), 2_000_000, "incomplete body");
+    body.len() as f64 / took.as_secs_f64()
 }
 
 #[test]
@@ -133,6 +139,62 @@ fn bandwidth_paces_downloads_to_the_rate() {
             "{route}: {rate:.0} B/s, not 1 MB/s ± 10%"
         );
     }
+}
+
+#[test]
+fn packet_loss_slows_a_stream_but_delivers_every_byte_intact() {
+    let (_demo, origin) = demo();
+    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapping = format!("{}=tcp://{origin}", mapped.port());
+    let _p = proxy(
+        &[
+            "--quiet",
+            "--disable-http-proxy",
+            "--proxy",
+            &mapping,
+            "--with-packet-loss",
+            "--packet-loss-probability",
+            "0.05",
+        ],
+        &[mapped],
+    );
+    let get = format!("GET /bytes/300000 HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    let (direct, _) = fetch(origin, &get);
+    let (lossy, took) = fetch(mapped, &get);
+    assert_eq!(direct.len(), 300_000);
+    assert_eq!(
+        sha256_hex(&lossy),
+        sha256_hex(&direct),
+        "the stream was altered"
+    );
+    // About 200 segments lost with p = 0.05 each: no loss at all has odds of 3e-5, and one
+    // loss costs a 200 ms retransmission timeout.
+    assert!(took >= Duration::from_millis(200), "took {took:?}");
+}
+
+#[test]
+fn a_relative_schedule_switches_a_fault_on_and_off_within_the_run() {
+    let (_demo, origin) = demo();
+    let start = Instant::now();
+    // Active from 30% to 60% of a 10 s run: 3 s to 6 s.
+    let (_p, proxy) = start_proxy(&[
+        "--duration",
+        "10s",
+        "--with-http-response",
+        "--http-response-status",
+        "503",
+        "--http-response-sched",
+        "start:30%,duration:30%",
+    ]);
+    let url = format!("http://{origin}/status/200");
+    let mut seen = Vec::new();
+    // Probe well inside each window (the run started a little before `start`).
+    for at in [1_000, 4_500, 7_800] {
+        let at = Duration::from_millis(at);
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        seen.push(http_get_via(proxy, &url).0);
+    }
+    assert_eq!(seen, [200, 503, 200]);
 }
 
 #[test]
