@@ -81,3 +81,32 @@ fn latency_per_read_write_slows_every_query_of_a_psql_session() {
         );
     }
 }
+
+#[test]
+fn packet_loss_slows_but_never_breaks_a_psql_session() {
+    let Some(pg) = Postgres::start() else { return };
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
+    let _proxy = proxy(
+        &[
+            "--quiet",
+            "--disable-http-proxy",
+            "--proxy",
+            &mapping,
+            "--with-packet-loss",
+            "--packet-loss-direction",
+            "both",
+            "--packet-loss-probability",
+            "0.05",
+        ],
+        &[listen],
+    );
+    // About 70 kB of rows is some 50 segments: lost ones are retransmitted, late, intact.
+    let sql = "select i, md5(i::text) from generate_series(1, 1500) i";
+    let (code, direct, err) = Postgres::psql(pg.addr, sql);
+    assert_eq!(code, 0, "{err}");
+    let (code, lossy, err) = Postgres::psql(listen, sql);
+    assert_eq!(code, 0, "through packet loss: {err}");
+    assert_eq!(lossy, direct, "rows differ through packet loss");
+    assert!(direct.contains("(1500 rows)"));
+}
