@@ -72,6 +72,14 @@ pub(crate) fn to_json(lua: &Lua, value: Value) -> mlua::Result<serde_json::Value
     )
 }
 
+/// The fields of a record or alert: a table as a JSON object (`{}` when absent or empty).
+fn fields_json(lua: &Lua, fields: Option<Table>) -> mlua::Result<serde_json::Value> {
+    match fields {
+        Some(t) if !t.is_empty() => to_json(lua, Value::Table(t)),
+        _ => Ok(serde_json::Value::Object(Default::default())),
+    }
+}
+
 /// Builds the `tap` table for one state and sets it as a global.
 pub(crate) fn install(lua: &Lua, emitter: Arc<Emitter>, shared: SharedDict) -> mlua::Result<()> {
     let tap = lua.create_table()?;
@@ -96,8 +104,8 @@ pub(crate) fn install(lua: &Lua, emitter: Arc<Emitter>, shared: SharedDict) -> m
     let e = emitter.clone();
     tap.set(
         "emit",
-        lua.create_function(move |lua, fields: Value| {
-            let fields = to_json(lua, fields)?;
+        lua.create_function(move |lua, fields: Option<Table>| {
+            let fields = fields_json(lua, fields)?;
             let message = fields
                 .get("message")
                 .and_then(|m| m.as_str())
@@ -115,11 +123,8 @@ pub(crate) fn install(lua: &Lua, emitter: Arc<Emitter>, shared: SharedDict) -> m
     let e = emitter;
     tap.set(
         "alert",
-        lua.create_function(move |lua, (msg, fields): (Value, Value)| {
-            let fields = match fields {
-                Value::Nil => serde_json::Value::Object(Default::default()),
-                other => to_json(lua, other)?,
-            };
+        lua.create_function(move |lua, (msg, fields): (Value, Option<Table>)| {
+            let fields = fields_json(lua, fields)?;
             e.send(EventKind::Alert(Record {
                 plugin: e.plugin(),
                 message: display(&msg),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mlua::{AnyUserData, Value};
+use mlua::{AnyUserData, Function, Value};
 use parking_lot::{Mutex, MutexGuard};
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, HttpRequest, HttpResponse, Interest,
@@ -188,7 +188,7 @@ impl LuaPlugin {
         let result = call_with_flow(&mut state, "on_data", flow, |s, ft| {
             let c = objects::chunk_table(&s.lua, chunk).map_err(|e| lua_failure(&e))?;
             let answer = s.call::<Value>(&hook, Some(flow), (c, ft))?;
-            chunk_verdict(answer)
+            chunk_verdict(&hook, answer)
         });
         drop(state);
         result.unwrap_or_else(|(hook, failure)| {
@@ -205,11 +205,13 @@ impl LuaPlugin {
         let result = call_with_flow(&mut state, "on_request", flow, |s, ft| {
             let obj = s.request_slot.lend(request);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
-            match verdict_of(&answer)? {
+            match verdict_of(&hook, &answer)? {
                 None => Ok(RequestVerdict::Continue),
                 Some(Verdict::Respond(r)) => Ok(RequestVerdict::Respond(r)),
                 Some(Verdict::Close(reason)) => Ok(RequestVerdict::Close(reason)),
-                Some(Verdict::Hold) => Err(misuse("on_request cannot hold; use tap.respond")),
+                Some(Verdict::Hold) => {
+                    Err(misuse(&hook, "on_request cannot hold; use tap.respond"))
+                }
             }
         });
         state.request_slot.give_back(request, result.is_ok());
@@ -228,11 +230,13 @@ impl LuaPlugin {
         let result = call_with_flow(&mut state, "on_response", flow, |s, ft| {
             let obj = s.response_slot.lend(response);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
-            match verdict_of(&answer)? {
+            match verdict_of(&hook, &answer)? {
                 None => Ok(ResponseVerdict::Continue),
                 Some(Verdict::Respond(r)) => Ok(ResponseVerdict::Replace(r)),
                 Some(Verdict::Close(reason)) => Ok(ResponseVerdict::Close(reason)),
-                Some(Verdict::Hold) => Err(misuse("on_response cannot hold; use tap.respond")),
+                Some(Verdict::Hold) => {
+                    Err(misuse(&hook, "on_response cannot hold; use tap.respond"))
+                }
             }
         });
         state.response_slot.give_back(response, result.is_ok());
@@ -290,44 +294,60 @@ fn lua_failure(e: &mlua::Error) -> HookFailure {
     }
 }
 
-fn misuse(message: &str) -> HookFailure {
+/// A hook that answered with something its caller cannot use, located at the hook's
+/// definition (`file:line`).
+fn misuse(hook: &Function, message: &str) -> HookFailure {
+    let info = hook.info();
     HookFailure {
-        message: message.to_string(),
+        message: format!(
+            "{}:{}: {message}",
+            info.short_src.as_deref().unwrap_or("?"),
+            info.line_defined.unwrap_or(0)
+        ),
         timed_out: false,
     }
 }
 
 /// The `tap.*` verdict a hook returned, if any; `nil` is none, other values are mistakes.
-fn verdict_of(answer: &Value) -> Result<Option<Verdict>, HookFailure> {
+fn verdict_of(hook: &Function, answer: &Value) -> Result<Option<Verdict>, HookFailure> {
     match answer {
         Value::Nil => Ok(None),
-        Value::UserData(ud) => verdict_from_userdata(ud).map(Some),
-        other => Err(misuse(&format!(
-            "returned a {}; return nil or a tap.respond/tap.close verdict",
-            other.type_name()
-        ))),
+        Value::UserData(ud) => verdict_from_userdata(hook, ud).map(Some),
+        other => Err(misuse(
+            hook,
+            &format!(
+                "returned a {}; return nil or a tap.respond/tap.close verdict",
+                other.type_name()
+            ),
+        )),
     }
 }
 
-fn verdict_from_userdata(ud: &AnyUserData) -> Result<Verdict, HookFailure> {
+fn verdict_from_userdata(hook: &Function, ud: &AnyUserData) -> Result<Verdict, HookFailure> {
     ud.borrow::<Verdict>()
         .map(|v| v.clone())
-        .map_err(|_| misuse("returned a userdata that is not a tap verdict"))
+        .map_err(|_| misuse(hook, "returned a userdata that is not a tap verdict"))
 }
 
-fn chunk_verdict(answer: Value) -> Result<ChunkVerdict, HookFailure> {
+fn chunk_verdict(hook: &Function, answer: Value) -> Result<ChunkVerdict, HookFailure> {
     match answer {
         Value::Nil => Ok(ChunkVerdict::Pass),
         Value::String(s) => Ok(ChunkVerdict::Replace(Bytes::copy_from_slice(&s.as_bytes()))),
-        Value::UserData(ud) => match verdict_from_userdata(&ud)? {
+        Value::UserData(ud) => match verdict_from_userdata(hook, &ud)? {
             Verdict::Hold => Ok(ChunkVerdict::Hold),
             Verdict::Close(reason) => Ok(ChunkVerdict::Close(reason)),
-            Verdict::Respond(_) => Err(misuse("on_data cannot tap.respond; return bytes instead")),
+            Verdict::Respond(_) => Err(misuse(
+                hook,
+                "on_data cannot tap.respond; return bytes instead",
+            )),
         },
-        other => Err(misuse(&format!(
-            "on_data returned a {}; return nil, a string, tap.hold() or tap.close()",
-            other.type_name()
-        ))),
+        other => Err(misuse(
+            hook,
+            &format!(
+                "on_data returned a {}; return nil, a string, tap.hold() or tap.close()",
+                other.type_name()
+            ),
+        )),
     }
 }
 
