@@ -21,8 +21,9 @@ use tapline_core::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::bandwidth::TokenBucket;
-use crate::loss::Recovery;
+use crate::bandwidth::{Rate, TokenBucket};
+use crate::distribution::LatencyDistribution;
+use crate::loss::{LossModel, Recovery};
 use crate::spec::{FaultKind, FaultSpec};
 
 /// What a fault remembers about one flow, dropped at its end.
@@ -138,10 +139,12 @@ impl FaultStage {
         self.with_flow(id, |s| *s.selected.get_or_insert(toss))
     }
 
-    fn latency(&self) -> Duration {
-        match &self.spec.kind {
-            FaultKind::Latency { distribution, .. } => distribution.sample(&mut *self.rng.lock()),
-            _ => Duration::ZERO,
+    /// A delay from `distribution`, if the probability says so.
+    fn draw(&self, distribution: &LatencyDistribution) -> Action {
+        if self.coin() {
+            Action::Delay(distribution.sample(&mut *self.rng.lock()))
+        } else {
+            Action::Pass
         }
     }
 
@@ -169,10 +172,8 @@ impl FaultStage {
         Action::Delay(Duration::from_secs_f64(ms / 1000.0))
     }
 
-    fn pace(&self, id: FlowId, from: Side, len: usize) -> Action {
-        let FaultKind::Bandwidth { rate } = self.spec.kind else {
-            return Action::Pass;
-        };
+    /// The wait for `len` bytes from `from` in `id`'s token bucket at `rate`.
+    fn pace(&self, id: FlowId, from: Side, len: usize, rate: Rate) -> Action {
         if !self.flow_selected(id) {
             return Action::Pass;
         }
@@ -185,10 +186,8 @@ impl FaultStage {
         Action::Delay(wait)
     }
 
-    fn lose(&self, len: usize) -> Action {
-        let FaultKind::PacketLoss { model } = self.spec.kind else {
-            return Action::Pass;
-        };
+    /// The recovery delay of `len` bytes under `model`.
+    fn lose(&self, len: usize, model: &LossModel) -> Action {
         match model.recover(len, &mut *self.rng.lock()) {
             Recovery::Delayed(d) if d.is_zero() => Action::Pass,
             Recovery::Delayed(d) => Action::Delay(d),
@@ -237,14 +236,14 @@ impl FaultStage {
             return Action::Pass;
         }
         match &self.spec.kind {
-            FaultKind::Latency { .. } if self.coin() => Action::Delay(self.latency()),
+            FaultKind::Latency { distribution, .. } => self.draw(distribution),
             FaultKind::Jitter {
                 amplitude,
                 frequency,
             } => self.jitter(id, from, *amplitude, *frequency),
-            FaultKind::Bandwidth { .. } => self.pace(id, from, len),
-            FaultKind::PacketLoss { .. } => self.lose(len),
-            _ => Action::Pass,
+            FaultKind::Bandwidth { rate } => self.pace(id, from, len, *rate),
+            FaultKind::PacketLoss { model } => self.lose(len, model),
+            FaultKind::Blackhole | FaultKind::HttpError { .. } => Action::Pass,
         }
     }
 
@@ -273,19 +272,16 @@ impl FaultStage {
         let id = flow.id;
         let from = point.sender();
         match &self.spec.kind {
-            FaultKind::Latency { per_read_write, .. } => {
-                if (*per_read_write || first_point) && self.coin() {
-                    Action::Delay(self.latency())
-                } else {
-                    Action::Pass
-                }
-            }
+            FaultKind::Latency {
+                distribution,
+                per_read_write,
+            } if *per_read_write || first_point => self.draw(distribution),
             FaultKind::Jitter {
                 amplitude,
                 frequency,
             } => self.jitter(id, from, *amplitude, *frequency),
-            FaultKind::Bandwidth { .. } => self.pace(id, from, len),
-            FaultKind::PacketLoss { .. } => self.lose(len),
+            FaultKind::Bandwidth { rate } => self.pace(id, from, len, *rate),
+            FaultKind::PacketLoss { model } => self.lose(len, model),
             FaultKind::Blackhole if first_point && self.coin() => Action::Blackhole,
             _ => Action::Pass,
         }

@@ -413,6 +413,19 @@ async fn packet_loss_delays_but_never_alters_bytes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn certain_loss_aborts_the_exchange_as_tcp_gives_up() {
+    let kind = FaultKind::PacketLoss {
+        model: LossModel::new(1.0),
+    };
+    let (p, _) = pipeline(spec(kind, Leg::Client, Direction::Ingress));
+    let start = Instant::now();
+    let verdict = p.request(&http_flow(1), &mut request()).await;
+    assert!(matches!(verdict, RequestVerdict::Close(_)), "{verdict:?}");
+    // 15 timeouts from 200 ms, doubling up to 120 s: 204.6 s + 5 x 120 s.
+    assert_eq!(start.elapsed(), Duration::from_millis(804_600));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_schedule_switches_the_fault_on_and_off() {
     let kind = FaultKind::Latency {
         distribution: LatencyDistribution::Normal {
