@@ -22,7 +22,11 @@ fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
 #[test]
 fn http_errors_answer_a_binomial_share_of_requests() {
     let (_demo, origin) = demo();
-    let (_p, proxy) = start_proxy(&[
+    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapping = format!("{}=http://{origin}", mapped.port());
+    let (mut p, proxy) = start_proxy(&[
+        "--proxy",
+        &mapping,
         "--with-http-response",
         "--http-response-status",
         "503",
@@ -31,21 +35,28 @@ fn http_errors_answer_a_binomial_share_of_requests() {
         "--http-response-trigger-probability",
         "0.3",
     ]);
+    p.wait_port(mapped, Duration::from_secs(20));
     let url = format!("http://{origin}/status/200");
+    // Half through the forward proxy, half through the HTTP mapping.
     let n = 300;
-    let mut errors = 0;
-    for _ in 0..n {
-        match http_get_via(proxy, &url) {
+    let mut errors = [0, 0];
+    for i in 0..n {
+        match http_get_via([proxy, mapped][i % 2], &url) {
             (200, _) => {}
             (503, body) => {
                 assert_eq!(body, b"try later");
-                errors += 1;
+                errors[i % 2] += 1;
             }
             (status, _) => panic!("unexpected status {status}"),
         }
     }
-    // Binomial(300, 0.3): mean 90, sd 7.9; allow 4 sd.
-    assert!((errors as f64 - 90.0).abs() < 4.0 * 7.94, "{errors} errors");
+    // Binomial(300, 0.3): mean 90, sd 7.9; allow 4 sd. Each route: Binomial(150, 0.3), mean 45.
+    let total = errors[0] + errors[1];
+    assert!((total as f64 - 90.0).abs() < 4.0 * 7.94, "{total} errors");
+    assert!(
+        errors.iter().all(|e| *e >= 20),
+        "errors per route {errors:?}"
+    );
 }
 
 /// Sends `request` to `addr` and reads with a `wait` timeout: returns the bytes read and
