@@ -64,9 +64,11 @@ pub fn parse_decode_override(spec: &str) -> Result<(u16, Protocol), String> {
         "postgres" | "postgresql" | "psql" | "pgsql" => Protocol::Postgres,
         "tcp" | "raw" => Protocol::Tcp,
         "tls" => Protocol::Tls,
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "--decode {spec:?}: unknown protocol {other:?} (expected http, postgres, tls or tcp)"
-        )),
+        ))
+        }
     };
     Ok((port, protocol))
 }

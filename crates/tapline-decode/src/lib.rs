@@ -6,10 +6,10 @@
 pub mod detect;
 pub mod flow_decoder;
 pub mod http;
-pub mod pgsql;
-mod transaction;
 pub mod packet;
+pub mod pgsql;
 pub mod reassembly;
+mod transaction;
 
 pub use detect::parse_decode_override;
 pub use flow_decoder::{DecodeConfig, FlowDecoder};
