@@ -343,3 +343,74 @@ fn concurrent_large_request_bodies_arrive_byte_identical() {
     );
     assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
 }
+
+/// A Lua plugin that reads request bodies, and replaces one.
+const BODY_PLUGIN: &str = r#"
+local p = { name = "body-reader" }
+function p.on_request(req)
+    if req.path == "/echo?replace" then
+        req.body = "short"
+    end
+end
+return p
+"#;
+
+#[test]
+fn bodies_past_the_limit_stream_on_truncated_and_replacements_are_reframed() {
+    if !have("curl") {
+        return;
+    }
+    let (_demo, origin) = demo();
+    let dir = temp_dir();
+    let plugin = dir.path().join("body.lua");
+    std::fs::write(&plugin, BODY_PLUGIN).unwrap();
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'x'; 100_000]).unwrap();
+    let events = dir.path().join("events.jsonl");
+    let listen = local(free_port());
+    let mut p = proxy(
+        &[
+            "--proxy-address",
+            &listen.to_string(),
+            "--quiet",
+            "--body-limit",
+            "1KiB",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--output",
+            events.to_str().unwrap(),
+        ],
+        &[listen],
+    );
+    let via = format!("http://{listen}");
+    let data = format!("@{}", upload.display());
+    for (query, expected_len) in [("", 100_000), ("?replace", 5)] {
+        let (code, body, err) = curl(
+            &[
+                "-x",
+                &via,
+                "-H",
+                "Expect:",
+                "--data-binary",
+                &data,
+                &format!("http://{origin}/echo{query}"),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        let echo: serde_json::Value = serde_json::from_str(&body).expect("echo is JSON");
+        assert_eq!(echo["body_len"], expected_len, "{query}");
+    }
+
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+    let events = json_lines(&events);
+    let requests: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "http_request")
+        .collect();
+    assert_eq!(requests.len(), 2, "{events:?}");
+    assert_eq!(requests[0]["body_truncated"], true);
+    assert_eq!(requests[0]["body_len"], 100_000);
+    assert_eq!(requests[1]["body_truncated"], false);
+    assert_eq!(requests[1]["body_len"], 5);
+}
