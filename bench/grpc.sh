@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# gRPC plugin overhead: forward-proxy requests/s to `tapline demo` with and without a no-op
+# Python gRPC plugin (tests/grpc_plugins/noop_plugin.py), next to a direct connection, and
+# the per-call overhead derived from one-connection (sequential) runs.
+#
+#   bench/grpc.sh [SECONDS_PER_RUN]     (default 10; needs wrk, python3 grpcio + grpcio-tools)
+#
+# Loopback only; installs nothing; every process it starts is stopped by PID on exit.
+set -euo pipefail
+
+secs="${1:-10}"
+conns=16
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+for tool in wrk python3 cargo; do
+    command -v "$tool" >/dev/null || { echo "bench/grpc.sh: $tool is required" >&2; exit 2; }
+done
+python3 -c 'import grpc, grpc_tools' 2>/dev/null ||
+    { echo "bench/grpc.sh: python3 grpcio and grpcio-tools are required" >&2; exit 2; }
+
+(cd "$root" && cargo build --release --quiet --bin tapline)
+tapline="$root/target/release/tapline"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench/grpc.sh: nothing listens on port $1" >&2; exit 1
+}
+
+# The plugin and its stubs.
+python3 -m grpc_tools.protoc -I "$root/crates/tapline-grpc/proto" \
+    --python_out="$work" --grpc_python_out="$work" "$root/crates/tapline-grpc/proto/plugin.proto"
+cp "$root/tests/grpc_plugins/plugin_common.py" "$root/tests/grpc_plugins/noop_plugin.py" "$work/"
+
+demo_port=$(free_port); plugin_port=$(free_port); bare_port=$(free_port); grpc_port=$(free_port)
+"$tapline" demo --address "127.0.0.1:$demo_port" 2>/dev/null & pids+=($!)
+(cd "$work" && exec python3 noop_plugin.py "$plugin_port" >/dev/null 2>&1) & pids+=($!)
+wait_port "$demo_port"; wait_port "$plugin_port"
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$bare_port" 2>"$work/bare.err" & pids+=($!)
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$grpc_port" \
+    --grpc-plugin "http://127.0.0.1:$plugin_port" 2>"$work/grpc.err" & pids+=($!)
+wait_port "$bare_port"; wait_port "$grpc_port"
+
+# wrk speaks to the proxy; the script makes each request line absolute-form, as to a proxy.
+cat >"$work/proxy.lua" <<LUA
+wrk.path = "http://127.0.0.1:$demo_port/"
+wrk.headers["Host"] = "127.0.0.1:$demo_port"
+LUA
+
+# rps THREADS CONNS URL [wrk args...] -> requests per second
+rps() {
+    local threads=$1 c=$2 url=$3; shift 3
+    timeout $((secs + 30)) wrk -t"$threads" -c"$c" -d"${secs}s" "$@" "$url" |
+        awk '/Requests\/sec/ {print $2}'
+}
+
+echo "gRPC plugin overhead, forward proxy to tapline demo's /, ${secs}s per run, $(nproc) cores"
+direct=$(rps 2 $conns "http://127.0.0.1:$demo_port/")
+bare=$(rps 2 $conns "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
+grpc=$(rps 2 $conns "http://127.0.0.1:$grpc_port/" -s "$work/proxy.lua")
+bare1=$(rps 1 1 "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
+grpc1=$(rps 1 1 "http://127.0.0.1:$grpc_port/" -s "$work/proxy.lua")
+
+if grep -q "call failed" "$work/grpc.err"; then
+    echo "bench/grpc.sh: plugin calls failed during the run; numbers are not valid:" >&2
+    grep "call failed" "$work/grpc.err" | head -3 >&2
+    exit 1
+fi
+
+python3 - "$direct" "$bare" "$grpc" "$bare1" "$grpc1" "$conns" <<'PY'
+import sys
+direct, bare, grpc, bare1, grpc1 = map(float, sys.argv[1:6])
+conns = sys.argv[6]
+print(f"{'run':48} {'requests/s':>12} {'vs direct':>10} {'vs proxy':>9}")
+for name, v in [(f"direct to demo ({conns} connections)", direct),
+                (f"proxy, no plugin ({conns} connections)", bare),
+                (f"proxy + no-op gRPC plugin ({conns} connections)", grpc)]:
+    print(f"{name:48} {v:12.0f} {v / direct:10.2f} {v / bare:9.2f}")
+print(f"{'proxy, no plugin (1 connection)':48} {bare1:12.0f}")
+print(f"{'proxy + no-op gRPC plugin (1 connection)':48} {grpc1:12.0f} {'':10} {grpc1 / bare1:9.2f}")
+added_ms = (1 / grpc1 - 1 / bare1) * 1000
+print(f"added latency per request: {added_ms:.3f} ms for 2 calls "
+      f"(ProcessHttpRequest + ProcessHttpResponse): {added_ms / 2:.3f} ms per call")
+PY
