@@ -52,6 +52,8 @@ fn request(path: &str) -> HttpRequest {
 
 async fn connect(port: u16, mode: Mode, tune: impl FnOnce(&mut GrpcConfig)) -> Arc<GrpcStage> {
     let mut config = GrpcConfig::new(url(port), mode);
+    // Generous, so a loaded machine does not turn a verdict into a fail-open.
+    config.timeout = Duration::from_secs(10);
     tune(&mut config);
     GrpcStage::connect(config).await.expect("connect")
 }

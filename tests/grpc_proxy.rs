@@ -24,29 +24,48 @@ fn plugin_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-/// A forward proxy on a free port with `--grpc-plugin` for `plugin_port` and `extra` flags.
+/// The flags of a proxy using the plugin on `plugin_port`, plus `extra`. Calls get a generous
+/// `--plugin-timeout` (unless `extra` sets one) so a loaded machine does not turn a verdict
+/// into a fail-open.
+fn plugin_flags(plugin_port: u16, extra: &[&str]) -> Vec<String> {
+    let mut flags = vec!["--grpc-plugin".to_string(), plugin_url(plugin_port)];
+    if !extra.contains(&"--plugin-timeout") {
+        flags.extend(["--plugin-timeout".to_string(), "10s".to_string()]);
+    }
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    flags
+}
+
+/// A forward proxy on a free port using the plugin on `plugin_port`.
 fn forward_proxy(plugin_port: u16, extra: &[&str]) -> (Proc, SocketAddr) {
     let addr = local(free_port());
-    let (a, url) = (addr.to_string(), plugin_url(plugin_port));
-    let mut args = vec!["--proxy-address", &a, "--grpc-plugin", &url];
-    args.extend_from_slice(extra);
+    let mut args = vec!["--proxy-address".to_string(), addr.to_string()];
+    args.extend(plugin_flags(plugin_port, extra));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (proxy(&args, &[addr]), addr)
 }
 
-/// A `tcp` mapping proxy (no forward proxy) to `target`, with the plugin on `plugin_port`.
-fn tcp_mapping(plugin_port: u16, target: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
+/// A mapping proxy (no forward proxy) to `SCHEME://target` using the plugin on `plugin_port`.
+fn mapping_proxy(
+    scheme: &str,
+    target: SocketAddr,
+    plugin_port: u16,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let listen = local(free_port());
-    let mapping = format!("{}=tcp://{target}", listen.port());
-    let url = plugin_url(plugin_port);
     let mut args = vec![
-        "--disable-http-proxy",
-        "--proxy",
-        &mapping,
-        "--grpc-plugin",
-        &url,
+        "--disable-http-proxy".to_string(),
+        "--proxy".to_string(),
+        format!("{}={scheme}://{target}", listen.port()),
     ];
-    args.extend_from_slice(extra);
+    args.extend(plugin_flags(plugin_port, extra));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (proxy(&args, &[listen]), listen)
+}
+
+/// A `tcp` mapping proxy to `target` using the plugin on `plugin_port`.
+fn tcp_mapping(plugin_port: u16, target: SocketAddr, extra: &[&str]) -> (Proc, SocketAddr) {
+    mapping_proxy("tcp", target, plugin_port, extra)
 }
 
 /// A server echoing every byte back, one thread per connection; lives as long as the test.
@@ -253,19 +272,7 @@ fn postgres_plugin_sees_both_directions_of_a_psql_session() {
     let record = dir.path().join("pg.jsonl");
     let port = free_port();
     let _plugin = grpc_plugin(&stubs, "pg_plugin.py", port, &[record.to_str().unwrap()]);
-    let listen = local(free_port());
-    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
-    let url = plugin_url(port);
-    let _proxy = proxy(
-        &[
-            "--disable-http-proxy",
-            "--proxy",
-            &mapping,
-            "--grpc-plugin",
-            &url,
-        ],
-        &[listen],
-    );
+    let (_proxy, listen) = mapping_proxy("psql", pg.addr, port, &[]);
 
     let (code, out, err) =
         Postgres::psql(listen, "SELECT 'tapline-grpc' AS probe, 6 * 7 AS answer");
@@ -550,19 +557,7 @@ fn the_example_postgres_plugin_decodes_a_psql_session() {
     let Some(pg) = Postgres::start() else { return };
     let port = free_port();
     let mut plugin = grpc_plugin(&dir, "postgres.py", port, &[]);
-    let listen = local(free_port());
-    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
-    let url = plugin_url(port);
-    let _proxy = proxy(
-        &[
-            "--disable-http-proxy",
-            "--proxy",
-            &mapping,
-            "--grpc-plugin",
-            &url,
-        ],
-        &[listen],
-    );
+    let (_proxy, listen) = mapping_proxy("psql", pg.addr, port, &[]);
     let (code, _, err) = Postgres::psql(listen, "SELECT 'example' AS word");
     assert_eq!(code, 0, "{err}");
     for line in [
