@@ -31,6 +31,21 @@ struct Defined {
     riff: bool,
 }
 
+impl Defined {
+    /// Whether the plugin has anything to do for an observe-only event: a hook for it, or
+    /// (at a flow's end) a flow table to drop.
+    fn handles(&self, kind: &EventKind) -> bool {
+        match kind {
+            EventKind::FlowStart => self.flow_start,
+            EventKind::FlowEnd { .. } => true,
+            EventKind::Packet(_) => self.packet || self.riff,
+            EventKind::Message(_) => self.message,
+            EventKind::Transaction(_) => self.transaction,
+            _ => false,
+        }
+    }
+}
+
 /// A Lua plugin as a pipeline stage.
 pub struct LuaPlugin {
     info: PluginInfo,
@@ -376,9 +391,11 @@ impl Stage for LuaPlugin {
     }
 
     fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
-        let start = Instant::now();
-        self.observe(event);
-        self.busy(start);
+        if self.defined.handles(&event.kind) {
+            let start = Instant::now();
+            self.observe(event);
+            self.busy(start);
+        }
         Box::pin(std::future::ready(()))
     }
 
@@ -387,6 +404,9 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         chunk: &'a Chunk,
     ) -> BoxFuture<'a, ChunkVerdict> {
+        if !self.interest(flow).chunks {
+            return Box::pin(std::future::ready(ChunkVerdict::Pass));
+        }
         let start = Instant::now();
         let verdict = self.chunk(flow, chunk);
         self.busy(start);
@@ -398,6 +418,9 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
     ) -> BoxFuture<'a, RequestVerdict> {
+        if !self.defined.request {
+            return Box::pin(std::future::ready(RequestVerdict::Continue));
+        }
         let start = Instant::now();
         let verdict = self.request(flow, request);
         self.busy(start);
@@ -409,6 +432,9 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
     ) -> BoxFuture<'a, ResponseVerdict> {
+        if !self.defined.response {
+            return Box::pin(std::future::ready(ResponseVerdict::Continue));
+        }
         let start = Instant::now();
         let verdict = self.response(flow, response);
         self.busy(start);
