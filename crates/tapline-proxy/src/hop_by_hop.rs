@@ -5,34 +5,41 @@ use http::header::{self, HeaderMap, HeaderName};
 
 /// Fields that are always hop-by-hop. `Transfer-Encoding` is among them because the proxy
 /// re-frames every body itself; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
-const ALWAYS: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
+/// Names are constants so that removing them parses nothing per message.
+const ALWAYS: [HeaderName; 8] = [
+    header::CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Removes the hop-by-hop fields of `headers`: the fixed list and any field that `Connection`
 /// (or the legacy `Proxy-Connection`) names.
 pub fn strip(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = [
-        header::CONNECTION,
-        HeaderName::from_static("proxy-connection"),
-    ]
-    .iter()
-    .flat_map(|h| headers.get_all(h))
-    .filter_map(|v| v.to_str().ok())
-    .flat_map(|v| v.split(','))
-    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-    .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) || headers.contains_key(PROXY_CONNECTION) {
+        remove_named(headers);
     }
     for name in ALWAYS {
+        headers.remove(name);
+    }
+}
+
+/// Removes the fields that `Connection` and `Proxy-Connection` name.
+fn remove_named(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = [header::CONNECTION, PROXY_CONNECTION]
+        .iter()
+        .flat_map(|h| headers.get_all(h))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }

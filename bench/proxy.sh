@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Proxy speed, side by side in one run:
+#   - tcp mapping throughput vs a direct loopback connection (iperf3, both directions);
+#   - HTTP requests/s and p50/p99 latency with wrk at 50 connections: direct to an nginx
+#     origin, through nginx as a reverse proxy (upstream keep-alive), through tapline's
+#     forward proxy (absolute-form requests from a wrk Lua script), through a tapline `http`
+#     mapping (the reverse proxy nginx is compared with), and through the forward proxy with
+#     a no-op Python gRPC plugin (tests/grpc_plugins/noop_plugin.py) when grpcio is there.
+#
+#   bench/proxy.sh [SECONDS_PER_RUN]    (default 10; needs wrk, iperf3, nginx, python3)
+#
+# Loopback only; installs nothing; every process it starts is stopped by PID on exit.
+set -euo pipefail
+
+secs="${1:-10}"
+conns=50
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+for tool in wrk iperf3 nginx python3 cargo; do
+    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is required" >&2; exit 2; }
+done
+
+(cd "$root" && cargo build --release --quiet --bin tapline)
+tapline="$root/target/release/tapline"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench/proxy.sh: nothing listens on port $1" >&2; exit 1
+}
+
+origin=$(free_port); nginx_proxy=$(free_port); forward=$(free_port); mapping=$(free_port)
+iperf=$(free_port); tcp_map=$(free_port); grpc_forward=$(free_port); plugin=$(free_port)
+
+# nginx config: $1 name, $2 workers, $3 http block body.
+nginx_conf() {
+    mkdir -p "$work/$1"
+    cat >"$work/$1/nginx.conf" <<NGINX
+user root;
+worker_processes $2;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/$1;
+    proxy_temp_path $work/$1;
+    fastcgi_temp_path $work/$1;
+    uwsgi_temp_path $work/$1;
+    scgi_temp_path $work/$1;
+    $3
+}
+NGINX
+}
+# The origin: one worker answering a small fixed body.
+nginx_conf origin 1 "server { listen 127.0.0.1:$origin; location / { return 200 \"hello from the origin\\n\"; } }"
+# nginx as a reverse proxy: as many workers as tapline has runtime threads (one per core).
+nginx_conf reverse "$(nproc)" "upstream origin { server 127.0.0.1:$origin; keepalive 128; }
+    server { listen 127.0.0.1:$nginx_proxy; location / { proxy_pass http://origin;
+        proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
+nginx -c "$work/reverse/nginx.conf" -p "$work/reverse" & pids+=($!)
+iperf3 -s -p "$iperf" >/dev/null 2>&1 & pids+=($!)
+
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$forward" \
+    --proxy "$mapping=http://127.0.0.1:$origin" --proxy "$tcp_map=tcp://127.0.0.1:$iperf" \
+    2>"$work/tapline.err" & pids+=($!)
+wait_port "$origin"; wait_port "$nginx_proxy"; wait_port "$iperf"
+wait_port "$forward"; wait_port "$mapping"; wait_port "$tcp_map"
+
+with_grpc=no
+if python3 -c 'import grpc, grpc_tools' 2>/dev/null && [ -f "$root/tests/grpc_plugins/noop_plugin.py" ]; then
+    python3 -m grpc_tools.protoc -I "$root/crates/tapline-grpc/proto" \
+        --python_out="$work" --grpc_python_out="$work" "$root/crates/tapline-grpc/proto/plugin.proto"
+    cp "$root/tests/grpc_plugins/plugin_common.py" "$root/tests/grpc_plugins/noop_plugin.py" "$work/"
+    (cd "$work" && exec python3 noop_plugin.py "$plugin" >/dev/null 2>&1) & pids+=($!)
+    wait_port "$plugin"
+    "$tapline" proxy --quiet --proxy-address "127.0.0.1:$grpc_forward" \
+        --grpc-plugin "http://127.0.0.1:$plugin" 2>"$work/grpc.err" & pids+=($!)
+    wait_port "$grpc_forward"
+    with_grpc=yes
+fi
+
+# wrk speaks to the forward proxy; the script makes each request line absolute-form.
+cat >"$work/forward.lua" <<LUA
+wrk.path = "http://127.0.0.1:$origin/"
+wrk.headers["Host"] = "127.0.0.1:$origin"
+LUA
+
+# http URL [wrk args...] -> "requests/s p50_ms p99_ms"
+http() {
+    local url=$1; shift
+    timeout $((secs + 30)) wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" | awk '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
+            if (v ~ /s$/) return v * 1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /Requests\/sec/ { rps = $2 }
+        /Non-2xx|Socket errors/ { bad = bad " " $0 }
+        END { if (bad != "") { print "wrk reported errors:" bad > "/dev/stderr"; exit 1 }
+              printf "%s %.3f %.3f\n", rps, p50, p99 }'
+}
+
+# throughput PORT [-R] -> Gbit/s received
+throughput() {
+    timeout $((secs + 30)) iperf3 -c 127.0.0.1 -p "$1" -t "$secs" -J "${@:2}" |
+        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))'
+}
+
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+added() { python3 -c "print('%+.3f' % ($1 - $2))"; }
+
+echo "tapline proxy bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ)"
+echo
+echo "## TCP mapping throughput (iperf3, one stream)"
+direct_up=$(throughput "$iperf"); mapped_up=$(throughput "$tcp_map")
+direct_down=$(throughput "$iperf" -R); mapped_down=$(throughput "$tcp_map" -R)
+printf '%-28s %10s %10s %8s\n' "direction" "direct" "mapping" "ratio"
+printf '%-28s %10s %10s %8s\n' "client -> server (Gbit/s)" "$direct_up" "$mapped_up" "$(ratio "$mapped_up" "$direct_up")"
+printf '%-28s %10s %10s %8s\n' "server -> client (Gbit/s)" "$direct_down" "$mapped_down" "$(ratio "$mapped_down" "$direct_down")"
+echo
+echo "## HTTP through proxies (wrk, $conns connections, small response)"
+read -r d_rps d_p50 d_p99 <<<"$(http "http://127.0.0.1:$origin/")"
+read -r n_rps n_p50 n_p99 <<<"$(http "http://127.0.0.1:$nginx_proxy/")"
+read -r f_rps f_p50 f_p99 <<<"$(http "http://127.0.0.1:$forward/" -s "$work/forward.lua")"
+read -r m_rps m_p50 m_p99 <<<"$(http "http://127.0.0.1:$mapping/")"
+printf '%-34s %10s %9s %9s %10s %12s\n' "path" "req/s" "p50 ms" "p99 ms" "vs nginx" "p99 added"
+row() { printf '%-34s %10s %9s %9s %10s %12s\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$n_rps")" "$(added "$4" "$d_p99")"; }
+row "direct to origin" "$d_rps" "$d_p50" "$d_p99"
+row "nginx reverse proxy" "$n_rps" "$n_p50" "$n_p99"
+row "tapline forward proxy" "$f_rps" "$f_p50" "$f_p99"
+row "tapline http mapping" "$m_rps" "$m_p50" "$m_p99"
+if [ "$with_grpc" = yes ]; then
+    read -r g_rps g_p50 g_p99 <<<"$(http "http://127.0.0.1:$grpc_forward/" -s "$work/forward.lua")"
+    row "tapline forward + no-op gRPC" "$g_rps" "$g_p50" "$g_p99"
+    if grep -q "call failed" "$work/grpc.err"; then
+        echo "bench/proxy.sh: plugin calls failed during the run; the gRPC row is not valid" >&2
+    fi
+else
+    echo "(no python3 grpcio/grpcio-tools: the gRPC plugin row is skipped)"
+fi
+echo
+echo "targets: tcp mapping >= 0.90x direct; forward proxy >= 0.80x nginx; p99 added <= 1 ms"
