@@ -246,6 +246,25 @@ impl FlowDecoder {
     }
 }
 
+/// Runs a stream decoder's `parse` over new bytes: in place when nothing is buffered,
+/// else over the buffer with `data` appended. `parse` returns how many bytes it consumed;
+/// the rest (an incomplete message) is what comes back to be buffered.
+pub(crate) fn feed_buffered(
+    mut buf: Vec<u8>,
+    data: &[u8],
+    parse: impl FnOnce(&[u8]) -> usize,
+) -> Vec<u8> {
+    if buf.is_empty() {
+        let used = parse(data);
+        buf.extend_from_slice(&data[used.min(data.len())..]);
+    } else {
+        buf.extend_from_slice(data);
+        let used = parse(&buf);
+        buf.drain(..used.min(buf.len()));
+    }
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tapline_core::{EventKind, HttpRequest, HttpResponse, Side, Timestamp};
 
 use crate::detect::starts_request;
+use crate::flow_decoder::feed_buffered;
 use crate::transaction::HttpPairing;
 use head::{Framing, Parsed};
 
@@ -236,15 +237,8 @@ impl HttpDecoder {
 
     fn feed_side(&mut self, side: Side, ts: Timestamp, data: &[u8], out: &mut Vec<EventKind>) {
         self.dir(side).last_ts = ts;
-        let mut buf = std::mem::take(&mut self.dir(side).buf);
-        if buf.is_empty() {
-            let used = self.run(side, ts, data, out);
-            buf.extend_from_slice(&data[used..]);
-        } else {
-            buf.extend_from_slice(data);
-            let used = self.run(side, ts, &buf, out);
-            buf.drain(..used);
-        }
+        let buf = std::mem::take(&mut self.dir(side).buf);
+        let mut buf = feed_buffered(buf, data, |input| self.run(side, ts, input, out));
         let dir = self.dir(side);
         if buf.len() > MAX_HEAD && matches!(dir.state, State::HoldForUpgrade) {
             // No answer to the upgrade came while a head's worth of bytes piled up: parse them.

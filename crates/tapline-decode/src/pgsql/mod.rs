@@ -51,6 +51,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tapline_core::{EventKind, Message, Protocol, Side, Timestamp, Transaction};
 
+use crate::flow_decoder::feed_buffered;
 use crate::transaction::PgTracker;
 pub(crate) use frontend::untyped_code;
 
@@ -134,15 +135,8 @@ impl PgDecoder {
 
     /// Feeds in-order bytes from `side` received at `ts`.
     pub fn feed(&mut self, side: Side, ts: Timestamp, data: &[u8], out: &mut Vec<EventKind>) {
-        let mut buf = std::mem::take(&mut self.stream(side).buf);
-        if buf.is_empty() {
-            let used = self.run(side, ts, data, out);
-            buf.extend_from_slice(&data[used..]);
-        } else {
-            buf.extend_from_slice(data);
-            let used = self.run(side, ts, &buf, out);
-            buf.drain(..used);
-        }
+        let buf = std::mem::take(&mut self.stream(side).buf);
+        let mut buf = feed_buffered(buf, data, |input| self.run(side, ts, input, out));
         let stream = self.stream(side);
         if stream.state == State::Opaque {
             buf = Vec::new();
