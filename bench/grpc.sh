@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gRPC plugin overhead: forward-proxy requests/s to `tapline demo` with and without a no-op
-# Python gRPC plugin (tests/grpc_plugins/noop_plugin.py), next to a direct connection, and
-# the per-call overhead derived from one-connection (sequential) runs.
+# Python gRPC plugin (tests/grpc_plugins/noop_plugin.py), next to a direct connection and a
+# no-op Lua plugin (what the proxy costs when any plugin sees HTTP), and the per-call overhead
+# derived from one-connection (sequential) runs.
 #
 #   bench/grpc.sh [SECONDS_PER_RUN]     (default 10; needs wrk, python3 grpcio + grpcio-tools)
 #
@@ -43,14 +44,24 @@ python3 -m grpc_tools.protoc -I "$root/crates/tapline-grpc/proto" \
     --python_out="$work" --grpc_python_out="$work" "$root/crates/tapline-grpc/proto/plugin.proto"
 cp "$root/tests/grpc_plugins/plugin_common.py" "$root/tests/grpc_plugins/noop_plugin.py" "$work/"
 
+cat >"$work/noop.lua" <<'LUA'
+local p = { name = "noop", version = "1" }
+function p.on_request(req, flow) end
+function p.on_response(resp, flow) end
+return p
+LUA
+
 demo_port=$(free_port); plugin_port=$(free_port); bare_port=$(free_port); grpc_port=$(free_port)
+lua_port=$(free_port)
 "$tapline" demo --address "127.0.0.1:$demo_port" 2>/dev/null & pids+=($!)
 (cd "$work" && exec python3 noop_plugin.py "$plugin_port" >/dev/null 2>&1) & pids+=($!)
 wait_port "$demo_port"; wait_port "$plugin_port"
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$bare_port" 2>"$work/bare.err" & pids+=($!)
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$grpc_port" \
     --grpc-plugin "http://127.0.0.1:$plugin_port" 2>"$work/grpc.err" & pids+=($!)
-wait_port "$bare_port"; wait_port "$grpc_port"
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$lua_port" --plugin "$work/noop.lua" \
+    2>"$work/lua.err" & pids+=($!)
+wait_port "$bare_port"; wait_port "$grpc_port"; wait_port "$lua_port"
 
 # wrk speaks to the proxy; the script makes each request line absolute-form, as to a proxy.
 cat >"$work/proxy.lua" <<LUA
@@ -68,8 +79,10 @@ rps() {
 echo "gRPC plugin overhead, forward proxy to tapline demo's /, ${secs}s per run, $(nproc) cores"
 direct=$(rps 2 $conns "http://127.0.0.1:$demo_port/")
 bare=$(rps 2 $conns "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
+lua=$(rps 2 $conns "http://127.0.0.1:$lua_port/" -s "$work/proxy.lua")
 grpc=$(rps 2 $conns "http://127.0.0.1:$grpc_port/" -s "$work/proxy.lua")
 bare1=$(rps 1 1 "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
+lua1=$(rps 1 1 "http://127.0.0.1:$lua_port/" -s "$work/proxy.lua")
 grpc1=$(rps 1 1 "http://127.0.0.1:$grpc_port/" -s "$work/proxy.lua")
 
 if grep -q "call failed" "$work/grpc.err"; then
@@ -78,18 +91,21 @@ if grep -q "call failed" "$work/grpc.err"; then
     exit 1
 fi
 
-python3 - "$direct" "$bare" "$grpc" "$bare1" "$grpc1" "$conns" <<'PY'
+python3 - "$direct" "$bare" "$lua" "$grpc" "$bare1" "$lua1" "$grpc1" "$conns" <<'PY'
 import sys
-direct, bare, grpc, bare1, grpc1 = map(float, sys.argv[1:6])
-conns = sys.argv[6]
-print(f"{'run':48} {'requests/s':>12} {'vs direct':>10} {'vs proxy':>9}")
+direct, bare, lua, grpc, bare1, lua1, grpc1 = map(float, sys.argv[1:8])
+conns = sys.argv[8]
+print(f"{'run':50} {'requests/s':>11} {'vs direct':>10} {'vs proxy':>9}")
 for name, v in [(f"direct to demo ({conns} connections)", direct),
                 (f"proxy, no plugin ({conns} connections)", bare),
+                (f"proxy + no-op Lua plugin ({conns} connections)", lua),
                 (f"proxy + no-op gRPC plugin ({conns} connections)", grpc)]:
-    print(f"{name:48} {v:12.0f} {v / direct:10.2f} {v / bare:9.2f}")
-print(f"{'proxy, no plugin (1 connection)':48} {bare1:12.0f}")
-print(f"{'proxy + no-op gRPC plugin (1 connection)':48} {grpc1:12.0f} {'':10} {grpc1 / bare1:9.2f}")
-added_ms = (1 / grpc1 - 1 / bare1) * 1000
-print(f"added latency per request: {added_ms:.3f} ms for 2 calls "
-      f"(ProcessHttpRequest + ProcessHttpResponse): {added_ms / 2:.3f} ms per call")
+    print(f"{name:50} {v:11.0f} {v / direct:10.2f} {v / bare:9.2f}")
+for name, v in [("proxy, no plugin (1 connection)", bare1),
+                ("proxy + no-op Lua plugin (1 connection)", lua1),
+                ("proxy + no-op gRPC plugin (1 connection)", grpc1)]:
+    print(f"{name:50} {v:11.0f} {'':10} {v / bare1:9.2f}")
+added_ms = (1 / grpc1 - 1 / lua1) * 1000
+print(f"gRPC vs Lua, sequential: +{added_ms:.3f} ms per request for its 2 calls "
+      f"(ProcessHttpRequest + ProcessHttpResponse), {added_ms / 2:.3f} ms per call")
 PY
