@@ -6,7 +6,7 @@ use tapline_core::Timestamp;
 /// Packets per batch before it is sent.
 pub(crate) const MAX_PACKETS: usize = 256;
 /// Frame bytes per batch before it is sent.
-pub(crate) const MAX_BYTES: usize = 512 * 1024;
+pub(crate) const MAX_BYTES: usize = 256 * 1024;
 
 /// One packet in a batch: its header and where its bytes are in [`Batch::data`].
 #[derive(Debug, Clone, Copy)]

@@ -18,7 +18,7 @@ use crate::stats::{CaptureStats, KernelStats};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Batches queued per worker before the reader waits (bounded memory, backpressure).
-const QUEUE_DEPTH: usize = 16;
+const QUEUE_DEPTH: usize = 8;
 
 /// Live capture: longest a packet waits in a partly filled batch.
 const LIVE_FLUSH: Duration = Duration::from_millis(20);

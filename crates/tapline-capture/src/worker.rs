@@ -1,9 +1,12 @@
 //! A capture worker: decodes the packets of its flows, reassembles TCP, runs each flow's
 //! [`FlowDecoder`] and delivers every event to the pipeline, in order per flow.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -401,7 +404,7 @@ impl<'a> Worker<'a> {
             flow: None,
             kind: EventKind::Packet(packet_info(len, frame, ip)),
         };
-        block_on(self.pipeline.deliver(event));
+        run(self.pipeline.deliver(event));
     }
 
     /// Ends a flow: open holes become gaps, the decoder flushes, `flow_end` goes out. The
@@ -465,7 +468,18 @@ fn is_new_isn(entry: &Entry, src: SocketAddr, seq: u32) -> bool {
 }
 
 fn deliver(pipeline: &Pipeline, flow: &Arc<Flow>, ts: Timestamp, kind: EventKind) {
-    block_on(pipeline.deliver(Event::on_flow(flow, ts, kind)));
+    run(pipeline.deliver(Event::on_flow(flow, ts, kind)));
+}
+
+/// Drives a pipeline call to its end on this thread. In-process stages and sinks finish on
+/// the first poll, which needs no waker; only a call that waits (a remote stage's queue)
+/// goes on with [`block_on`], whose poll registers a real waker.
+fn run<F: Future<Output = ()>>(call: F) {
+    let mut call = pin!(call);
+    let mut cx = Context::from_waker(Waker::noop());
+    if call.as_mut().poll(&mut cx).is_pending() {
+        block_on(call);
+    }
 }
 
 /// The reassembled bytes of one flow on their way to chunks, the decoder and its events.

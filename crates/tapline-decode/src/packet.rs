@@ -1,13 +1,14 @@
 //! Link, network and transport decoding of one captured frame, without copying: the result
-//! borrows the frame. Built on etherparse; link layers it lacks (Linux SLL/SLL2, BSD
-//! loopback) are unwrapped here first.
+//! borrows the frame. The link layer (a few fixed offsets, VLAN tags) is stripped here, which
+//! also covers what etherparse lacks (Linux SLL2, BSD loopback); IP, extension headers, TCP
+//! and UDP are etherparse's.
 //!
 //! IPv4 and IPv6 fragments are not reassembled: they are reported as [`Decoded::Fragment`]
 //! so the caller can count and skip them.
 
 use std::net::IpAddr;
 
-use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::{EtherType, LaxIpSlice, TcpSlice, UdpSlice};
 
 /// The link layers tapline decodes, by their LINKTYPE_ numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,97 +167,109 @@ pub enum Decoded<'a> {
 
 /// Decodes one frame of link type `link`. Never panics, whatever the bytes.
 pub fn decode(link: LinkType, frame: &[u8]) -> Decoded<'_> {
-    let sliced = match link {
-        LinkType::Ethernet => match LaxSlicedPacket::from_ethernet(frame) {
-            Ok(s) => s,
-            Err(_) => return Decoded::Malformed,
-        },
-        LinkType::Raw => return from_ip(frame),
+    match network(link, frame) {
+        Network::Ip(ip) => from_ip(ip),
+        Network::NotIp => Decoded::NotIp,
+        Network::Malformed => Decoded::Malformed,
+    }
+}
+
+/// What is under the link layer.
+enum Network<'a> {
+    /// An IPv4 or IPv6 packet starts here.
+    Ip(&'a [u8]),
+    NotIp,
+    Malformed,
+}
+
+/// Strips the link layer (Ethernet with up to three VLAN tags, BSD loopback, Linux cooked).
+fn network(link: LinkType, frame: &[u8]) -> Network<'_> {
+    let (ethertype, at) = match link {
+        LinkType::Raw => return Network::Ip(frame),
         LinkType::Null | LinkType::Loop => {
             return match null_family(link, frame) {
-                Some(Family::Ip) => from_ip(&frame[4..]),
-                Some(Family::Other) => Decoded::NotIp,
-                None => Decoded::Malformed,
+                Some(Family::Ip) => Network::Ip(&frame[4..]),
+                Some(Family::Other) => Network::NotIp,
+                None => Network::Malformed,
             }
+        }
+        LinkType::Ethernet => {
+            let Some(mut ethertype) = be16(frame, 12) else {
+                return Network::Malformed;
+            };
+            let mut at = 14;
+            // 802.1Q, 802.1ad and the older QinQ tag, up to three deep.
+            for _ in 0..3 {
+                if !matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
+                    break;
+                }
+                let Some(inner) = be16(frame, at + 2) else {
+                    return Network::Malformed;
+                };
+                ethertype = inner;
+                at += 4;
+            }
+            (ethertype, at)
         }
         LinkType::LinuxSll | LinkType::LinuxSll2 => {
             let (proto_at, header) = sll_layout(link);
             let Some(proto) = be16(frame, proto_at) else {
-                return Decoded::Malformed;
+                return Network::Malformed;
             };
-            let Some(rest) = frame.get(header..) else {
-                return Decoded::Malformed;
-            };
-            LaxSlicedPacket::from_ether_type(EtherType(proto), rest)
+            (proto, header)
         }
     };
-    from_sliced(&sliced)
+    match (EtherType(ethertype), frame.get(at..)) {
+        (EtherType::IPV4 | EtherType::IPV6, Some(ip)) => Network::Ip(ip),
+        (EtherType::IPV4 | EtherType::IPV6, None) => Network::Malformed,
+        _ => Network::NotIp,
+    }
 }
 
 fn from_ip(data: &[u8]) -> Decoded<'_> {
-    match LaxSlicedPacket::from_ip(data) {
-        Ok(s) => from_sliced(&s),
-        Err(_) => Decoded::Malformed,
-    }
-}
-
-fn from_sliced<'a>(s: &LaxSlicedPacket<'a>) -> Decoded<'a> {
-    let (src, dst, payload) = match &s.net {
-        Some(LaxNetSlice::Ipv4(ip)) => {
-            let h = ip.header();
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                ip.payload(),
-            )
-        }
-        Some(LaxNetSlice::Ipv6(ip)) => {
-            let h = ip.header();
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                ip.payload(),
-            )
-        }
-        Some(LaxNetSlice::Arp(_)) => return Decoded::NotIp,
-        None if s.stop_err.is_some() => return Decoded::Malformed,
-        None => return Decoded::NotIp,
+    let Ok((ip, _)) = LaxIpSlice::from_slice(data) else {
+        return Decoded::Malformed;
     };
+    let payload = ip.payload();
     if payload.fragmented {
         return Decoded::Fragment;
     }
-    let transport = match &s.transport {
-        Some(TransportSlice::Tcp(t)) => Transport::Tcp(TcpHeader {
-            sport: t.source_port(),
-            dport: t.destination_port(),
-            seq: t.sequence_number(),
-            ack: t.acknowledgment_number(),
-            flags: t.header_slice().get(13).copied().unwrap_or(0),
-            payload: t.payload(),
-        }),
-        Some(TransportSlice::Udp(u)) => Transport::Udp {
-            sport: u.source_port(),
-            dport: u.destination_port(),
-            payload: u.payload(),
+    let body = payload.payload;
+    let transport = match payload.ip_number.0 {
+        6 => match TcpSlice::from_slice(body) {
+            Ok(t) => Transport::Tcp(TcpHeader {
+                sport: t.source_port(),
+                dport: t.destination_port(),
+                seq: t.sequence_number(),
+                ack: t.acknowledgment_number(),
+                flags: t.header_slice().get(13).copied().unwrap_or(0),
+                payload: t.payload(),
+            }),
+            // Cut short, or a data offset below 5 words or past the end.
+            Err(_) => return Decoded::Malformed,
         },
-        _ => match payload.ip_number.0 {
-            // TCP or UDP whose header did not parse (data offset below 5, cut short).
-            6 | 17 => return Decoded::Malformed,
-            number @ (1 | 58) => Transport::Icmp {
-                v6: number == 58,
-                icmp_type: payload.payload.first().copied().unwrap_or(0),
-                code: payload.payload.get(1).copied().unwrap_or(0),
-                payload: payload.payload.get(2..).unwrap_or(&[]),
+        17 => match UdpSlice::from_slice_lax(body) {
+            Ok(u) => Transport::Udp {
+                sport: u.source_port(),
+                dport: u.destination_port(),
+                payload: u.payload(),
             },
-            protocol => Transport::Other {
-                protocol,
-                payload: payload.payload,
-            },
+            Err(_) => return Decoded::Malformed,
+        },
+        number @ (1 | 58) => Transport::Icmp {
+            v6: number == 58,
+            icmp_type: body.first().copied().unwrap_or(0),
+            code: body.get(1).copied().unwrap_or(0),
+            payload: body.get(2..).unwrap_or(&[]),
+        },
+        protocol => Transport::Other {
+            protocol,
+            payload: body,
         },
     };
     Decoded::Ip(IpPacket {
-        src,
-        dst,
+        src: ip.source_addr(),
+        dst: ip.destination_addr(),
         transport,
     })
 }
@@ -310,26 +323,8 @@ pub fn flow_hash(link: LinkType, frame: &[u8]) -> u64 {
 }
 
 fn flow_hash_inner(link: LinkType, frame: &[u8]) -> Option<u64> {
-    let ip = match link {
-        LinkType::Ethernet => {
-            let mut ethertype = be16(frame, 12)?;
-            let mut at = 14;
-            // 802.1Q, 802.1ad and the old QinQ tag, up to three deep.
-            for _ in 0..3 {
-                if !matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
-                    break;
-                }
-                ethertype = be16(frame, at + 2)?;
-                at += 4;
-            }
-            if !matches!(ethertype, 0x0800 | 0x86dd) {
-                return None;
-            }
-            frame.get(at..)?
-        }
-        LinkType::Raw => frame,
-        LinkType::Null | LinkType::Loop => frame.get(4..)?,
-        LinkType::LinuxSll | LinkType::LinuxSll2 => frame.get(sll_layout(link).1..)?,
+    let Network::Ip(ip) = network(link, frame) else {
+        return None;
     };
     let (a, b, proto, l4) = match ip.first()? >> 4 {
         4 => {
