@@ -277,8 +277,9 @@ impl<'a> Worker<'a> {
             None => true,
             Some(e) if e.is_ended() => {
                 if !syn_only {
+                    // A straggler (the last ACK): the flow is over, so it is a loose packet.
                     e.last_seen = ts;
-                    return;
+                    return self.loose_packet(ts, len, frame, Some(ip));
                 }
                 true
             }
