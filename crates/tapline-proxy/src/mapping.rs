@@ -48,6 +48,8 @@ pub struct MappingSpec {
     pub listen: SocketAddr,
     /// What the mapping does.
     pub scheme: Scheme,
+    /// The scheme as written (`psql`, `postgresql`, …), for messages.
+    pub scheme_name: String,
     /// The upstream host (name or IP, without brackets).
     pub host: String,
     /// The upstream port.
@@ -103,6 +105,7 @@ impl FromStr for MappingSpec {
         let (scheme, rest) = target
             .split_once("://")
             .ok_or_else(|| SpecError::NoScheme(target.to_string()))?;
+        let scheme_name = scheme.to_ascii_lowercase();
         let scheme = Scheme::parse(scheme).ok_or_else(|| SpecError::Scheme(scheme.to_string()))?;
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) =
@@ -113,6 +116,7 @@ impl FromStr for MappingSpec {
         Ok(MappingSpec {
             listen,
             scheme,
+            scheme_name,
             host,
             port,
             text: text.trim().to_string(),

@@ -20,8 +20,12 @@ use tokio::sync::mpsc;
 use crate::context::Shared;
 use crate::stop::Phase;
 
-/// Bytes read per call; big enough to keep loopback throughput near a direct connection.
-const BUF_SIZE: usize = 128 * 1024;
+/// Bytes read per call at first; a flow that fills its buffer gets a bigger one, up to
+/// [`MAX_BUF`], so bulk transfers make few, large writes (fewer wake-ups of the receiver)
+/// while idle connections keep little memory.
+const BUF_SIZE: usize = 64 * 1024;
+/// Largest read buffer of one direction.
+const MAX_BUF: usize = 1024 * 1024;
 /// Chunks queued for the decoder before the relay waits for it.
 const DECODE_QUEUE: usize = 256;
 
@@ -166,11 +170,15 @@ where
         }
         stats.add(from, n);
         activity.touch();
+        let full = n == buf.len();
         if tap.fast() {
             writer.write_all(&buf[..n]).await.map_err(end_of)?;
         } else {
             tap.forward(from, Bytes::copy_from_slice(&buf[..n]), &mut writer)
                 .await?;
+        }
+        if full && buf.len() < MAX_BUF {
+            buf.resize(buf.len() * 2, 0);
         }
     }
     // The peer may already be gone; the other direction reports that.

@@ -49,11 +49,13 @@ impl fmt::Display for ListenerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.mapping {
             None => write!(f, "HTTP proxy on {}", self.addr),
-            Some(m) => {
-                let scheme = m.text.split("://").next().unwrap_or_default();
-                let scheme = scheme.rsplit('=').next().unwrap_or_default();
-                write!(f, "mapping {} -> {scheme}://{}", self.addr, m.authority())
-            }
+            Some(m) => write!(
+                f,
+                "mapping {} -> {}://{}",
+                self.addr,
+                m.scheme_name,
+                m.authority()
+            ),
         }
     }
 }
