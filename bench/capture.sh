@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Capture speed and memory, side by side in one run:
+#   1. records a large capture itself: tcpdump on lo while wrk fetches from an nginx origin
+#      (HTTP keep-alive) and pgbench runs select-only transactions against a throwaway
+#      PostgreSQL cluster, until PACKETS packets (bounded in time too);
+#   2. reads it offline with tapline (decode + reassembly + HTTP/PostgreSQL decoding, no
+#      plugins, --quiet), `tshark -r F -q -z conv,tcp` and `tcpdump -r F -w /dev/null`,
+#      and prints packets/s and ratios (best of 3 runs; tshark once, it is slow);
+#   3. synthesises a pcap with 100,000 concurrent TCP flows (handshake, request, answer, no
+#      FIN: every flow is open at the end) and reports tapline's peak RSS reading it.
+#
+#   bench/capture.sh [PACKETS]    (default 1000000; needs root, tcpdump, tshark, wrk, nginx,
+#                                  PostgreSQL 15 server binaries, pgbench, python3)
+#
+# Loopback only; installs nothing; every process it starts is stopped by PID on exit.
+set -euo pipefail
+
+packets="${1:-1000000}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d)"
+chmod 755 "$work"
+pids=()
+pgdata=""
+pgbin=""
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "$pgdata" ] && [ -d "$pgdata" ]; then
+        runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "bench/capture.sh: run as root (tcpdump on lo, a postgres cluster)" >&2; exit 2; }
+for tool in tcpdump tshark wrk nginx pgbench python3 cargo runuser capinfos; do
+    command -v "$tool" >/dev/null || { echo "bench/capture.sh: $tool is required" >&2; exit 2; }
+done
+pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+[ -x "$pgbin/initdb" ] || { echo "bench/capture.sh: PostgreSQL server binaries are required" >&2; exit 2; }
+
+(cd "$root" && cargo build --release --quiet --bin tapline)
+tapline="$root/target/release/tapline"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 1 400); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "bench/capture.sh: nothing listens on port $1" >&2; exit 1
+}
+
+# --- 1. Record -------------------------------------------------------------------------
+origin=$(free_port); pgport=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+user root;
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    fastcgi_temp_path $work/nginx;
+    uwsgi_temp_path $work/nginx;
+    scgi_temp_path $work/nginx;
+    server { listen 127.0.0.1:$origin; location / { return 200 "hello from the origin\\n"; } }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
+
+pgdata="$work/pg"
+mkdir -p "$pgdata" && chown postgres:postgres "$pgdata"
+runuser -u postgres -- "$pgbin/initdb" -D "$pgdata" -A trust -U postgres --no-sync >/dev/null
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdata -c fsync=off" start >/dev/null
+wait_port "$origin"; wait_port "$pgport"
+pgbench -h 127.0.0.1 -p "$pgport" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
+
+big="$work/big.pcap"
+timeout 180 tcpdump -i lo -n -s 262144 -B 131072 -c "$packets" -w "$big" \
+    "tcp port $origin or tcp port $pgport" 2>"$work/tcpdump.err" & tcpdump_pid=$!
+pids+=($tcpdump_pid)
+for _ in $(seq 1 200); do grep -q "listening on" "$work/tcpdump.err" && break; sleep 0.05; done
+wrk -t1 -c16 -d170s "http://127.0.0.1:$origin/" >/dev/null 2>&1 & wrk_pid=$!; pids+=($wrk_pid)
+pgbench -h 127.0.0.1 -p "$pgport" -U postgres -S -c 4 -j 1 -T 170 postgres >/dev/null 2>&1 & pgb_pid=$!
+pids+=($pgb_pid)
+wait "$tcpdump_pid" || true
+kill "$wrk_pid" "$pgb_pid" 2>/dev/null || true
+recorded=$(capinfos -c -M "$big" | awk -F: '/Number of packets/ {gsub(/ /, "", $2); print $2}')
+size=$(stat -c %s "$big")
+echo "recorded $recorded packets ($((size / 1024 / 1024)) MiB) of HTTP (wrk -> nginx) and PostgreSQL (pgbench -S) on lo"
+
+# --- 2. Read it back -------------------------------------------------------------------
+# measure CMD...: prints "<seconds> <peak RSS KiB>" for one run.
+measure() {
+    python3 - "$@" <<'PY'
+import resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+elapsed = time.perf_counter() - start
+if done.returncode != 0:
+    sys.exit(f"{sys.argv[1]} failed: {done.stderr.decode(errors='replace')}")
+print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+PY
+}
+best_of() {
+    local n=$1; shift
+    local best=""
+    for _ in $(seq 1 "$n"); do
+        local t; t=$(measure "$@" | cut -d' ' -f1)
+        if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
+    done
+    echo "$best"
+}
+pps() { awk "BEGIN{printf \"%.0f\", $recorded / $1}"; }
+
+"$tapline" capture -r "$big" --quiet 2>"$work/tapline.err" >/dev/null
+grep "tapline: capture:" "$work/tapline.err" | cut -c1-160
+
+t_tapline=$(best_of 3 "$tapline" capture -r "$big" --quiet)
+t_tapline1=$(best_of 3 "$tapline" capture -r "$big" --quiet --workers 1)
+t_tcpdump=$(best_of 3 tcpdump -r "$big" -w /dev/null)
+t_tshark=$(best_of 1 tshark -r "$big" -q -z conv,tcp)
+
+printf '%-48s %8s s %12s packets/s\n' "tapline capture -r F --quiet ($(nproc) workers)" "$t_tapline" "$(pps "$t_tapline")"
+printf '%-48s %8s s %12s packets/s\n' "tapline capture -r F --quiet --workers 1" "$t_tapline1" "$(pps "$t_tapline1")"
+printf '%-48s %8s s %12s packets/s\n' "tshark -r F -q -z conv,tcp" "$t_tshark" "$(pps "$t_tshark")"
+printf '%-48s %8s s %12s packets/s\n' "tcpdump -r F -w /dev/null" "$t_tcpdump" "$(pps "$t_tcpdump")"
+awk "BEGIN{printf \"tapline vs tshark: %.1fx faster; tcpdump (no decoding) vs tapline: %.1fx\n\", $t_tshark / $t_tapline, $t_tapline / $t_tcpdump}"
+
+# --- 3. Memory with 100,000 concurrent flows -------------------------------------------
+flows="$work/flows.pcap"
+python3 - "$flows" 100000 <<'PY'
+import struct, sys
+out, flows = sys.argv[1], int(sys.argv[2])
+f = open(out, "wb")
+f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+def csum(b):
+    s = sum(struct.unpack("!10H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+def frame(src, dst, sport, dport, seq, ack, flags, payload):
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x08\x00" + ip + tcp
+req = b"GET /item HTTP/1.1\r\nHost: bench\r\nUser-Agent: synth\r\n\r\n"
+resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+micros = 0
+def write(fr):
+    global micros
+    micros += 1
+    f.write(struct.pack("<IIII", 1_700_000_000 + micros // 1_000_000, micros % 1_000_000, len(fr), len(fr)) + fr)
+server = bytes([10, 1, 0, 1])
+for i in range(flows):
+    client = bytes([10, 2, (i >> 8) & 0xFF, i & 0xFF])
+    sport = 1024 + (i >> 16)
+    cs, ss = 1000 + i, 5000 + i
+    write(frame(client, server, sport, 80, cs, 0, 0x02, b""))
+    write(frame(server, client, 80, sport, ss, cs + 1, 0x12, b""))
+    write(frame(client, server, sport, 80, cs + 1, ss + 1, 0x10, b""))
+    write(frame(client, server, sport, 80, cs + 1, ss + 1, 0x18, req))
+    write(frame(server, client, 80, sport, ss + 1, cs + 1 + len(req), 0x18, resp))
+f.close()
+PY
+read -r t_flows rss_flows < <(measure "$tapline" capture -r "$flows" --quiet)
+read -r _ rss_flows_raw < <(measure "$tapline" capture -r "$flows" --quiet --decode 80=tcp)
+echo "100,000 concurrent flows (500,000 packets): peak RSS $((rss_flows / 1024)) MiB with HTTP decoding," \
+     "$((rss_flows_raw / 1024)) MiB with decoding off (--decode 80=tcp); ${t_flows} s"
