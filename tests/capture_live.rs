@@ -140,12 +140,22 @@ fn without_privileges_live_capture_exits_1_and_says_why() {
     if !have("setpriv") {
         return;
     }
+    // A copy the unprivileged user can reach, wherever the checkout is.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tapline-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.join("tapline");
+    std::fs::copy(env!("CARGO_BIN_EXE_tapline"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_tapline"))
+        .arg(&binary)
         .args(["capture", "-i", "lo", "-c", "1"])
+        .current_dir(&dir)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs root or CAP_NET_RAW"), "{stderr}");
