@@ -268,7 +268,7 @@ async fn upload(proxy: SocketAddr, origin: SocketAddr, id: usize) -> Result<(), 
     let mut s = tokio::net::TcpStream::connect(proxy)
         .await
         .map_err(|e| e.to_string())?;
-    let framing = if id % 2 == 0 {
+    let framing = if id.is_multiple_of(2) {
         format!("Content-Length: {BODY}")
     } else {
         "Transfer-Encoding: chunked".to_string()
@@ -279,7 +279,7 @@ async fn upload(proxy: SocketAddr, origin: SocketAddr, id: usize) -> Result<(), 
     s.write_all(head.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         s.write_all(&body).await.map_err(|e| e.to_string())?;
     } else {
         for part in body.chunks(64 * 1024 + id) {

@@ -173,7 +173,7 @@ fn stream_client(via: SocketAddr, streams: &Streams, i: usize) -> Result<(), Str
     let failed = |what: &str, e: std::io::Error| format!("stream {i}: {what}: {e}");
     let mut s = TcpStream::connect(via).map_err(|e| failed("connect", e))?;
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let upload = i % 2 == 0;
+    let upload = i.is_multiple_of(2);
     let cmd = [
         if upload { b'U' } else { b'D' },
         (i / 256) as u8,
