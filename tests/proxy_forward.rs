@@ -67,6 +67,12 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "Hello from the tapline demo origin.\n");
 
+    // A name works as well as an address (whatever localhost resolves to here).
+    let by_name = format!("http://localhost:{}/status/202", origin.port());
+    let (code, body, err) = curl(&["-x", &via, &by_name], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "202 Accepted\n");
+
     // A POST body arrives; hop-by-hop fields do not.
     let (code, body, err) = curl(
         &[
@@ -148,7 +154,7 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
         .find(|e| e["path"] == "/chunked/250000")
         .unwrap();
     assert_eq!(chunked["body_len"], 250_000);
-    assert_eq!(kinds("transaction").count(), 6, "{events:?}");
+    assert_eq!(kinds("transaction").count(), 7, "{events:?}");
     let starts = kinds("flow_start").count();
     let ends: Vec<_> = kinds("flow_end").collect();
     assert_eq!(starts, ends.len());

@@ -1,8 +1,9 @@
 //! What every connection handler shares: the pipeline, limits, the pooled upstream client,
 //! the proxy's own addresses (loop refusal) and the stop signal.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -64,7 +65,12 @@ pub(crate) struct Shared {
     pub(crate) sink_chunks: bool,
     /// How mapping flows are decoded.
     pub(crate) decode: DecodeConfig,
+    /// For names with several addresses: the one that accepted a connection.
+    working: Mutex<HashMap<(String, u16), SocketAddr>>,
 }
+
+/// Names remembered in [`Shared::http_upstream`] before the memory starts over.
+const MAX_REMEMBERED: usize = 1024;
 
 /// hyper needs a read buffer of at least this many bytes.
 const MIN_BUF: usize = 8192;
@@ -108,6 +114,7 @@ impl Shared {
             stop,
             permits: Arc::new(Semaphore::new(permits)),
             decode,
+            working: Mutex::default(),
         }
     }
 
@@ -116,8 +123,12 @@ impl Shared {
         is_self(&self.own, addr)
     }
 
-    /// Resolves `host` (brackets allowed around IPv6) to its first address.
-    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
+    /// Resolves `host` (brackets allowed around IPv6) to its addresses, in resolver order.
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, UpstreamError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let target = || format!("{host}:{port}");
         let lookup = tokio::net::lookup_host((bare, port));
@@ -130,34 +141,79 @@ impl Shared {
                 "cannot resolve {}: {e}",
                 target()
             ))),
-            Ok(Ok(mut addrs)) => addrs
-                .next()
-                .ok_or_else(|| UpstreamError::Unreachable(format!("{} has no address", target()))),
+            Ok(Ok(addrs)) => {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if addrs.is_empty() {
+                    Err(UpstreamError::Unreachable(format!(
+                        "{} has no address",
+                        target()
+                    )))
+                } else {
+                    Ok(addrs)
+                }
+            }
         }
     }
 
-    /// Resolves, refuses loops, and connects within the connect timeout.
+    /// Resolves, refuses loops, and connects to the first address that answers within the
+    /// connect timeout (a name may resolve to `::1` and `127.0.0.1` with only one listening).
     pub(crate) async fn connect(
         &self,
         host: &str,
         port: u16,
     ) -> Result<(SocketAddr, TcpStream), UpstreamError> {
-        let addr = self.resolve(host, port).await?;
-        self.refuse_loop(addr)?;
+        let mut failure = None;
+        for addr in self.resolve(host, port).await? {
+            self.refuse_loop(addr)?;
+            match self.connect_addr(addr).await {
+                Ok(stream) => return Ok((addr, stream)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| UpstreamError::Unreachable(format!("{host}:{port}"))))
+    }
+
+    /// The address HTTP requests for `host:port` go to: the only one, or the first that
+    /// accepts a connection (remembered, so the probe happens once per name).
+    pub(crate) async fn http_upstream(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<SocketAddr, UpstreamError> {
+        let addrs = self.resolve(host, port).await?;
+        if let [addr] = addrs[..] {
+            self.refuse_loop(addr)?;
+            return Ok(addr);
+        }
+        let key = (host.to_string(), port);
+        let known = self.working.lock().ok().and_then(|w| w.get(&key).copied());
+        if let Some(addr) = known.filter(|a| addrs.contains(a)) {
+            self.refuse_loop(addr)?;
+            return Ok(addr);
+        }
+        let (addr, _probe) = self.connect(host, port).await?;
+        if let Ok(mut working) = self.working.lock() {
+            if working.len() >= MAX_REMEMBERED {
+                working.clear();
+            }
+            working.insert(key, addr);
+        }
+        Ok(addr)
+    }
+
+    /// Connects to `addr` within the connect timeout.
+    async fn connect_addr(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
         let target = addr.to_string();
-        let stream =
-            match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr)).await
-            {
-                Err(_) => {
-                    return Err(UpstreamError::Timeout(format!(
-                        "connecting to {target} timed out"
-                    )))
-                }
-                Ok(Err(e)) => return Err(UpstreamError::from_io(&target, &e)),
-                Ok(Ok(s)) => s,
-            };
-        let _ = stream.set_nodelay(true);
-        Ok((addr, stream))
+        match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(UpstreamError::Timeout(format!(
+                "connecting to {target} timed out"
+            ))),
+            Ok(Err(e)) => Err(UpstreamError::from_io(&target, &e)),
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+        }
     }
 
     /// An error when `addr` is the proxy itself.

@@ -144,13 +144,10 @@ impl HttpConn {
             Ok(t) => t,
             Err((status, why)) => return Ok(refuse(status, why)),
         };
-        let addr = match self.ctx.resolve(&target.host, target.port).await {
+        let addr = match self.ctx.http_upstream(&target.host, target.port).await {
             Ok(addr) => addr,
             Err(e) => return Ok(response_from(&e.response())),
         };
-        if let Err(e) = self.ctx.refuse_loop(addr) {
-            return Ok(response_from(&e.response()));
-        }
         let (flow, interest) = self.flow_for(addr).await;
         let result = Exchange {
             ctx: &self.ctx,

@@ -31,7 +31,9 @@ pub(crate) async fn serve(
             let addr = ctx
                 .resolve(&spec.host, spec.port)
                 .await
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], spec.port)));
+                .ok()
+                .and_then(|addrs| addrs.first().copied())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], spec.port)));
             let open = OpenFlow::start(
                 &ctx.pipeline,
                 &ctx.ids,

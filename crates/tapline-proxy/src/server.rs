@@ -79,12 +79,13 @@ impl Proxy {
         check_distinct(&wanted)?;
         let configured: Vec<SocketAddr> = wanted.iter().map(|(a, _)| *a).collect();
         for m in &config.mappings {
-            let target = resolve_mapping(m).await?;
-            if is_self(&configured, target) {
-                return Err(ProxyError::Loop {
-                    spec: m.text.clone(),
-                    target,
-                });
+            for target in resolve_mapping(m).await? {
+                if is_self(&configured, target) {
+                    return Err(ProxyError::Loop {
+                        spec: m.text.clone(),
+                        target,
+                    });
+                }
             }
         }
         let mut listeners = Vec::new();
@@ -238,15 +239,18 @@ fn check_distinct(wanted: &[(SocketAddr, Option<MappingSpec>)]) -> Result<(), Pr
     Ok(())
 }
 
-async fn resolve_mapping(m: &MappingSpec) -> Result<SocketAddr, ProxyError> {
+async fn resolve_mapping(m: &MappingSpec) -> Result<Vec<SocketAddr>, ProxyError> {
     let err = |reason: String| ProxyError::Resolve {
         spec: m.text.clone(),
         authority: m.authority(),
         reason,
     };
-    tokio::net::lookup_host((m.host.as_str(), m.port))
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((m.host.as_str(), m.port))
         .await
         .map_err(|e| err(e.to_string()))?
-        .next()
-        .ok_or_else(|| err("no address".into()))
+        .collect();
+    if addrs.is_empty() {
+        return Err(err("no address".into()));
+    }
+    Ok(addrs)
 }
