@@ -383,3 +383,51 @@ fn rewrite_shuffled(from: &Path, to: &Path) -> usize {
     fs::write(to, out).unwrap();
     moved
 }
+
+/// Rewrites a little-endian microsecond pcap as big-endian with nanosecond timestamps.
+fn rewrite_big_endian_nanos(from: &Path, to: &Path) {
+    let data = fs::read(from).unwrap();
+    assert_eq!(data[..4], 0xa1b2_c3d4u32.to_le_bytes(), "a LE µs pcap");
+    let u32_at = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    let u16_at = |at: usize| u16::from_le_bytes(data[at..at + 2].try_into().unwrap());
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&0xa1b2_3c4du32.to_be_bytes());
+    out.extend_from_slice(&u16_at(4).to_be_bytes());
+    out.extend_from_slice(&u16_at(6).to_be_bytes());
+    for field in [8, 12, 16, 20] {
+        out.extend_from_slice(&u32_at(field).to_be_bytes());
+    }
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = u32_at(at + 8) as usize;
+        out.extend_from_slice(&u32_at(at).to_be_bytes());
+        out.extend_from_slice(&(u32_at(at + 4) * 1000 + 7).to_be_bytes());
+        out.extend_from_slice(&u32_at(at + 8).to_be_bytes());
+        out.extend_from_slice(&u32_at(at + 12).to_be_bytes());
+        out.extend_from_slice(&data[at + 16..at + 16 + incl]);
+        at += 16 + incl;
+    }
+    fs::write(to, out).unwrap();
+}
+
+#[test]
+fn big_endian_nanosecond_pcaps_read_the_same() {
+    let Some(dir) = shared_pcaps() else { return };
+    let tmp = tempdir();
+    for name in [
+        "pgsql-simple-query-scram-errors.pcap",
+        "http-retrans-ooo.pcap",
+    ] {
+        let path = dir.join(name);
+        let be = tmp.join(format!("{name}.be-ns.pcap"));
+        rewrite_big_endian_nanos(&path, &be);
+        let (seen, outcome) = run_file(&be, 2);
+        assert!(outcome.source_error.is_none(), "{:?}", outcome.source_error);
+        assert_matches(
+            &format!("{name} (big-endian, ns)"),
+            &seen,
+            &expected_streams(&path),
+        );
+    }
+    let _ = fs::remove_dir_all(tmp);
+}
