@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -117,6 +117,8 @@ struct HttpConn {
 struct ConnFlow {
     open: OpenFlow,
     interest: Interest,
+    /// The upstream address as a URI authority, for the requests of this flow.
+    authority: Authority,
     base: tapline_core::FlowStats,
 }
 
@@ -148,11 +150,12 @@ impl HttpConn {
             Ok(addr) => addr,
             Err(e) => return Ok(response_from(&e.response())),
         };
-        let (flow, interest) = self.flow_for(addr).await;
+        let (flow, interest, authority) = self.flow_for(addr).await;
         let result = Exchange {
             ctx: &self.ctx,
             flow: &flow,
             interest,
+            authority,
         }
         .run(req, target, addr)
         .await;
@@ -217,11 +220,11 @@ impl HttpConn {
 
     /// The flow for requests to `addr`: the current one, or a new one when the upstream
     /// changed (the old one ends).
-    async fn flow_for(&self, addr: SocketAddr) -> (Arc<Flow>, Interest) {
+    async fn flow_for(&self, addr: SocketAddr) -> (Arc<Flow>, Interest, Authority) {
         let mut current = self.current.lock().await;
         if let Some(cf) = current.as_ref() {
             if cf.open.flow().server == addr {
-                return (cf.open.flow().clone(), cf.interest);
+                return (cf.open.flow().clone(), cf.interest, cf.authority.clone());
             }
         }
         if let Some(old) = current.take() {
@@ -244,12 +247,17 @@ impl HttpConn {
         .await;
         let interest = self.ctx.pipeline.interest(open.flow());
         let flow = open.flow().clone();
+        let authority: Authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid URI authority");
         *current = Some(ConnFlow {
             open,
             interest,
+            authority: authority.clone(),
             base,
         });
-        (flow, interest)
+        (flow, interest, authority)
     }
 
     /// The connection closed: the open flow ends.
@@ -272,6 +280,8 @@ struct Exchange<'a> {
     ctx: &'a Shared,
     flow: &'a Arc<Flow>,
     interest: Interest,
+    /// The upstream's address as the authority of upstream request URIs.
+    authority: Authority,
 }
 
 impl Exchange<'_> {
@@ -307,7 +317,7 @@ impl Exchange<'_> {
         }
         hop_by_hop::strip(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        parts.uri = upstream_uri(addr, &view.path);
+        parts.uri = upstream_uri(&self.authority, &parts.uri, &view.path);
         let sent_bytes = Arc::new(AtomicU64::new(0));
         let upstream_req = Request::from_parts(parts, Counted::new(outgoing, sent_bytes.clone()));
 
@@ -512,12 +522,22 @@ fn apply_response_edits(
     }
 }
 
-/// `http://ADDR/path`: the pool keys on the resolved address; `Host` keeps the name.
-fn upstream_uri(addr: SocketAddr, path: &str) -> Uri {
-    let path = if path.starts_with('/') { path } else { "/" };
-    format!("http://{addr}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
+/// `http://ADDR/path`: the pool keys on the resolved address; `Host` keeps the name. The
+/// original path is reused unless a plugin changed it (a changed path was checked valid).
+fn upstream_uri(authority: &Authority, original: &Uri, path: &str) -> Uri {
+    let unchanged = original
+        .path_and_query()
+        .filter(|pq| pq.as_str() == path)
+        .cloned();
+    let path_and_query = unchanged
+        .or_else(|| path.parse::<PathAndQuery>().ok())
+        .filter(|pq| pq.as_str().starts_with('/'))
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 /// A refusal the proxy answers with itself.
