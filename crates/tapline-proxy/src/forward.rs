@@ -209,10 +209,16 @@ impl HttpConn {
                 let Some(authority) = uri.authority() else {
                     return Err((400, "the URL has no host"));
                 };
+                // The URL as sent, without going through `Display` (this runs per request).
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                let mut url = String::with_capacity(7 + authority.as_str().len() + path.len());
+                url.push_str("http://");
+                url.push_str(authority.as_str());
+                url.push_str(path);
                 Ok(Target {
                     host: authority.host().to_string(),
                     port: authority.port_u16().unwrap_or(80),
-                    url: uri.to_string(),
+                    url,
                 })
             }
         }
