@@ -4,10 +4,12 @@
 //! HTTP requests and responses through its request/response hooks, relayed bytes through its
 //! chunk hooks, decoded PostgreSQL messages to its observers.
 //!
-//! Modules: [`mapping`] parses specs; `server` binds and accepts; `forward` serves HTTP
-//! (forward and reverse) on hyper; `connect` opens tunnels; `relay` moves raw bytes;
-//! `raw_mapping` serves raw mappings; `body`, `http_convert`, `hop_by_hop` and `counted_io`
-//! are the HTTP plumbing; `errors` says what went wrong.
+//! Modules: [`mapping`] parses specs; `server` binds, accepts and stops (with `stop`'s
+//! phases); `context` is what connections share (limits, upstream client, loop refusal);
+//! `flows` opens and ends flows; `forward` serves HTTP (forward and reverse) on hyper;
+//! `connect` opens tunnels; `relay` moves raw bytes; `raw_mapping` serves raw mappings;
+//! `body`, `http_convert`, `hop_by_hop` and `counted_io` are the HTTP plumbing; `errors` says
+//! what went wrong.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
