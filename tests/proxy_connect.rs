@@ -145,6 +145,14 @@ fn a_raw_tunnel_carries_a_server_that_speaks_first() {
         &[listen],
     );
 
+    // A tunnel to the proxy itself is refused, not looped.
+    let mut own = TcpStream::connect(listen).unwrap();
+    own.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(own, "CONNECT {listen} HTTP/1.1\r\nHost: {listen}\r\n\r\n").unwrap();
+    let mut refusal = String::new();
+    BufReader::new(own).read_line(&mut refusal).unwrap();
+    assert!(refusal.starts_with("HTTP/1.1 508"), "{refusal}");
+
     let mut s = TcpStream::connect(listen).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
