@@ -16,6 +16,13 @@ pub trait EventSink: Send + Sync {
     fn wants_chunks(&self) -> bool {
         false
     }
+    /// Whether the sink reads the contents of `kind` events (`message`, `http_request`, …),
+    /// not just counts them. When neither a sink nor a stage does, decoders may hand over
+    /// such events without their details (a `message` without `fields` and `raw`).
+    fn wants_details(&self, kind: &str) -> bool {
+        let _ = kind;
+        true
+    }
     /// Writes out everything queued; called at shutdown.
     fn flush(&self) {}
 }
@@ -40,6 +47,10 @@ impl EventSink for Fanout {
     fn wants_chunks(&self) -> bool {
         self.0.iter().any(|s| s.wants_chunks())
     }
+
+    fn wants_details(&self, kind: &str) -> bool {
+        self.0.iter().any(|s| s.wants_details(kind))
+    }
 }
 
 /// Drops every event (tests, `--quiet` with no other output).
@@ -48,4 +59,8 @@ pub struct NullSink;
 
 impl EventSink for NullSink {
     fn emit(&self, _event: &Event) {}
+
+    fn wants_details(&self, _kind: &str) -> bool {
+        false
+    }
 }

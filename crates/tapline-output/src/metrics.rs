@@ -164,6 +164,11 @@ impl EventSink for Metrics {
             _ => {}
         }
     }
+
+    /// Metrics only count events (and read flow totals, which are always built).
+    fn wants_details(&self, _kind: &str) -> bool {
+        false
+    }
 }
 
 /// The Prometheus text exposition of `metrics` and the stages of `pipeline`.

@@ -146,6 +146,10 @@ impl EventSink for PcapExport {
         true
     }
 
+    fn wants_details(&self, kind: &str) -> bool {
+        matches!(kind, "http_request" | "http_response")
+    }
+
     fn flush(&self) {
         let mut inner = self.inner.lock();
         if let Err(e) = inner.writer.out.flush() {

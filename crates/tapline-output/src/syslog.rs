@@ -296,6 +296,10 @@ impl EventSink for SyslogSink {
         self.shared.changed.notify_all();
     }
 
+    fn wants_details(&self, kind: &str) -> bool {
+        self.config.kinds.contains(kind)
+    }
+
     /// Waits up to [`FLUSH_WAIT`] for the queue to be written; what is left is counted as
     /// dropped.
     fn flush(&self) {
