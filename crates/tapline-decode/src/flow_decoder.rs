@@ -20,6 +20,10 @@ pub struct DecodeConfig {
     pub body_limit: usize,
     /// Forced protocols by port (`--decode PORT=PROTO`); they win over hints and sniffing.
     pub overrides: Vec<(u16, Protocol)>,
+    /// Whether `message` events carry their `fields` and `raw` bytes. Off only when no
+    /// stage and no sink reads them: the messages are still framed, counted and paired
+    /// into transactions, but their details are not built.
+    pub message_fields: bool,
 }
 
 impl Default for DecodeConfig {
@@ -27,6 +31,7 @@ impl Default for DecodeConfig {
         DecodeConfig {
             body_limit: 1 << 20,
             overrides: Vec::new(),
+            message_fields: true,
         }
     }
 }
@@ -41,6 +46,7 @@ impl DecodeConfig {
                 .iter()
                 .map(|s| detect::parse_decode_override(s))
                 .collect::<Result<_, _>>()?,
+            message_fields: true,
         })
     }
 
@@ -123,6 +129,7 @@ pub struct FlowDecoder {
     protocol: Protocol,
     inner: Inner,
     body_limit: usize,
+    message_fields: bool,
 }
 
 impl FlowDecoder {
@@ -131,7 +138,7 @@ impl FlowDecoder {
     pub fn new(protocol: Protocol, config: &DecodeConfig) -> Self {
         match protocol {
             Protocol::Tcp => Self::sniffing(None, config),
-            p => Self::decided(p, config.body_limit),
+            p => Self::decided(p, config),
         }
     }
 
@@ -140,7 +147,7 @@ impl FlowDecoder {
     /// hint as the fallback.
     pub fn for_ports(client_port: u16, server_port: u16, config: &DecodeConfig) -> Self {
         match config.protocol_for_ports(client_port, server_port) {
-            (p, Certainty::Forced) => Self::decided(p, config.body_limit),
+            (p, Certainty::Forced) => Self::decided(p, config),
             (Protocol::Tcp, Certainty::Hinted) => Self::sniffing(None, config),
             (p, Certainty::Hinted) => Self::sniffing(Some(p), config),
         }
@@ -154,19 +161,24 @@ impl FlowDecoder {
                 ..Default::default()
             })),
             body_limit: config.body_limit,
+            message_fields: config.message_fields,
         }
     }
 
-    fn decided(protocol: Protocol, body_limit: usize) -> Self {
-        let inner = match protocol {
-            Protocol::Http => Inner::Http(Box::new(HttpDecoder::new(body_limit))),
-            Protocol::Postgres => Inner::Postgres(Box::new(PgDecoder::new())),
-            Protocol::Tls | Protocol::Tcp | Protocol::Udp => Inner::Opaque,
-        };
+    fn decided(protocol: Protocol, config: &DecodeConfig) -> Self {
         FlowDecoder {
             protocol,
-            inner,
-            body_limit,
+            inner: Self::inner_for(protocol, config.body_limit, config.message_fields),
+            body_limit: config.body_limit,
+            message_fields: config.message_fields,
+        }
+    }
+
+    fn inner_for(protocol: Protocol, body_limit: usize, message_fields: bool) -> Inner {
+        match protocol {
+            Protocol::Http => Inner::Http(Box::new(HttpDecoder::new(body_limit))),
+            Protocol::Postgres => Inner::Postgres(Box::new(PgDecoder::with_fields(message_fields))),
+            Protocol::Tls | Protocol::Tcp | Protocol::Udp => Inner::Opaque,
         }
     }
 
@@ -235,8 +247,8 @@ impl FlowDecoder {
 
     /// Switches to `protocol` and replays the held bytes into its decoder.
     fn settle(&mut self, protocol: Protocol, out: &mut Vec<EventKind>) {
-        let decided = Self::decided(protocol, self.body_limit);
-        let Inner::Sniff(s) = std::mem::replace(&mut self.inner, decided.inner) else {
+        let decided = Self::inner_for(protocol, self.body_limit, self.message_fields);
+        let Inner::Sniff(s) = std::mem::replace(&mut self.inner, decided) else {
             return;
         };
         self.protocol = protocol;

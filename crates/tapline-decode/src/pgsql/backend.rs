@@ -9,7 +9,7 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message as Be;
 use serde_json::{json, Map, Value};
 
-use super::{value_text, Reader};
+use super::{fields_if, value_text, Reader};
 
 /// A backend message decoded: its wire name, fields, and what it means for the session.
 pub(crate) struct Backend {
@@ -36,11 +36,12 @@ pub(crate) enum Effect {
 
 /// Decodes one complete backend message (`msg` includes the tag and length). `formats` are
 /// the column formats of the last RowDescription, used to show binary DataRow values in hex.
-pub(crate) fn decode(msg: &[u8], formats: &[i16]) -> Backend {
+/// Without `detail`, the frequent messages' fields are left `null` (not built).
+pub(crate) fn decode(msg: &[u8], formats: &[i16], detail: bool) -> Backend {
     let tag = msg.first().copied().unwrap_or(0);
     let mut buf = BytesMut::from(msg);
     match Be::parse(&mut buf) {
-        Ok(Some(m)) => from_parsed(m, formats).unwrap_or_else(|e| malformed(tag, &e)),
+        Ok(Some(m)) => from_parsed(m, formats, detail).unwrap_or_else(|e| malformed(tag, &e)),
         Ok(None) => malformed(tag, "incomplete"),
         Err(e) => by_hand(tag, msg.get(5..).unwrap_or_default())
             .unwrap_or_else(|| malformed(tag, &e.to_string())),
@@ -67,7 +68,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
+fn from_parsed(m: Be, formats: &[i16], detail: bool) -> Result<Backend, String> {
     let e = |e: std::io::Error| e.to_string();
     let auth = |name, code: i32, fields: Value| {
         Ok(Backend {
@@ -130,6 +131,9 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
             let mut fields = b.fields();
             while let Some(f) = fields.next().map_err(e)? {
                 formats.push(f.format());
+                if !detail {
+                    continue;
+                }
                 columns.push(json!({
                     "name": f.name(),
                     "table_oid": f.table_oid(),
@@ -142,7 +146,7 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
             }
             Ok(Backend {
                 name: "RowDescription",
-                fields: json!({ "columns": columns }),
+                fields: fields_if(detail, || json!({ "columns": columns })),
                 effect: Effect::Columns(formats),
             })
         }
@@ -151,6 +155,9 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
             let mut ranges = b.ranges();
             let buf = b.buffer();
             while let Some(r) = ranges.next().map_err(e)? {
+                if !detail {
+                    continue;
+                }
                 let format = formats.get(values.len()).copied().unwrap_or(0);
                 values.push(match r.and_then(|r| buf.get(r)) {
                     Some(v) => Value::String(value_text(v, format)),
@@ -159,7 +166,7 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
             }
             Ok(Backend {
                 name: "DataRow",
-                fields: json!({ "values": values }),
+                fields: fields_if(detail, || json!({ "values": values })),
                 effect: Effect::DataRow,
             })
         }
@@ -167,7 +174,7 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
             let tag = b.tag().map_err(e)?.to_string();
             Ok(Backend {
                 name: "CommandComplete",
-                fields: json!({ "tag": tag }),
+                fields: fields_if(detail, || json!({ "tag": tag })),
                 effect: Effect::Complete(tag),
             })
         }
@@ -206,7 +213,10 @@ fn from_parsed(m: Be, formats: &[i16]) -> Result<Backend, String> {
         ),
         Be::ReadyForQuery(b) => Ok(Backend {
             name: "ReadyForQuery",
-            fields: json!({ "status": (b.status() as char).to_string() }),
+            fields: fields_if(
+                detail,
+                || json!({ "status": (b.status() as char).to_string() }),
+            ),
             effect: Effect::Ready,
         }),
         Be::ParameterDescription(b) => {

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{value_text, Reader};
+use super::{fields_if, value_text, Reader};
 
 /// A frontend message decoded: its wire name, fields, and what it means for the session.
 pub(crate) struct Frontend {
@@ -83,25 +83,27 @@ pub(crate) fn untyped(body: &[u8]) -> Option<Frontend> {
 
 /// Decodes a typed frontend message. `auth` is the last Authentication request code the
 /// server sent, which names a `p` message (password, SASL initial response, SASL response).
-pub(crate) fn typed(tag: u8, body: &[u8], auth: i32) -> Option<Frontend> {
+/// Without `detail`, the frequent messages' fields are left `null` (not built).
+pub(crate) fn typed(tag: u8, body: &[u8], auth: i32, detail: bool) -> Option<Frontend> {
     let mut r = Reader::new(body);
     let (name, fields, effect) = match tag {
         b'Q' => {
             let sql = r.cstr()?.into_owned();
-            ("Query", json!({ "sql": sql }), Effect::Query(sql))
+            let fields = fields_if(detail, || json!({ "sql": sql }));
+            ("Query", fields, Effect::Query(sql))
         }
         b'P' => {
             let name = r.cstr()?.into_owned();
             let sql = r.cstr()?.into_owned();
             let n = r.u16()?;
             let types = (0..n).map(|_| r.u32()).collect::<Option<Vec<_>>>()?;
-            (
-                "Parse",
-                json!({ "statement": name, "sql": sql, "param_types": types }),
-                Effect::Parse { name, sql },
-            )
+            let fields = fields_if(
+                detail,
+                || json!({ "statement": name, "sql": sql, "param_types": types }),
+            );
+            ("Parse", fields, Effect::Parse { name, sql })
         }
-        b'B' => return bind(&mut r),
+        b'B' => return bind(&mut r, detail),
         b'D' | b'C' => {
             let kind = r.u8()?;
             let what = match kind {
@@ -120,11 +122,8 @@ pub(crate) fn typed(tag: u8, body: &[u8], auth: i32) -> Option<Frontend> {
         b'E' => {
             let portal = r.cstr()?.into_owned();
             let max_rows = r.i32()?;
-            (
-                "Execute",
-                json!({ "portal": portal, "max_rows": max_rows }),
-                Effect::Execute(portal),
-            )
+            let fields = fields_if(detail, || json!({ "portal": portal, "max_rows": max_rows }));
+            ("Execute", fields, Effect::Execute(portal))
         }
         b'S' => ("Sync", json!({}), Effect::Sync),
         b'H' => ("Flush", json!({}), Effect::None),
@@ -173,7 +172,7 @@ pub(crate) fn typed(tag: u8, body: &[u8], auth: i32) -> Option<Frontend> {
 }
 
 /// `Bind`: portal, statement, parameter formats, parameters, result formats.
-fn bind(r: &mut Reader<'_>) -> Option<Frontend> {
+fn bind(r: &mut Reader<'_>, detail: bool) -> Option<Frontend> {
     let portal = r.cstr()?.into_owned();
     let statement = r.cstr()?.into_owned();
     let nfmt = r.u16()?;
@@ -199,12 +198,14 @@ fn bind(r: &mut Reader<'_>) -> Option<Frontend> {
     }
     Some(Frontend {
         name: "Bind",
-        fields: json!({
-            "portal": portal,
-            "statement": statement,
-            "formats": formats,
-            "params": params,
-            "result_formats": result_formats,
+        fields: fields_if(detail, || {
+            json!({
+                "portal": portal,
+                "statement": statement,
+                "formats": formats,
+                "params": params,
+                "result_formats": result_formats,
+            })
         }),
         effect: Effect::Bind {
             portal,

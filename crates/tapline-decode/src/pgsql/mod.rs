@@ -100,6 +100,8 @@ pub struct PgDecoder {
     /// Column formats of the last RowDescription.
     formats: Vec<i16>,
     tls: bool,
+    /// Whether messages carry their fields and raw bytes (see `DecodeConfig::message_fields`).
+    fields: bool,
 }
 
 impl Default for PgDecoder {
@@ -117,6 +119,7 @@ impl Default for PgDecoder {
             auth: -1,
             formats: Vec::new(),
             tls: false,
+            fields: true,
         }
     }
 }
@@ -126,6 +129,15 @@ impl PgDecoder {
     /// begin with a start-up packet is read as typed messages).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder whose `message` events carry their fields and raw bytes only when `fields`
+    /// (transactions are the same either way).
+    pub fn with_fields(fields: bool) -> Self {
+        PgDecoder {
+            fields,
+            ..Self::default()
+        }
     }
 
     /// True once the connection switched to TLS/GSS encryption (reported as `tls`).
@@ -292,7 +304,7 @@ impl PgDecoder {
         let tag = msg[0];
         match side {
             Side::Client => {
-                let Some(f) = frontend::typed(tag, &msg[5..], self.auth) else {
+                let Some(f) = frontend::typed(tag, &msg[5..], self.auth, self.fields) else {
                     return self.emit(side, frontend::tag_name(tag), malformed(), msg, out);
                 };
                 use frontend::Effect as E;
@@ -312,7 +324,7 @@ impl PgDecoder {
                 self.emit(side, f.name, f.fields, msg, out);
             }
             Side::Server => {
-                let b = backend::decode(msg, &self.formats);
+                let b = backend::decode(msg, &self.formats, self.fields);
                 use backend::Effect as E;
                 let tx = match b.effect {
                     E::None => None,
@@ -359,13 +371,27 @@ impl PgDecoder {
     }
 
     fn emit(&self, from: Side, name: &str, fields: Value, raw: &[u8], out: &mut Vec<EventKind>) {
+        let (fields, raw) = if self.fields {
+            (fields, Bytes::copy_from_slice(raw))
+        } else {
+            (Value::Null, Bytes::new())
+        };
         out.push(EventKind::Message(Message {
             protocol: Protocol::Postgres,
             from,
             type_name: name.to_string(),
             fields,
-            raw: Bytes::copy_from_slice(raw),
+            raw,
         }));
+    }
+}
+
+/// `build()`'s fields when they are wanted, else `null` without building them.
+pub(crate) fn fields_if(wanted: bool, build: impl FnOnce() -> Value) -> Value {
+    if wanted {
+        build()
+    } else {
+        Value::Null
     }
 }
 

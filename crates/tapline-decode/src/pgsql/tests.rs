@@ -262,6 +262,71 @@ fn extended_query_with_parameters_and_formats() {
 }
 
 #[test]
+fn without_fields_messages_are_named_and_transactions_unchanged() {
+    let client = frontend(|b| {
+        fe::query("select 1; select 'x'", b).unwrap();
+        fe::parse("", "select $1", [], b).unwrap();
+        fe::bind(
+            "",
+            "",
+            [0i16],
+            [Some(&b"7"[..])],
+            |v, buf| match v {
+                Some(v) => {
+                    buf.extend_from_slice(v);
+                    Ok(IsNull::No)
+                }
+                None => Ok(IsNull::Yes),
+            },
+            [0i16],
+            b,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        fe::execute("", 0, b).unwrap();
+        fe::sync(b);
+    });
+    let mut server = row_description(&[("a", 0)]);
+    server.extend(data_row(&[Some(b"1")]));
+    server.extend(be(b'C', &cstr("SELECT 1")));
+    server.extend(row_description(&[("b", 0)]));
+    server.extend(data_row(&[Some(b"x")]));
+    server.extend(data_row(&[None]));
+    server.extend(be(b'C', &cstr("SELECT 2")));
+    server.extend(be(b'Z', b"I"));
+    server.extend(be(b'1', b""));
+    server.extend(be(b'2', b""));
+    server.extend(data_row(&[Some(b"7")]));
+    server.extend(error(&[(b'S', "ERROR"), (b'C', "22000"), (b'M', "boom")]));
+    server.extend(be(b'Z', b"I"));
+    let script: [(Side, i64, &[u8]); 2] = [(C, 1, &client), (S, 4, &server)];
+    let (full, _) = decode(&script);
+    let mut d = PgDecoder::with_fields(false);
+    let mut light = Vec::new();
+    for (side, ts, data) in script {
+        d.feed(side, Timestamp(ts), data, &mut light);
+    }
+    assert_eq!(names(&light), names(&full));
+    assert_eq!(transactions(&light), transactions(&full));
+    assert_eq!(transactions(&light).len(), 3);
+    for e in &light {
+        if let EventKind::Message(m) = e {
+            assert!(m.raw.is_empty(), "{}", m.type_name);
+            assert!(
+                m.fields.is_null() || m.fields.is_object(),
+                "{}",
+                m.type_name
+            );
+        }
+    }
+    let m = messages(&light);
+    assert!(m
+        .iter()
+        .filter(|(_, n, _)| *n == "DataRow")
+        .all(|(_, _, f)| f.is_null()));
+}
+
+#[test]
 fn error_response_fields_and_transaction() {
     let client = frontend(|b| fe::query("select 1/0", b).unwrap());
     let mut server = error(&[
