@@ -57,6 +57,8 @@ pub(crate) struct Worker<'a> {
     /// Some stage wants packets that belong to no flow.
     loose_packets: bool,
     sink_chunks: bool,
+    /// The run's decoding settings, with message details off when nothing reads them.
+    decode: DecodeConfig,
 }
 
 /// What stream deliveries need besides the flow itself.
@@ -82,6 +84,11 @@ impl<'a> Worker<'a> {
             next_sweep: None,
             loose_packets: pipeline.stages().iter().any(|s| s.wants_packets()),
             sink_chunks: pipeline.sink().wants_chunks(),
+            decode: DecodeConfig {
+                message_fields: config.decode.message_fields
+                    && (!pipeline.stages().is_empty() || pipeline.sink().wants_details("message")),
+                ..config.decode.clone()
+            },
         }
     }
 
@@ -222,7 +229,7 @@ impl<'a> Worker<'a> {
                 pipeline: self.pipeline,
                 events: &mut self.events,
                 stats: &mut self.stats,
-                decode: &self.config.decode,
+                decode: &self.decode,
                 sink_chunks: self.sink_chunks,
             },
         )
@@ -566,8 +573,19 @@ impl Stream<'_, '_> {
             *self.decoder = None;
             *self.decoder_done = true;
         }
+        let pipeline = self.ctx.pipeline;
         for kind in self.ctx.events.drain(..) {
-            deliver(self.ctx.pipeline, self.flow, self.ts, kind);
+            let staged = match kind {
+                EventKind::HttpRequest(_) | EventKind::HttpResponse(_) => self.interest.http,
+                _ => self.interest.observe,
+            };
+            let event = Event::on_flow(self.flow, self.ts, kind);
+            if staged {
+                run(pipeline.deliver(event));
+            } else {
+                // No stage looks at it: straight to the sink, as the pipeline would.
+                pipeline.emit(&event);
+            }
         }
     }
 }
