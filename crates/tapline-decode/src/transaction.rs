@@ -67,12 +67,25 @@ impl HttpPairing {
     /// request is known. `latency` is the one already computed for the response head.
     pub fn answer(&mut self, response: &HttpResponse) -> Option<Transaction> {
         let pending = self.pending.pop_front()?;
-        let mut response = response.clone();
-        response.body = Default::default();
+        if self.pending.is_empty() {
+            // An idle keep-alive connection keeps no room for pending requests.
+            self.pending = VecDeque::new();
+        }
+        let head = HttpResponse {
+            status: response.status,
+            reason: response.reason.clone(),
+            version: response.version.clone(),
+            headers: response.headers.clone(),
+            body: Default::default(),
+            body_truncated: response.body_truncated,
+            body_len: response.body_len,
+            request: response.request.clone(),
+            latency: response.latency,
+        };
         Some(Transaction::Http {
             request: Box::new(pending.request),
             latency: response.latency.unwrap_or_default(),
-            response: Box::new(response),
+            response: Box::new(head),
         })
     }
 }

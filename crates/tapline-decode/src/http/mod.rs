@@ -73,7 +73,8 @@ impl Head {
     }
 }
 
-/// A message whose head was read and whose body is arriving.
+/// A message whose head was read and whose body is arriving (boxed while it does, so an
+/// idle connection keeps no room for one).
 #[derive(Debug)]
 struct InFlight {
     head: Head,
@@ -93,7 +94,7 @@ enum Step {
 struct Direction {
     buf: Vec<u8>,
     state: State,
-    msg: Option<InFlight>,
+    msg: Option<Box<InFlight>>,
     last_ts: Timestamp,
 }
 
@@ -392,12 +393,12 @@ impl HttpDecoder {
 
     fn response_head(&mut self, mut resp: HttpResponse, ts: Timestamp, out: &mut Vec<EventKind>) {
         let request = self.pairing.front();
-        let method = request.map(|p| p.request.method.clone());
+        let method = request.map(|p| method_kind(&p.request.method));
         if let Some(p) = request {
             resp.request = Some(p.request.line());
             resp.latency = Some(ts.since(p.end_ts.unwrap_or(p.head_ts)));
         }
-        let connect_ok = method.as_deref() == Some("CONNECT") && (200..300).contains(&resp.status);
+        let connect_ok = method == Some(MethodKind::Connect) && (200..300).contains(&resp.status);
         if resp.status == 101 || connect_ok {
             out.push(EventKind::HttpResponse(resp.clone()));
             out.extend(self.pairing.answer(&resp).map(EventKind::Transaction));
@@ -413,7 +414,7 @@ impl HttpDecoder {
             out.push(EventKind::HttpResponse(resp));
             return;
         }
-        let framing = head::response_framing(&resp, method.as_deref());
+        let framing = head::response_framing(&resp, method == Some(MethodKind::Head));
         self.start_body(Side::Server, Head::Response(resp), framing, ts, out);
     }
 
@@ -426,12 +427,12 @@ impl HttpDecoder {
         out: &mut Vec<EventKind>,
     ) {
         let dir = self.dir(side);
-        dir.msg = Some(InFlight {
+        dir.msg = Some(Box::new(InFlight {
             head,
             body: Vec::new(),
             body_len: 0,
             truncated: false,
-        });
+        }));
         dir.state = match framing {
             Framing::Empty => return self.complete(side, ts, out),
             Framing::Length(n) => State::Body(Body::Length(n)),
@@ -445,6 +446,7 @@ impl HttpDecoder {
         let dir = self.dir(side);
         dir.state = State::Head;
         let Some(m) = dir.msg.take() else { return };
+        let m = *m;
         let body = Bytes::from(m.body);
         match m.head {
             Head::Request(mut req) => {
@@ -474,6 +476,24 @@ impl HttpDecoder {
                 }
             }
         }
+    }
+}
+
+/// What a request's method means for the answer's framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MethodKind {
+    Head,
+    Connect,
+    Other,
+}
+
+fn method_kind(method: &str) -> MethodKind {
+    if method.eq_ignore_ascii_case("HEAD") {
+        MethodKind::Head
+    } else if method == "CONNECT" {
+        MethodKind::Connect
+    } else {
+        MethodKind::Other
     }
 }
 
