@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) permits: Arc<Semaphore>,
     /// Whether some output wants the raw bytes of relayed flows.
     pub(crate) sink_chunks: bool,
+    /// Whether some output reads the contents of HTTP events (not just counts them).
+    pub(crate) http_details: bool,
     /// How mapping flows are decoded.
     pub(crate) decode: DecodeConfig,
     /// For names with several addresses: the one that accepted a connection.
@@ -105,6 +107,9 @@ impl Shared {
         let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
         Shared {
             sink_chunks: pipeline.sink().wants_chunks(),
+            http_details: ["http_request", "http_response", "transaction"]
+                .iter()
+                .any(|kind| pipeline.sink().wants_details(kind)),
             pipeline,
             ids: FlowIds::new(),
             limits,

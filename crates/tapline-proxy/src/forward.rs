@@ -299,7 +299,14 @@ impl Exchange<'_> {
     ) -> Result<Response<ProxyBody>, ClosedByPlugin> {
         let started = Timestamp::now();
         let (mut parts, incoming) = req.into_parts();
-        let mut view = request_view(&parts, target.url);
+        // The messages' details (ordered headers, URL, …) are built only for a reader: a stage
+        // with HTTP hooks or a sink that reads them; otherwise the events carry none.
+        let details = self.interest.http || self.ctx.http_details;
+        let mut view = if details {
+            request_view(&parts, target.url)
+        } else {
+            HttpRequest::default()
+        };
         let mut outgoing = body::boxed(incoming);
         if self.interest.http {
             let buffered = match body::buffer(outgoing, self.ctx.limits.body_limit).await {
@@ -323,7 +330,13 @@ impl Exchange<'_> {
         }
         hop_by_hop::strip(&mut parts.headers);
         parts.version = Version::HTTP_11;
-        parts.uri = upstream_uri(&self.authority, &parts.uri, &view.path);
+        let path = if details {
+            view.path.as_str()
+        } else {
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        };
+        let uri = upstream_uri(&self.authority, &parts.uri, path);
+        parts.uri = uri;
         let sent_bytes = Arc::new(AtomicU64::new(0));
         let upstream_req = Request::from_parts(parts, Counted::new(outgoing, sent_bytes.clone()));
 
@@ -343,7 +356,7 @@ impl Exchange<'_> {
         let resp = match answer {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!("{} {}: {}", view.method, view.path, e.message());
+                tracing::debug!("{upstream}: {}", e.message());
                 return Ok(self.answer(view, e.response(), started, Some(latency)));
             }
         };
@@ -351,8 +364,14 @@ impl Exchange<'_> {
 
         let (mut rparts, rincoming) = resp.into_parts();
         hop_by_hop::strip(&mut rparts.headers);
-        let mut rview = response_view(&rparts);
-        rview.request = Some(view.line());
+        let mut rview = if details {
+            response_view(&rparts)
+        } else {
+            HttpResponse::default()
+        };
+        if details {
+            rview.request = Some(view.line());
+        }
         rview.latency = Some(latency);
         let mut rbody = body::boxed(rincoming);
         if self.interest.http {
