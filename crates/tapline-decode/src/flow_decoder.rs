@@ -24,6 +24,10 @@ pub struct DecodeConfig {
     /// stage and no sink reads them: the messages are still framed, counted and paired
     /// into transactions, but their details are not built.
     pub message_fields: bool,
+    /// Whether HTTP `transaction` events carry copies of the request and response heads.
+    /// Off only when no stage and no sink reads transactions: they still come, paired and
+    /// timed, with just the request line and the status.
+    pub transaction_heads: bool,
 }
 
 impl Default for DecodeConfig {
@@ -32,6 +36,7 @@ impl Default for DecodeConfig {
             body_limit: 1 << 20,
             overrides: Vec::new(),
             message_fields: true,
+            transaction_heads: true,
         }
     }
 }
@@ -47,6 +52,7 @@ impl DecodeConfig {
                 .map(|s| detect::parse_decode_override(s))
                 .collect::<Result<_, _>>()?,
             message_fields: true,
+            transaction_heads: true,
         })
     }
 
@@ -130,6 +136,7 @@ pub struct FlowDecoder {
     inner: Inner,
     body_limit: usize,
     message_fields: bool,
+    transaction_heads: bool,
 }
 
 impl FlowDecoder {
@@ -162,22 +169,32 @@ impl FlowDecoder {
             })),
             body_limit: config.body_limit,
             message_fields: config.message_fields,
+            transaction_heads: config.transaction_heads,
         }
     }
 
     fn decided(protocol: Protocol, config: &DecodeConfig) -> Self {
-        FlowDecoder {
+        let mut decoder = FlowDecoder {
             protocol,
-            inner: Self::inner_for(protocol, config.body_limit, config.message_fields),
+            inner: Inner::Opaque,
             body_limit: config.body_limit,
             message_fields: config.message_fields,
-        }
+            transaction_heads: config.transaction_heads,
+        };
+        decoder.inner = decoder.inner_for(protocol);
+        decoder
     }
 
-    fn inner_for(protocol: Protocol, body_limit: usize, message_fields: bool) -> Inner {
+    /// The decoder for `protocol`, with this flow's settings.
+    fn inner_for(&self, protocol: Protocol) -> Inner {
         match protocol {
-            Protocol::Http => Inner::Http(Box::new(HttpDecoder::new(body_limit))),
-            Protocol::Postgres => Inner::Postgres(Box::new(PgDecoder::with_fields(message_fields))),
+            Protocol::Http => Inner::Http(Box::new(HttpDecoder::with_transaction_heads(
+                self.body_limit,
+                self.transaction_heads,
+            ))),
+            Protocol::Postgres => {
+                Inner::Postgres(Box::new(PgDecoder::with_fields(self.message_fields)))
+            }
             Protocol::Tls | Protocol::Tcp | Protocol::Udp => Inner::Opaque,
         }
     }
@@ -247,7 +264,7 @@ impl FlowDecoder {
 
     /// Switches to `protocol` and replays the held bytes into its decoder.
     fn settle(&mut self, protocol: Protocol, out: &mut Vec<EventKind>) {
-        let decided = Self::inner_for(protocol, self.body_limit, self.message_fields);
+        let decided = self.inner_for(protocol);
         let Inner::Sniff(s) = std::mem::replace(&mut self.inner, decided) else {
             return;
         };

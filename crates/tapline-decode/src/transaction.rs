@@ -29,17 +29,44 @@ pub(crate) struct PendingRequest {
 }
 
 /// Requests in the order sent, waiting for responses in the same order (HTTP/1.x pipelining).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HttpPairing {
     pending: VecDeque<PendingRequest>,
+    /// Whether transactions carry copies of the request and response heads; without, only
+    /// the request line and the status (no one reads more: see `DecodeConfig`).
+    heads: bool,
+}
+
+impl Default for HttpPairing {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 impl HttpPairing {
-    /// A request head was seen at `ts`.
-    pub fn push(&mut self, request: HttpRequest, ts: Timestamp) {
+    /// A pairing whose transactions carry full heads only when `heads`.
+    pub fn new(heads: bool) -> Self {
+        HttpPairing {
+            pending: VecDeque::new(),
+            heads,
+        }
+    }
+
+    /// A request head was seen at `ts` (kept whole, or only its line without `heads`).
+    pub fn push(&mut self, request: &HttpRequest, ts: Timestamp) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }
+        let request = if self.heads {
+            request.clone()
+        } else {
+            HttpRequest {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                url: request.url.clone(),
+                ..Default::default()
+            }
+        };
         self.pending.push_back(PendingRequest {
             request,
             head_ts: ts,
@@ -71,16 +98,24 @@ impl HttpPairing {
             // An idle keep-alive connection keeps no room for pending requests.
             self.pending = VecDeque::new();
         }
-        let head = HttpResponse {
-            status: response.status,
-            reason: response.reason.clone(),
-            version: response.version.clone(),
-            headers: response.headers.clone(),
-            body: Default::default(),
-            body_truncated: response.body_truncated,
-            body_len: response.body_len,
-            request: response.request.clone(),
-            latency: response.latency,
+        let head = if self.heads {
+            HttpResponse {
+                status: response.status,
+                reason: response.reason.clone(),
+                version: response.version.clone(),
+                headers: response.headers.clone(),
+                body: Default::default(),
+                body_truncated: response.body_truncated,
+                body_len: response.body_len,
+                request: response.request.clone(),
+                latency: response.latency,
+            }
+        } else {
+            HttpResponse {
+                status: response.status,
+                latency: response.latency,
+                ..Default::default()
+            }
         };
         Some(Transaction::Http {
             request: Box::new(pending.request),
@@ -324,7 +359,7 @@ mod tests {
         assert!(t.pending.len() <= MAX_PENDING);
         let mut h = HttpPairing::default();
         for i in 0..10_000 {
-            h.push(HttpRequest::default(), Timestamp(i));
+            h.push(&HttpRequest::default(), Timestamp(i));
         }
         assert!(h.pending.len() <= MAX_PENDING);
     }

@@ -218,10 +218,18 @@ pub struct HttpDecoder {
 impl HttpDecoder {
     /// A decoder keeping bodies up to `body_limit` bytes.
     pub fn new(body_limit: usize) -> Self {
+        Self::with_transaction_heads(body_limit, true)
+    }
+
+    /// A decoder whose `transaction` events carry copies of the request and response heads
+    /// only when `heads` (else just the request line and the status: see
+    /// `DecodeConfig::transaction_heads`). The `http_request`/`http_response` events are
+    /// the same either way.
+    pub fn with_transaction_heads(body_limit: usize, heads: bool) -> Self {
         HttpDecoder {
             client: Direction::new(),
             server: Direction::new(),
-            pairing: HttpPairing::default(),
+            pairing: HttpPairing::new(heads),
             body_limit,
         }
     }
@@ -387,7 +395,7 @@ impl HttpDecoder {
 
     fn request_head(&mut self, req: HttpRequest, ts: Timestamp, out: &mut Vec<EventKind>) {
         let framing = head::request_framing(&req).unwrap_or(Framing::Empty);
-        self.pairing.push(req.clone(), ts);
+        self.pairing.push(&req, ts);
         self.start_body(Side::Client, Head::Request(req), framing, ts, out);
     }
 

@@ -554,3 +554,35 @@ proptest! {
         d.finish(Timestamp(99), &mut out);
     }
 }
+
+#[test]
+fn without_transaction_heads_only_the_transactions_are_lighter() {
+    let script: [(Side, i64, &[u8]); 4] = [
+        (
+            C,
+            1,
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nHEAD /b HTTP/1.1\r\nHost: h\r\n\r\n",
+        ),
+        (S, 5, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        (S, 7, b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\n"),
+        (C, 9, b"POST /c HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"),
+    ];
+    let full = decode(&script);
+    let light = decode_with(HttpDecoder::with_transaction_heads(1 << 20, false), &script);
+    let kinds = |events: &[EventKind]| events.iter().map(|e| e.name()).collect::<Vec<_>>();
+    assert_eq!(kinds(&light), kinds(&full));
+    assert_eq!(requests(&light), requests(&full));
+    assert_eq!(responses(&light), responses(&full));
+    assert_eq!(transactions(&light), transactions(&full));
+    assert_eq!(transactions(&light).len(), 2);
+    let Some(EventKind::Transaction(Transaction::Http {
+        request, response, ..
+    })) = light
+        .iter()
+        .find(|e| matches!(e, EventKind::Transaction(_)))
+    else {
+        panic!("a transaction")
+    };
+    assert!(request.headers.is_empty() && response.headers.is_empty());
+    assert_eq!(request.url.as_deref(), Some("http://h/a"));
+}
