@@ -84,11 +84,7 @@ impl<'a> Worker<'a> {
             next_sweep: None,
             loose_packets: pipeline.stages().iter().any(|s| s.wants_packets()),
             sink_chunks: pipeline.sink().wants_chunks(),
-            decode: DecodeConfig {
-                message_fields: config.decode.message_fields
-                    && (!pipeline.stages().is_empty() || pipeline.sink().wants_details("message")),
-                ..config.decode.clone()
-            },
+            decode: decode_config(pipeline, &config.decode),
         }
     }
 
@@ -472,6 +468,17 @@ fn is_new_isn(entry: &Entry, src: SocketAddr, seq: u32) -> bool {
             src == entry.flow.client && tcp.client_isn.is_some_and(|isn| isn != seq)
         }
         _ => false,
+    }
+}
+
+/// The run's decoding settings, with the details of `kind` events off when no stage (any
+/// stage may observe them) and no sink reads them.
+fn decode_config(pipeline: &Pipeline, decode: &DecodeConfig) -> DecodeConfig {
+    let read = |kind| !pipeline.stages().is_empty() || pipeline.sink().wants_details(kind);
+    DecodeConfig {
+        message_fields: decode.message_fields && read("message"),
+        transaction_heads: decode.transaction_heads && read("transaction"),
+        ..decode.clone()
     }
 }
 
