@@ -151,9 +151,9 @@ pub(crate) struct PgTracker {
 
 impl PgTracker {
     /// A simple `Query` was sent at `ts`.
-    pub fn query(&mut self, sql: &str, ts: Timestamp) {
+    pub fn query(&mut self, sql: impl Into<String>, ts: Timestamp) {
         self.push(Pending::Statement {
-            sql: bounded(sql),
+            sql: bounded(sql.into()),
             params: Vec::new(),
             ts,
             rows: 0,
@@ -163,8 +163,8 @@ impl PgTracker {
     }
 
     /// `Parse` prepared `sql` as statement `name` (empty: the unnamed statement).
-    pub fn parse(&mut self, name: &str, sql: &str) {
-        remember(&mut self.statements, name, bounded(sql));
+    pub fn parse(&mut self, name: &str, sql: impl Into<String>) {
+        remember(&mut self.statements, name, bounded(sql.into()));
     }
 
     /// `Bind` bound statement `statement` with `params` into `portal`.
@@ -208,12 +208,13 @@ impl PgTracker {
 
     /// A statement finished with `CommandComplete` (`tag`), `EmptyQueryResponse` (empty tag)
     /// or `PortalSuspended`, at `ts`.
-    pub fn complete(&mut self, tag: &str, ts: Timestamp) -> Option<PgTransaction> {
+    pub fn complete(&mut self, tag: impl Into<String>, ts: Timestamp) -> Option<PgTransaction> {
         let mut tx = self.finish(ts)?;
-        if let Some(n) = tag_rows(tag) {
+        let tag = tag.into();
+        if let Some(n) = tag_rows(&tag) {
             tx.rows = n;
         }
-        tx.tag = tag.to_string();
+        tx.tag = tag;
         Some(tx)
     }
 
@@ -246,8 +247,7 @@ impl PgTracker {
         else {
             return None;
         };
-        let tx = PgTransaction {
-            sql: sql.clone(),
+        let mut tx = PgTransaction {
             params: std::mem::take(params),
             rows: *rows,
             latency: ts.since(*started),
@@ -255,9 +255,11 @@ impl PgTracker {
         };
         if *simple {
             // A simple query may hold several statements: the next one starts now.
+            tx.sql = sql.clone();
             *rows = 0;
             *started = ts;
         } else {
+            tx.sql = std::mem::take(sql);
             self.pending.pop_front();
         }
         Some(tx)
@@ -278,15 +280,15 @@ fn remember<V>(map: &mut HashMap<String, V>, name: &str, value: V) {
     map.insert(name.to_string(), value);
 }
 
-fn bounded(sql: &str) -> String {
-    if sql.len() <= MAX_SQL {
-        return sql.to_string();
+fn bounded(mut sql: String) -> String {
+    if sql.len() > MAX_SQL {
+        let mut end = MAX_SQL;
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        sql.truncate(end);
     }
-    let mut end = MAX_SQL;
-    while !sql.is_char_boundary(end) {
-        end -= 1;
-    }
-    sql[..end].to_string()
+    sql
 }
 
 /// Rows affected or returned, from a command tag (`INSERT 0 3` → 3, `SELECT 2` → 2).

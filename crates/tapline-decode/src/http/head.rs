@@ -43,14 +43,17 @@ fn headers(parsed: &[httparse::Header<'_>]) -> Headers {
     Headers(
         parsed
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
+            .map(|h| (h.name.to_string(), text(h.value)))
             .collect(),
     )
+}
+
+/// Header bytes as text: valid UTF-8 (the usual ASCII) copied as is, else lossily.
+fn text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
 }
 
 fn version(minor: Option<u8>) -> String {
@@ -119,7 +122,11 @@ fn request_url(method: &str, path: &str, headers: &Headers) -> Option<String> {
     if !path.starts_with('/') || host.is_empty() {
         return None;
     }
-    Some(format!("http://{host}{path}"))
+    let mut url = String::with_capacity("http://".len() + host.len() + path.len());
+    url.push_str("http://");
+    url.push_str(host);
+    url.push_str(path);
+    Some(url)
 }
 
 /// Body framing of a request; `None` when the head frames it impossibly (bad Content-Length).

@@ -310,8 +310,8 @@ impl PgDecoder {
                 use frontend::Effect as E;
                 match f.effect {
                     E::None | E::AskEncryption | E::Started => {}
-                    E::Query(sql) => self.tracker.query(&sql, ts),
-                    E::Parse { name, sql } => self.tracker.parse(&name, &sql),
+                    E::Query(sql) => self.tracker.query(sql, ts),
+                    E::Parse { name, sql } => self.tracker.parse(&name, sql),
                     E::Bind {
                         portal,
                         statement,
@@ -340,7 +340,7 @@ impl PgDecoder {
                         self.tracker.data_row();
                         None
                     }
-                    E::Complete(tag) => self.tracker.complete(&tag, ts),
+                    E::Complete(tag) => self.tracker.complete(tag, ts),
                     E::Error { code, message } => self.tracker.error(&code, &message, ts),
                     E::Ready => {
                         self.tracker.ready();
