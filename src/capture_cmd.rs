@@ -3,11 +3,11 @@
 //! threads decode, until the source ends, `-c`, a signal or `--duration`; then stops cleanly
 //! and prints the capture's stats on stderr.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, SourceSpec};
+use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, LiveStats, SourceSpec};
 use tapline_core::{Mode, Pipeline, StageContext};
 use tapline_decode::DecodeConfig;
 
@@ -59,6 +59,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let _entered = runtime.enter();
+        register_capture_metrics(&outputs, &capture.live_stats());
         outputs.serve_metrics(&pipeline)?;
         let mut shutdown = Shutdown::install(args.duration);
         let flag = stop.clone();
@@ -91,6 +92,39 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     }
     eprintln!("tapline: capture: {}", outcome.stats);
     Ok(())
+}
+
+/// Exposes the capture's running counters (packets, kernel drops) in `--metrics`.
+fn register_capture_metrics(outputs: &crate::outputs::Outputs, live: &Arc<LiveStats>) {
+    let metrics = outputs.metrics();
+    let counters: [(&str, &str, fn(&LiveStats) -> &AtomicU64); 4] = [
+        (
+            "tapline_capture_packets_total",
+            "Packets read from the capture source.",
+            |l| &l.packets,
+        ),
+        (
+            "tapline_capture_bytes_total",
+            "Captured bytes read from the source.",
+            |l| &l.bytes,
+        ),
+        (
+            "tapline_capture_kernel_received_total",
+            "Packets the kernel handed to the capture (live).",
+            |l| &l.kernel_received,
+        ),
+        (
+            "tapline_capture_dropped_packets_total",
+            "Packets the kernel or interface dropped (live).",
+            |l| &l.kernel_dropped,
+        ),
+    ];
+    for (name, help, field) in counters {
+        let live = live.clone();
+        metrics.register(name, help, &[], move || {
+            field(&live).load(Ordering::Relaxed)
+        });
+    }
 }
 
 /// `-D`: one interface a line, numbered as tcpdump does.

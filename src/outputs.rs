@@ -85,6 +85,11 @@ fn syslog(url: &str, args: &OutputArgs) -> anyhow::Result<SyslogSink> {
 }
 
 impl Outputs {
+    /// The run's metrics registry, for counters kept elsewhere (capture).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Starts the `--metrics` endpoint, if asked for, reading the pipeline's counters.
     pub fn serve_metrics(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
         let Some(addr) = self.metrics_addr else {

@@ -43,9 +43,9 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
     for url in &args.grpc {
         match tapline_grpc::probe(url, args.plugin_timeout).await {
             Ok(description) => println!("grpc {url}: {description}"),
-            Err(e @ tapline_grpc::GrpcError::InvalidAddress { .. }) => {
-                println!("grpc {url}: FAILED: {e}");
-                load_failures.push(e.to_string());
+            Err(tapline_grpc::GrpcError::InvalidAddress { reason, .. }) => {
+                println!("grpc {url}: FAILED: {reason}");
+                load_failures.push(format!("{url}: {reason}"));
             }
             Err(e) => {
                 println!("grpc {url}: FAILED: {e}");

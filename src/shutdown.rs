@@ -39,19 +39,6 @@ impl Shutdown {
         Shutdown(rx)
     }
 
-    /// A handle that never fires (tests, embedded use).
-    #[allow(dead_code)]
-    pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        std::mem::forget(tx);
-        Shutdown(rx)
-    }
-
-    /// True once a stop was asked for.
-    pub fn is_stopping(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Resolves when a stop is asked for.
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

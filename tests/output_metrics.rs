@@ -191,6 +191,61 @@ fn metrics_are_valid_and_match_the_traffic() {
                 && s["labels"]["le"] == "+Inf"),
         "a histogram per stage"
     );
+    assert!(
+        value(
+            &samples,
+            "tapline_plugin_call_duration_seconds_count",
+            &stage
+        ) >= 2.0 * REQUESTS as f64,
+        "every hook call is observed in the latency histogram"
+    );
+}
+
+#[test]
+fn live_capture_counters_show_in_metrics() {
+    if !have("curl") || !have_prometheus_client() {
+        return;
+    }
+    let (_demo, origin) = demo();
+    let metrics_port = free_port();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let mut cmd = common::tapline();
+    cmd.args([
+        "capture",
+        "-i",
+        "lo",
+        "--quiet",
+        "--metrics",
+        &metrics_port.to_string(),
+    ])
+    .args(["tcp", "port", &origin.port().to_string()]);
+    let mut capture = common::Proc::spawn("tapline capture", cmd);
+    capture.wait_port(metrics, Duration::from_secs(20));
+    capture.wait_output("listening on lo", Duration::from_secs(20));
+    for _ in 0..3 {
+        curl(&format!("http://{origin}/bytes/100"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let samples = parse(&curl(&format!("http://{metrics}/metrics")));
+        let packets = value(&samples, "tapline_capture_packets_total", &[]);
+        let dropped = value(&samples, "tapline_capture_dropped_packets_total", &[]);
+        if packets >= 3.0 * 6.0 {
+            assert_eq!(dropped, 0.0, "no kernel drops for a few loopback packets");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "capture packets stayed at {packets}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        capture.stop(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        capture.stderr()
+    );
 }
 
 #[test]

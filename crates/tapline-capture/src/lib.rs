@@ -19,4 +19,4 @@ mod worker;
 pub use error::CaptureError;
 pub use reader::{Capture, CaptureConfig, Limits, RunOutcome};
 pub use source::{list_interfaces, Interface, SourceSpec};
-pub use stats::{CaptureStats, KernelStats};
+pub use stats::{CaptureStats, KernelStats, LiveStats};

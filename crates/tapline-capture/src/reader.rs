@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pcap::{Activated, Savefile};
@@ -14,7 +15,7 @@ use tapline_decode::DecodeConfig;
 use crate::batch::Batch;
 use crate::error::{pcap_message, CaptureError};
 use crate::source::{Source, SourceSpec};
-use crate::stats::{CaptureStats, KernelStats};
+use crate::stats::{CaptureStats, KernelStats, LiveStats};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Batches queued per worker before the reader waits (bounded memory, backpressure).
@@ -28,6 +29,9 @@ const LIVE_IDLE_SLEEP: Duration = Duration::from_millis(1);
 
 /// Live capture: how often idle workers are told the time (so flows still time out).
 const LIVE_IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// How many packets pass between two updates of the live counters.
+const LIVE_PUBLISH_EVERY: u64 = 1024;
 
 /// Packet time between two ticks sent to every worker (idle workers still time flows out).
 const TICK: i64 = 1_000_000;
@@ -78,6 +82,7 @@ pub struct Capture {
     source: Source,
     writer: Option<Savefile>,
     config: CaptureConfig,
+    live: Arc<LiveStats>,
 }
 
 impl Capture {
@@ -101,7 +106,13 @@ impl Capture {
             source,
             writer,
             config,
+            live: Arc::default(),
         })
+    }
+
+    /// Counters kept current while the capture runs (for metrics).
+    pub fn live_stats(&self) -> Arc<LiveStats> {
+        self.live.clone()
     }
 
     /// The source's LINKTYPE_ number.
@@ -122,6 +133,7 @@ impl Capture {
             mut source,
             mut writer,
             config,
+            live,
         } = self;
         let link = LinkType::from_linktype(source.linktype());
         let workers = config.workers.max(1);
@@ -160,6 +172,7 @@ impl Capture {
                     stop,
                     dispatch: &mut dispatch,
                     stats: &mut outcome.stats,
+                    live: &live,
                 };
                 match &mut source {
                     Source::Live(c) => reader.read(c, true),
@@ -168,12 +181,9 @@ impl Capture {
             };
             dispatch.close();
             if let Source::Live(c) = &mut source {
-                if let Ok(s) = c.stats() {
-                    outcome.stats.kernel = Some(KernelStats {
-                        received: u64::from(s.received),
-                        dropped: u64::from(s.dropped),
-                        if_dropped: u64::from(s.if_dropped),
-                    });
+                outcome.stats.kernel = kernel_stats(c);
+                if let Some(k) = &outcome.stats.kernel {
+                    live.publish_kernel(k);
                 }
             }
             if let Some(w) = writer.as_mut() {
@@ -222,6 +232,7 @@ struct Reader<'r> {
     stop: &'r AtomicBool,
     dispatch: &'r mut Dispatch,
     stats: &'r mut CaptureStats,
+    live: &'r LiveStats,
 }
 
 impl Reader<'_> {
@@ -248,6 +259,9 @@ impl Reader<'_> {
                     self.stats.packets += 1;
                     self.stats.bytes += packet.data.len() as u64;
                     self.dispatch.push(ts, packet.header.len, packet.data);
+                    if self.stats.packets % LIVE_PUBLISH_EVERY == 0 {
+                        self.live.publish(self.stats);
+                    }
                     if live && self.dispatch.last_flush.elapsed() >= LIVE_FLUSH {
                         self.dispatch.flush(false);
                     }
@@ -261,6 +275,10 @@ impl Reader<'_> {
                     let tick = self.dispatch.last_flush.elapsed() >= LIVE_IDLE_TICK;
                     if tick {
                         self.dispatch.advance(Timestamp::now());
+                        self.live.publish(self.stats);
+                        if let Some(k) = kernel_stats(cap) {
+                            self.live.publish_kernel(&k);
+                        }
                     }
                     if tick || self.dispatch.has_packets() {
                         self.dispatch.flush(tick);
@@ -358,4 +376,13 @@ impl Dispatch {
         self.flush(false);
         self.senders.clear();
     }
+}
+
+/// libpcap's kernel counters, when the source has them (live captures).
+fn kernel_stats<T: Activated + ?Sized>(cap: &mut pcap::Capture<T>) -> Option<KernelStats> {
+    cap.stats().ok().map(|s| KernelStats {
+        received: u64::from(s.received),
+        dropped: u64::from(s.dropped),
+        if_dropped: u64::from(s.if_dropped),
+    })
 }

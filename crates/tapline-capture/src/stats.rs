@@ -1,6 +1,7 @@
 //! End-of-run counters of a capture.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tapline_decode::reassembly::ReassemblyCounters;
 
@@ -79,5 +80,35 @@ impl fmt::Display for CaptureStats {
             "; skipped: {} IP fragments, {} malformed, {} not IP",
             self.fragments, self.malformed, self.not_ip
         )
+    }
+}
+
+/// Counters the reader keeps current while a capture runs, for `--metrics` (the full
+/// [`CaptureStats`] is only summed at the end). Updated every few packets and on idle ticks.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Packets read so far.
+    pub packets: AtomicU64,
+    /// Captured bytes read so far.
+    pub bytes: AtomicU64,
+    /// Live capture: packets the kernel received (libpcap's stats).
+    pub kernel_received: AtomicU64,
+    /// Live capture: packets the kernel or the interface dropped.
+    pub kernel_dropped: AtomicU64,
+}
+
+impl LiveStats {
+    /// Publishes the reader's running totals.
+    pub(crate) fn publish(&self, stats: &CaptureStats) {
+        self.packets.store(stats.packets, Ordering::Relaxed);
+        self.bytes.store(stats.bytes, Ordering::Relaxed);
+    }
+
+    /// Publishes libpcap's kernel counters.
+    pub(crate) fn publish_kernel(&self, kernel: &KernelStats) {
+        self.kernel_received
+            .store(kernel.received, Ordering::Relaxed);
+        self.kernel_dropped
+            .store(kernel.dropped + kernel.if_dropped, Ordering::Relaxed);
     }
 }

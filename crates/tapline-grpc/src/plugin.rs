@@ -178,10 +178,7 @@ impl Plugin {
     async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
         let started = Instant::now();
         let out = call.await;
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.counters
-            .busy_micros
-            .fetch_add(micros, Ordering::Relaxed);
+        self.counters.record_call(started.elapsed());
         out
     }
 }
