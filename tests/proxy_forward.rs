@@ -420,3 +420,53 @@ fn bodies_past_the_limit_stream_on_truncated_and_replacements_are_reframed() {
     assert_eq!(requests[1]["body_truncated"], false);
     assert_eq!(requests[1]["body_len"], 5);
 }
+
+/// A Lua plugin that answers for a host that does not exist.
+const MOCK_PLUGIN: &str = r#"
+local p = { name = "mock-api" }
+function p.on_request(req)
+    if req.url and req.url:find("api.mock.invalid", 1, true) then
+        return tap.respond{ status = 200, headers = { ["Content-Type"] = "text/plain" }, body = "mocked\n" }
+    end
+end
+return p
+"#;
+
+#[test]
+fn a_plugin_answers_for_a_name_that_does_not_resolve() {
+    if !have("curl") {
+        return;
+    }
+    let dir = temp_dir();
+    let plugin = dir.path().join("mock.lua");
+    std::fs::write(&plugin, MOCK_PLUGIN).unwrap();
+    let listen = local(free_port());
+    let mut p = proxy(
+        &[
+            "--proxy-address",
+            &listen.to_string(),
+            "--quiet",
+            "--plugin",
+            plugin.to_str().unwrap(),
+        ],
+        &[listen],
+    );
+    let via = format!("http://{listen}");
+    let (code, body, err) = curl(&["-x", &via, "http://api.mock.invalid/users/1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "mocked\n");
+    // Without the plugin's answer, a name that does not resolve is a 502.
+    let (code, body, err) = curl(
+        &[
+            "-x",
+            &via,
+            "-w",
+            "%{http_code}",
+            "http://other.mock.invalid/",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(body.ends_with("502"), "{body}");
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}

@@ -146,9 +146,12 @@ impl HttpConn {
             Ok(t) => t,
             Err((status, why)) => return Ok(refuse(status, why)),
         };
-        let addr = match self.ctx.http_upstream(&target.host, target.port).await {
-            Ok(addr) => addr,
-            Err(e) => return Ok(response_from(&e.response())),
+        let (addr, unreachable) = match self.ctx.http_upstream(&target.host, target.port).await {
+            Ok(addr) => (addr, None),
+            Err(e @ UpstreamError::Loop(_)) => return Ok(response_from(&e.response())),
+            // The request hooks still run, so a plugin can answer for a name that does not
+            // resolve (a mocked API); without an answer the client gets the 502/504.
+            Err(e) => (SocketAddr::from(([0, 0, 0, 0], target.port)), Some(e)),
         };
         let (flow, interest, authority) = self.flow_for(addr).await;
         let result = Exchange {
@@ -157,7 +160,7 @@ impl HttpConn {
             interest,
             authority,
         }
-        .run(req, target, addr)
+        .run(req, target, addr, unreachable)
         .await;
         if let Err(ClosedByPlugin(reason)) = &result {
             if let Ok(mut closed) = self.closed_by.lock() {
@@ -296,6 +299,7 @@ impl Exchange<'_> {
         req: Request<Incoming>,
         target: Target,
         addr: SocketAddr,
+        unreachable: Option<UpstreamError>,
     ) -> Result<Response<ProxyBody>, ClosedByPlugin> {
         let started = Timestamp::now();
         let (mut parts, incoming) = req.into_parts();
@@ -327,6 +331,10 @@ impl Exchange<'_> {
                 RequestVerdict::Close(reason) => return Err(ClosedByPlugin(reason)),
             }
             outgoing = apply_request_edits(&mut parts, &before, &mut view, buffered);
+        }
+        if let Some(e) = unreachable {
+            tracing::debug!("{}", e.message());
+            return Ok(self.answer(view, e.response(), started, None));
         }
         hop_by_hop::strip(&mut parts.headers);
         parts.version = Version::HTTP_11;
