@@ -4,21 +4,20 @@
 #     scripts/record-sample.sh), with riff's "which scanner input?" plugin and a SQL logger;
 #  2. active: the demo origin behind the intercepting proxy, with a Lua plugin that adds a
 #     header and a 50 ms latency fault, a few requests through it, then a clean stop.
-# Installs libpcap (and curl) if missing, builds a release binary. Traffic stays on 127.0.0.1.
+# Installs libpcap and curl if missing, builds a release binary. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh build
-command -v curl >/dev/null || { apt-get install -y -qq curl >/dev/null; }
 echo "building tapline (release)…" >&2
 cargo build --release --quiet
 bin=target/release/tapline
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo
-echo "== 1. tapline capture -r samples/sample.pcap --plugin ua_watch.lua --plugin sql_log.lua"
+echo "== 1. tapline capture -r samples/sample.pcap --plugin ua_watch.lua --plugin http_stats.lua"
 "$bin" capture -r samples/sample.pcap \
   --plugin examples/plugins/ua_watch.lua --plugin-arg ua-watch.word=pcap \
-  --plugin examples/plugins/sql_log.lua
+  --plugin examples/plugins/http_stats.lua
 
 echo
 echo "== 2. tapline proxy in front of tapline demo, with add_header.lua and a 50 ms latency fault"
@@ -31,10 +30,12 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
   --plugin examples/plugins/add_header.lua \
   --with-latency --latency-mean 50 & proxy_pid=$!; pids+=($proxy_pid)
 for _ in $(seq 50); do curl -s -o /dev/null "http://$proxy" && break; sleep 0.1; done
-curl -s -x "http://$proxy" "http://$origin/echo" -o /dev/null
+echo "-- the origin's /echo, as seen through the proxy (note the header the plugin added):"
+curl -s -x "http://$proxy" "http://$origin/echo"
 curl -s -x "http://$proxy" "http://$origin/status/503" -o /dev/null
-curl -s -x "http://$proxy" "http://$origin/bytes/100000" -o /dev/null
 curl -s -x "http://$proxy" -d 'hello=world' "http://$origin/echo" -o /dev/null
+curl -s -x "http://$proxy" "http://$origin/bytes/100000" -o /dev/null \
+  -w "-- 100000 bytes through the proxy in %{time_total} s (the 50 ms latency fault included)\n"
 sleep 0.3
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo

@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine (benchmarks)
 set -euo pipefail
 level=${1:-build}
-apt_pkgs=(libpcap-dev pkg-config)
+apt_pkgs=(libpcap-dev pkg-config curl)
 pip_mods=()
 if [ "$level" = test ] || [ "$level" = bench ]; then
   apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux)

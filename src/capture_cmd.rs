@@ -59,7 +59,9 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let _entered = runtime.enter();
-        register_capture_metrics(&outputs, &capture.live_stats());
+        if args.output.metrics.is_some() {
+            register_capture_metrics(&outputs, &capture.live_stats());
+        }
         outputs.serve_metrics(&pipeline)?;
         let mut shutdown = Shutdown::install(args.duration);
         let flag = stop.clone();

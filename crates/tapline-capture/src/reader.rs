@@ -180,6 +180,7 @@ impl Capture {
                 }
             };
             dispatch.close();
+            live.publish(&outcome.stats);
             if let Source::Live(c) = &mut source {
                 outcome.stats.kernel = kernel_stats(c);
                 if let Some(k) = &outcome.stats.kernel {
