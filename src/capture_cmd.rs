@@ -99,7 +99,8 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
 /// Exposes the capture's running counters (packets, kernel drops) in `--metrics`.
 fn register_capture_metrics(outputs: &crate::outputs::Outputs, live: &Arc<LiveStats>) {
     let metrics = outputs.metrics();
-    let counters: [(&str, &str, fn(&LiveStats) -> &AtomicU64); 4] = [
+    type Field = fn(&LiveStats) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 4] = [
         (
             "tapline_capture_packets_total",
             "Packets read from the capture source.",

@@ -36,9 +36,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Intercepting proxy: HTTP forward proxy with CONNECT tunnels, plus mapping proxies.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Passive capture from an interface or a pcap/pcapng file.
-    Capture(CaptureArgs),
+    Capture(Box<CaptureArgs>),
     /// A small HTTP origin to try the proxy against.
     Demo(DemoArgs),
     /// Plugin tools.

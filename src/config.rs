@@ -129,7 +129,7 @@ fn option_flags(
     if name == "config" {
         usage!("config file {path}: 'config' cannot be set from a config file");
     }
-    if !known.iter().any(|k| *k == name) {
+    if !known.contains(&name) {
         // Keys for the other subcommand are allowed at top level only when they exist there.
         if ["proxy", "capture", "demo", "check"]
             .iter()

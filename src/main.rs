@@ -34,8 +34,8 @@ fn main() -> ExitCode {
     };
     init_tracing(cli.verbose);
     let result = match cli.command {
-        Command::Proxy(args) => runtime().and_then(|rt| rt.block_on(proxy_cmd::run(args))),
-        Command::Capture(args) => capture_cmd::run(args),
+        Command::Proxy(args) => runtime().and_then(|rt| rt.block_on(proxy_cmd::run(*args))),
+        Command::Capture(args) => capture_cmd::run(*args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Plugins(PluginsCommand::Check(args)) => {
             runtime().and_then(|rt| rt.block_on(plugins_check::run(args)))

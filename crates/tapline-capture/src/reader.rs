@@ -260,7 +260,7 @@ impl Reader<'_> {
                     self.stats.packets += 1;
                     self.stats.bytes += packet.data.len() as u64;
                     self.dispatch.push(ts, packet.header.len, packet.data);
-                    if self.stats.packets % LIVE_PUBLISH_EVERY == 0 {
+                    if self.stats.packets.is_multiple_of(LIVE_PUBLISH_EVERY) {
                         self.live.publish(self.stats);
                     }
                     if live && self.dispatch.last_flush.elapsed() >= LIVE_FLUSH {
