@@ -134,11 +134,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Prefixed<B> {
 }
 
 /// A body that adds the length of every data frame to a counter and runs `on_end` once,
-/// when it ends or is dropped (the client went away).
+/// when it ends or is dropped (the client went away), saying whether it was read whole.
 pub(crate) struct Counted {
     inner: ProxyBody,
     count: Arc<AtomicU64>,
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+    on_end: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
 impl Counted {
@@ -151,15 +151,16 @@ impl Counted {
         }
     }
 
-    /// Runs `f` once when the body ends or is dropped.
-    pub(crate) fn on_end(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+    /// Runs `f` once when the body ends or is dropped; `f(true)` when it ended cleanly
+    /// (every byte read, no error).
+    pub(crate) fn on_end(mut self, f: impl FnOnce(bool) + Send + 'static) -> Self {
         self.on_end = Some(Box::new(f));
         self
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, whole: bool) {
         if let Some(f) = self.on_end.take() {
-            f();
+            f(whole);
         }
     }
 }
@@ -179,7 +180,8 @@ impl Body for Counted {
                     self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(_) => self.finish(),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
             Poll::Pending => {}
         }
         polled
@@ -196,7 +198,9 @@ impl Body for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.finish();
+        // A body with nothing left (no body at all, or all of it read) ended cleanly.
+        let whole = self.inner.is_end_stream();
+        self.finish(whole);
     }
 }
 
@@ -262,7 +266,8 @@ mod tests {
         let ended = Arc::new(AtomicU64::new(0));
         let e = ended.clone();
         let body = Counted::new(chunks(&[b"abc", b"de"]), count.clone())
-            .on_end(move || {
+            .on_end(move |whole| {
+                assert!(whole);
                 e.fetch_add(1, Ordering::Relaxed);
             })
             .boxed_unsync();

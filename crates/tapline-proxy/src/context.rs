@@ -7,16 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tapline_core::{FlowIds, Pipeline};
 use tapline_decode::DecodeConfig;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::body::Counted;
 use crate::errors::UpstreamError;
+use crate::pool::Pool;
 use crate::stop::StopSignal;
 
 /// The bounds every proxy connection keeps.
@@ -54,8 +52,8 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// The addresses the proxy listens on.
     pub(crate) own: Vec<SocketAddr>,
-    /// Pooled keep-alive connections to HTTP upstreams.
-    pub(crate) client: Client<HttpConnector, Counted>,
+    /// Keep-alive connections to HTTP upstreams.
+    pub(crate) pool: Arc<Pool>,
     /// How client HTTP connections are served.
     pub(crate) http: http1::Builder,
     pub(crate) stop: StopSignal,
@@ -88,15 +86,9 @@ impl Shared {
         stop: StopSignal,
     ) -> Shared {
         let buf = (limits.max_header_size + MIN_BUF).max(DEFAULT_MAX_BUF);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(limits.idle_timeout.min(Duration::from_secs(90)))
-            .http1_preserve_header_case(true)
-            .http1_max_buf_size(buf)
-            .build(connector);
+        let mut upstream = hyper::client::conn::http1::Builder::new();
+        upstream.preserve_header_case(true).max_buf_size(buf);
+        let pool = Pool::new(upstream, limits.idle_timeout.min(Duration::from_secs(90)));
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .preserve_header_case(true)
@@ -114,7 +106,7 @@ impl Shared {
             ids: FlowIds::new(),
             limits,
             own,
-            client,
+            pool: Arc::new(pool),
             http,
             stop,
             permits: Arc::new(Semaphore::new(permits)),
@@ -206,8 +198,8 @@ impl Shared {
         Ok(addr)
     }
 
-    /// Connects to `addr` within the connect timeout.
-    async fn connect_addr(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    /// Connects to `addr` within the connect timeout, with `TCP_NODELAY`.
+    pub(crate) async fn connect_addr(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
         let target = addr.to_string();
         match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => Err(UpstreamError::Timeout(format!(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -343,28 +344,32 @@ impl Exchange<'_> {
         } else {
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         };
-        let uri = upstream_uri(&self.authority, &parts.uri, path);
-        parts.uri = uri;
+        parts.uri = upstream_uri(&parts.uri, path);
+        if !parts.headers.contains_key(HOST) {
+            if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
+                parts.headers.insert(HOST, host);
+            }
+        }
         let sent_bytes = Arc::new(AtomicU64::new(0));
         let upstream_req = Request::from_parts(parts, Counted::new(outgoing, sent_bytes.clone()));
 
         let sent = Instant::now();
         let idle = self.ctx.limits.idle_timeout;
-        let upstream = addr.to_string();
-        let answer = match tokio::time::timeout(idle, self.ctx.client.request(upstream_req)).await {
+        let connect = || self.ctx.connect_addr(addr);
+        let sending = self.ctx.pool.send(addr, upstream_req, connect);
+        let answer = match tokio::time::timeout(idle, sending).await {
             Err(_) => Err(UpstreamError::Timeout(format!(
-                "{upstream} sent no response within {}",
+                "{addr} sent no response within {}",
                 humane(idle)
             ))),
-            Ok(Err(e)) => Err(UpstreamError::from_client(&upstream, &e)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(answer) => answer,
         };
         let latency = sent.elapsed();
         view.body_len = view.body_len.max(sent_bytes.load(Ordering::Relaxed));
-        let resp = match answer {
-            Ok(resp) => resp,
+        let (resp, conn) = match answer {
+            Ok(answered) => answered,
             Err(e) => {
-                tracing::debug!("{upstream}: {}", e.message());
+                tracing::debug!("{addr}: {}", e.message());
                 return Ok(self.answer(view, e.response(), started, Some(latency)));
             }
         };
@@ -386,7 +391,7 @@ impl Exchange<'_> {
             let buffered = match body::buffer(rbody, self.ctx.limits.body_limit).await {
                 Ok(b) => b,
                 Err(e) => {
-                    let e = UpstreamError::Unreachable(format!("{upstream} broke off: {e}"));
+                    let e = UpstreamError::Unreachable(format!("{addr} broke off: {e}"));
                     return Ok(self.answer(view, e.response(), started, Some(latency)));
                 }
             };
@@ -417,7 +422,14 @@ impl Exchange<'_> {
             response_ts: head_ts,
             received: received.clone(),
         };
-        let counted = Counted::new(rbody, received).on_end(move || report.emit());
+        let pool = self.ctx.pool.clone();
+        let counted = Counted::new(rbody, received).on_end(move |whole| {
+            report.emit();
+            // Read to the end, the connection can carry the next request.
+            if whole {
+                pool.put_back(conn);
+            }
+        });
         Ok(Response::from_parts(rparts, body::boxed(counted)))
     }
 
@@ -555,9 +567,10 @@ fn apply_response_edits(
     }
 }
 
-/// `http://ADDR/path`: the pool keys on the resolved address; `Host` keeps the name. The
-/// original path is reused unless a plugin changed it (a changed path was checked valid).
-fn upstream_uri(authority: &Authority, original: &Uri, path: &str) -> Uri {
+/// The origin-form URI sent upstream (the connection is to the resolved address; `Host`
+/// keeps the name). The original path is reused unless a plugin changed it (a changed path
+/// was checked valid).
+fn upstream_uri(original: &Uri, path: &str) -> Uri {
     let unchanged = original
         .path_and_query()
         .filter(|pq| pq.as_str() == path)
@@ -566,11 +579,7 @@ fn upstream_uri(authority: &Authority, original: &Uri, path: &str) -> Uri {
         .or_else(|| path.parse::<PathAndQuery>().ok())
         .filter(|pq| pq.as_str().starts_with('/'))
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    Uri::from(path_and_query)
 }
 
 /// A refusal the proxy answers with itself.

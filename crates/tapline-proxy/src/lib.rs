@@ -5,9 +5,10 @@
 //! chunk hooks, decoded PostgreSQL messages to its observers.
 //!
 //! Modules: [`mapping`] parses specs; `server` binds, accepts and stops (with `stop`'s
-//! phases); `context` is what connections share (limits, upstream client, loop refusal);
+//! phases); `context` is what connections share (limits, upstream pool, loop refusal);
 //! `flows` opens and ends flows; `forward` serves HTTP (forward and reverse) on hyper;
-//! `connect` opens tunnels; `relay` moves raw bytes; `raw_mapping` serves raw mappings;
+//! `pool` keeps upstream keep-alive connections; `connect` opens tunnels; `relay` moves raw
+//! bytes; `raw_mapping` serves raw mappings;
 //! `body`, `http_convert`, `hop_by_hop` and `counted_io` are the HTTP plumbing; `errors` says
 //! what went wrong.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ mod forward;
 mod hop_by_hop;
 mod http_convert;
 pub mod mapping;
+mod pool;
 mod raw_mapping;
 mod relay;
 mod server;

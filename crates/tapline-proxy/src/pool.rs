@@ -1,0 +1,151 @@
+//! Keep-alive connections to HTTP upstreams, kept per address: a request takes an idle
+//! connection (or opens one) and gives it back once its response body was read to the end.
+//!
+//! Built on hyper's connection-level client: no task per request to watch a connection
+//! become idle again, no absolute-form URIs to key a pool on, one short lock per request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::Counted;
+use crate::errors::UpstreamError;
+
+/// Idle connections kept per upstream address; more are closed when given back.
+const MAX_IDLE_PER_ADDR: usize = 256;
+
+/// Idle upstream connections by address.
+pub(crate) struct Pool {
+    idle: Mutex<Idle>,
+    builder: http1::Builder,
+    /// An idle connection unused this long is closed.
+    idle_timeout: Duration,
+}
+
+struct Idle {
+    by_addr: HashMap<SocketAddr, Vec<(SendRequest<Counted>, Instant)>>,
+    /// When expired connections were last closed.
+    swept: Instant,
+}
+
+/// A connection in use by one request; give it back with [`Pool::put_back`] once the
+/// response body ended.
+pub(crate) struct PooledConn {
+    sender: SendRequest<Counted>,
+    addr: SocketAddr,
+}
+
+impl Pool {
+    /// An empty pool; `builder` configures new connections.
+    pub(crate) fn new(builder: http1::Builder, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(Idle {
+                by_addr: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            builder,
+            idle_timeout,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to `addr` on an idle connection, or on a
+    /// new one from `connect`. A reused connection that closed before the request went out
+    /// is dropped and the request tried on the next one.
+    pub(crate) async fn send<F, Fut>(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Counted>,
+        connect: F,
+    ) -> Result<(Response<Incoming>, PooledConn), UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<TcpStream, UpstreamError>>,
+    {
+        loop {
+            let (mut sender, reused) = match self.take_ready(addr).await {
+                Some(sender) => (sender, true),
+                None => (self.open(addr, connect().await?).await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, PooledConn { sender, addr })),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(UpstreamError::from_client(&addr.to_string(), e.error())),
+                },
+            }
+        }
+    }
+
+    /// Keeps `conn` for the next request to its address (the response it carried was read
+    /// to the end).
+    pub(crate) fn put_back(&self, conn: PooledConn) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if now.duration_since(idle.swept) >= self.idle_timeout.min(Duration::from_secs(1)) {
+            idle.swept = now;
+            let timeout = self.idle_timeout;
+            idle.by_addr.retain(|_, conns| {
+                conns.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+                !conns.is_empty()
+            });
+        }
+        let conns = idle.by_addr.entry(conn.addr).or_default();
+        if conns.len() < MAX_IDLE_PER_ADDR {
+            conns.push((conn.sender, now));
+        }
+    }
+
+    /// The most recently used idle connection to `addr` that is still open, once it can
+    /// take a request.
+    async fn take_ready(&self, addr: SocketAddr) -> Option<SendRequest<Counted>> {
+        loop {
+            let mut sender = self.take(addr)?;
+            // It may still be finishing the previous response; a closed one errs.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<SendRequest<Counted>> {
+        let mut idle = self.idle.lock().ok()?;
+        let conns = idle.by_addr.get_mut(&addr)?;
+        while let Some((sender, since)) = conns.pop() {
+            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Starts HTTP/1 on a new connection; its I/O runs on a task of its own.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        stream: TcpStream,
+    ) -> Result<SendRequest<Counted>, UpstreamError> {
+        let (sender, conn) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::from_client(&addr.to_string(), &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection to {addr}: {e}");
+            }
+        });
+        Ok(sender)
+    }
+}
