@@ -5,7 +5,9 @@
 # Records its own capture with tcpdump on lo (needs root): wrk against `tapline demo`
 # (keep-alive GETs) and pgbench against a throwaway PostgreSQL cluster (simple and
 # extended/prepared protocol), a few seconds each. Then times, best of RUNS:
-#   tapline capture -r F --quiet          (decode and pair, no output)
+#   tapline capture -r F --quiet          (decode and pair, no output: details no one reads,
+#                                          PostgreSQL message fields and the head copies in
+#                                          HTTP transactions, are not built)
 #   tapline capture -r F --json >/dev/null (decode, pair and write every event as JSON)
 #   tshark -r F -d tcp.port==P,pgsql -Y pgsql.query -T fields -e pgsql.query
 #     + tshark -r F -d tcp.port==H,http -Y http.request -T fields -e http.request.method -e http.request.uri
