@@ -8,7 +8,7 @@
 //! phases); `context` is what connections share (limits, upstream pool, loop refusal);
 //! `flows` opens and ends flows; `forward` serves HTTP (forward and reverse) on hyper;
 //! `pool` keeps upstream keep-alive connections; `connect` opens tunnels; `relay` moves raw
-//! bytes; `raw_mapping` serves raw mappings;
+//! bytes (with `splice` between TCP sockets); `raw_mapping` serves raw mappings;
 //! `body`, `http_convert`, `hop_by_hop` and `counted_io` are the HTTP plumbing; `errors` says
 //! what went wrong.
 #![forbid(unsafe_code)]
@@ -28,6 +28,7 @@ mod pool;
 mod raw_mapping;
 mod relay;
 mod server;
+mod splice;
 mod stop;
 
 pub use context::Limits;

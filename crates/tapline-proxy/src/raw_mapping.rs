@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::context::Shared;
 use crate::flows::OpenFlow;
 use crate::mapping::{MappingSpec, Scheme};
-use crate::relay::relay;
+use crate::relay::relay_tcp;
 
 /// Relays one client connection of a raw mapping until it closes.
 pub(crate) async fn serve(
@@ -66,6 +66,6 @@ pub(crate) async fn serve(
         )),
         Scheme::Tls | Scheme::Http => None,
     };
-    let (stats, end) = relay(&ctx, open.flow(), client, server, None, decoder).await;
+    let (stats, end) = relay_tcp(&ctx, open.flow(), client, server, decoder).await;
     open.end(&ctx.pipeline, stats, end).await;
 }

@@ -2,7 +2,8 @@
 //!
 //! Each read goes to the chunk hooks when a stage wants chunks (pass, replace, hold, close),
 //! to the sink when it wants chunks, and to the flow's decoder (PostgreSQL messages, sniffed
-//! protocols) off the hot path. When nobody needs the bytes, a pump is a plain copy loop.
+//! protocols) off the hot path. When nobody needs the bytes, a pump is a plain copy loop, or
+//! between two TCP sockets a `splice(2)` loop that never copies the bytes into the process.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,9 +16,11 @@ use tapline_core::{
 };
 use tapline_decode::FlowDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{tcp, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::context::Shared;
+use crate::splice;
 use crate::stop::Phase;
 
 /// Bytes read per call at first; a flow that fills its buffer gets a bigger one, up to
@@ -45,6 +48,39 @@ where
     C: AsyncRead + AsyncWrite + Send + Unpin,
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    relay_halves(ctx, flow, (cr, cw), (sr, sw), first, decoder).await
+}
+
+/// [`relay`] between two TCP connections: once nobody needs to see a direction's bytes, they
+/// move between the sockets inside the kernel (`splice(2)` through a pipe) where it can.
+pub(crate) async fn relay_tcp(
+    ctx: &Shared,
+    flow: &Arc<Flow>,
+    mut client: TcpStream,
+    mut server: TcpStream,
+    decoder: Option<FlowDecoder>,
+) -> (FlowStats, FlowEnd) {
+    let client = client.split();
+    let server = server.split();
+    relay_halves(ctx, flow, client, server, None, decoder).await
+}
+
+async fn relay_halves<CR, CW, SR, SW>(
+    ctx: &Shared,
+    flow: &Arc<Flow>,
+    (cr, cw): (CR, CW),
+    (sr, sw): (SR, SW),
+    first: Option<Chunk>,
+    decoder: Option<FlowDecoder>,
+) -> (FlowStats, FlowEnd)
+where
+    CR: AsyncRead + Socket + Unpin,
+    CW: AsyncWrite + Socket + Unpin,
+    SR: AsyncRead + Socket + Unpin,
+    SW: AsyncWrite + Socket + Unpin,
+{
     let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
     let decoder =
         decoder.map(|d| Decoder::spawn(ctx.pipeline.clone(), flow.clone(), d, decoding.clone()));
@@ -61,8 +97,6 @@ where
         Some(c) => (None, Some(c.data)),
         None => (None, None),
     };
-    let (cr, cw) = tokio::io::split(client);
-    let (sr, sw) = tokio::io::split(server);
     let stats = Counters::default();
     let activity = Activity::new();
     let c2s = pump(&tap, Side::Client, cr, sw, first_c, &activity, &stats);
@@ -155,8 +189,8 @@ async fn pump<R, W>(
     stats: &Counters,
 ) -> Result<(), FlowEnd>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: AsyncRead + Socket + Unpin,
+    W: AsyncWrite + Socket + Unpin,
 {
     if let Some(data) = first {
         stats.add(from, data.len());
@@ -164,6 +198,19 @@ where
     }
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
+        if tap.fast() {
+            if let (Some(from_socket), Some(to_socket)) = (reader.socket(), writer.socket()) {
+                if let Some(pipe) = splice::Pipe::new() {
+                    pipe.relay(from_socket, to_socket, |n| {
+                        stats.add(from, n);
+                        activity.touch();
+                    })
+                    .await
+                    .map_err(end_of)?;
+                    break;
+                }
+            }
+        }
         let n = reader.read(&mut buf).await.map_err(end_of)?;
         if n == 0 {
             break;
@@ -193,6 +240,30 @@ pub(crate) fn end_of(e: io::Error) -> FlowEnd {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => FlowEnd::Rst,
         _ => FlowEnd::Error(e.to_string()),
+    }
+}
+
+/// One direction's end of a relayed connection, and the TCP socket beneath it when there is
+/// one to splice from or to.
+pub(crate) trait Socket {
+    /// The socket, for moving bytes inside the kernel.
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl<T> Socket for tokio::io::ReadHalf<T> {}
+impl<T> Socket for tokio::io::WriteHalf<T> {}
+
+impl Socket for tcp::ReadHalf<'_> {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl Socket for tcp::WriteHalf<'_> {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
     }
 }
 
