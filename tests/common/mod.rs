@@ -9,6 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod capture;
+mod net;
+
+// Every test binary compiles this module but uses only some of these.
+#[allow(unused_imports)]
+pub use capture::{can_capture, capture, is_root, shared_pcap, tshark_stdout};
+#[allow(unused_imports)]
+pub use net::{connect_tunnel, curl, curl_env, curl_ok, echo_server, local, tls_server};
+
 /// The tapline binary under test.
 pub fn tapline() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tapline"))
@@ -237,6 +246,16 @@ pub fn proxy(args: &[&str], listening: &[SocketAddr]) -> Proc {
     p
 }
 
+/// Starts `tapline proxy --quiet` with its forward proxy on a free address, plus `args`;
+/// returns the process and the forward proxy's address.
+pub fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
+    let addr = local(free_port());
+    let address = addr.to_string();
+    let mut all = vec!["--quiet", "--proxy-address", &address];
+    all.extend_from_slice(args);
+    (proxy(&all, &[addr]), addr)
+}
+
 /// Runs tapline to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_tapline(args: &[&str]) -> (i32, String, String) {
     let out = tapline().args(args).stdin(Stdio::null()).output().unwrap();
@@ -245,6 +264,30 @@ pub fn run_tapline(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Writes a plugin file `name` (parent directories included) with `source` under `dir`;
+/// its path.
+pub fn write_plugin(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&path, source).unwrap();
+    path
+}
+
+/// Runs `cmd` to completion and asserts it succeeded (naming it `what`, with its stderr);
+/// its stdout.
+pub fn run_ok(what: &str, cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A minimal HTTP/1.1 GET over a raw socket through `proxy` (absolute form), returning the
