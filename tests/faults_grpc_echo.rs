@@ -4,36 +4,18 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, grpc_plugin, grpc_stubs, http_get_via, json_lines, proxy, temp_dir};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use common::{
+    connect_tunnel, demo, free_port, grpc_plugin, grpc_stubs, http_get_via, json_lines, local,
+    proxy, temp_dir,
+};
 
 /// One HTTP exchange through a CONNECT tunnel to `origin`; returns the response and the time.
 fn through_tunnel(proxy: SocketAddr, origin: SocketAddr, path: &str) -> (String, Duration) {
     let start = Instant::now();
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).unwrap(),
-            1,
-            "tunnel closed before its answer"
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut s = connect_tunnel(proxy, origin);
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"

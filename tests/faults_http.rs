@@ -8,16 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, http_get_via, proxy, run_tapline, sha256_hex, Proc};
-
-/// Starts `tapline proxy` with `args` and its forward proxy on a free address.
-fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let address = addr.to_string();
-    let mut all = vec!["--quiet", "--proxy-address", &address];
-    all.extend_from_slice(args);
-    (proxy(&all, &[addr]), addr)
-}
+use common::{demo, free_port, http_get_via, proxy, run_tapline, sha256_hex, start_proxy};
 
 #[test]
 fn http_errors_answer_a_binomial_share_of_requests() {

@@ -7,16 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use common::{demo, free_port, http_get_via, proxy, Proc};
-
-/// Starts `tapline proxy` with `args` and its forward proxy on a free address.
-fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let address = addr.to_string();
-    let mut all = vec!["--quiet", "--proxy-address", &address];
-    all.extend_from_slice(args);
-    (proxy(&all, &[addr]), addr)
-}
+use common::{demo, http_get_via, start_proxy};
 
 /// Milliseconds for one GET of `url` through `proxy`, checking it succeeded.
 fn timed_get_ms(proxy: SocketAddr, url: &str) -> f64 {

@@ -5,20 +5,15 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    demo, free_port, grpc_plugin, grpc_stubs, have, http_get_via, json_lines, proxy, run_tapline,
-    temp_dir, Postgres, Proc,
+    curl, demo, echo_server, free_port, grpc_plugin, grpc_stubs, have, http_get_via, json_lines,
+    local, proxy, run_tapline, temp_dir, tls_server, Postgres, Proc,
 };
 use serde_json::Value;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 fn plugin_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
@@ -68,26 +63,6 @@ fn tcp_mapping(plugin_port: u16, target: SocketAddr, extra: &[&str]) -> (Proc, S
     mapping_proxy("tcp", target, plugin_port, extra)
 }
 
-/// A server echoing every byte back, one thread per connection; lives as long as the test.
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// Connects to `addr` with a read timeout.
 fn dial(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -100,54 +75,6 @@ fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     s.read_exact(&mut buf).unwrap();
     buf
-}
-
-/// A throwaway self-signed certificate and `openssl s_server -www` on a free port.
-fn tls_origin(dir: &Path) -> (Proc, SocketAddr) {
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "openssl req failed");
-    let addr = local(free_port());
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_server", "-www", "-accept", &addr.to_string(), "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key);
-    let mut p = Proc::spawn("openssl s_server", cmd);
-    p.wait_output("ACCEPT", Duration::from_secs(20));
-    (p, addr)
-}
-
-/// curl with `args`, ignoring any proxy settings of the environment; (exit code, stdout).
-fn curl(args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "30"]).args(args);
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = cmd.output().expect("curl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn calls(record: &Path, rpc: &str) -> Vec<Value> {
@@ -183,7 +110,7 @@ fn echo_plugin_sees_forward_requests_responses_and_connect_tunnel_bytes() {
     let port = free_port();
     let _plugin = grpc_plugin(&stubs, "echo_plugin.py", port, &[record.to_str().unwrap()]);
     let (_demo, origin) = demo();
-    let (_tls, tls) = tls_origin(dir.path());
+    let (_tls, tls) = tls_server(dir.path());
     let (_proxy, proxy_addr) = forward_proxy(port, &[]);
     let via = format!("http://{proxy_addr}");
 
@@ -242,7 +169,7 @@ fn the_lueur_guide_echo_plugin_works_unmodified() {
     let port = free_port();
     let mut plugin = grpc_plugin(&stubs, "lueur_echo_plugin.py", port, &[]);
     let (_demo, origin) = demo();
-    let (_tls, tls) = tls_origin(dir.path());
+    let (_tls, tls) = tls_server(dir.path());
     let (proxy_proc, proxy_addr) = forward_proxy(port, &[]);
     let via = format!("http://{proxy_addr}");
 

@@ -4,57 +4,10 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn write_plugin(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, source).unwrap();
-    path
-}
-
-/// `curl -s -i -x proxy url [extra]`: (exit code, head+body).
-fn curl(proxy: SocketAddr, url: &str, extra: &[&str]) -> (i32, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "20", "-x"])
-        .arg(format!("http://{proxy}"))
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// A TCP echo server on a free port, serving until the test process ends.
-fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 16 * 1024];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Reads whatever arrives within `wait` (stops early once `want` bytes are in).
 fn read_for(s: &mut TcpStream, want: usize, wait: Duration) -> Result<Vec<u8>, ErrorKind> {
@@ -144,14 +97,19 @@ fn forward_proxy_applies_request_and_response_verdicts() {
         ],
         &[local(port)],
     );
-    let via = local(port);
+    let proxy_url = format!("http://{}", local(port));
 
     // In-place edits: method, path, body, headers (added, set, removed), order kept.
-    let (code, text) = curl(
-        via,
+    let (code, text, _) = curl(&[
+        "-i",
+        "-x",
+        &proxy_url,
+        "-H",
+        "X-Secret: s3cret",
+        "-H",
+        "X-First: 1",
         &format!("http://{origin}/old"),
-        &["-H", "X-Secret: s3cret", "-H", "X-First: 1"],
-    );
+    ]);
     assert_eq!(code, 0, "{text}");
     let body = text.split("\r\n\r\n").nth(1).unwrap();
     let echo: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
@@ -174,7 +132,7 @@ fn forward_proxy_applies_request_and_response_verdicts() {
     assert!(first < tag, "added headers come last: {headers:?}");
 
     // tap.respond from on_request answers without the upstream.
-    let (_, text) = curl(via, &format!("http://{origin}/deny"), &[]);
+    let (_, text, _) = curl(&["-i", "-x", &proxy_url, &format!("http://{origin}/deny")]);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("x-denied-by: lua"),
@@ -183,26 +141,41 @@ fn forward_proxy_applies_request_and_response_verdicts() {
     assert!(text.ends_with("denied by lua\n"), "{text}");
 
     // tap.close from on_request: no answer at all.
-    let (code, text) = curl(via, &format!("http://{origin}/hangup"), &[]);
+    let (code, text, _) = curl(&["-i", "-x", &proxy_url, &format!("http://{origin}/hangup")]);
     assert_ne!(code, 0, "curl should fail: {text}");
     assert!(!text.contains("HTTP/1.1"), "{text}");
 
     // on_response: edited in place, or replaced by tap.respond.
-    let (_, text) = curl(via, &format!("http://{origin}/status/404"), &[]);
+    let (_, text, _) = curl(&[
+        "-i",
+        "-x",
+        &proxy_url,
+        &format!("http://{origin}/status/404"),
+    ]);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("x-patched: yes"),
         "{text}"
     );
     assert!(text.ends_with("patched by lua\n"), "{text}");
-    let (_, text) = curl(via, &format!("http://{origin}/status/500"), &[]);
+    let (_, text, _) = curl(&[
+        "-i",
+        "-x",
+        &proxy_url,
+        &format!("http://{origin}/status/500"),
+    ]);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("retry-after: 7"),
         "{text}"
     );
     assert!(text.ends_with("replaced\n"), "{text}");
-    let (code, text) = curl(via, &format!("http://{origin}/status/418"), &[]);
+    let (code, text, _) = curl(&[
+        "-i",
+        "-x",
+        &proxy_url,
+        &format!("http://{origin}/status/418"),
+    ]);
     assert_ne!(code, 0, "tap.close from on_response: no answer: {text}");
     assert!(!text.contains("HTTP/1.1"), "{text}");
 
@@ -383,7 +356,12 @@ return p
         ],
         &[local(port)],
     );
-    let (code, text) = curl(local(port), &format!("http://{origin}/anything"), &[]);
+    let (code, text, _) = curl(&[
+        "-i",
+        "-x",
+        &format!("http://{}", local(port)),
+        &format!("http://{origin}/anything"),
+    ]);
     assert_eq!(code, 0, "{text}");
     let lower = text.to_ascii_lowercase();
     // The response passes gRPC (adds X-Plugin-Saw) and then the after plugin, which sees it.
@@ -536,14 +514,7 @@ return filter_plugin
         &[local(port)],
     );
     // A CONNECT tunnel carries raw chunks (the forward proxy parses HTTP itself).
-    let mut s = TcpStream::connect(local(port)).unwrap();
-    write!(s, "CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").unwrap();
-    let head = read_for(&mut s, 12, Duration::from_secs(10)).unwrap();
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut s = connect_tunnel(local(port), origin);
     write!(
         s,
         "GET /echo HTTP/1.1\r\nHost: {origin}\r\nUser-Agent: pcap testcase\r\nConnection: close\r\n\r\n"

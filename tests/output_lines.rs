@@ -3,14 +3,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{demo, free_port, http_get_via, json_lines, proxy, temp_dir, Postgres};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use common::{demo, free_port, http_get_via, json_lines, local, proxy, temp_dir, Postgres};
 
 /// True when `line` is `http CLIENT GET URL → 200 OK N.N ms 10 B`.
 fn is_http_line(line: &str, url: &str) -> bool {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, have, http_get_via, in_ci, json_lines, proxy, temp_dir};
+use common::{curl_ok, demo, free_port, have, http_get_via, in_ci, json_lines, proxy, temp_dir};
 use serde_json::Value;
 
 const PARSE: &str = r#"
@@ -83,19 +83,6 @@ fn value(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap()
 }
 
-fn curl(url: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--noproxy", "*", url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn metrics_are_valid_and_match_the_traffic() {
     if !have("curl") || !have_prometheus_client() {
@@ -140,7 +127,9 @@ fn metrics_are_valid_and_match_the_traffic() {
         assert!(Instant::now() < deadline, "flows did not end: {events:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let samples = parse(&curl(&format!("http://127.0.0.1:{metrics_port}/metrics")));
+    let samples = parse(&curl_ok(&[&format!(
+        "http://127.0.0.1:{metrics_port}/metrics"
+    )]));
     assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
 
     let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count() as f64;
@@ -223,11 +212,11 @@ fn live_capture_counters_show_in_metrics() {
     capture.wait_port(metrics, Duration::from_secs(20));
     capture.wait_output("listening on lo", Duration::from_secs(20));
     for _ in 0..3 {
-        curl(&format!("http://{origin}/bytes/100"));
+        curl_ok(&[&format!("http://{origin}/bytes/100")]);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let samples = parse(&curl(&format!("http://{metrics}/metrics")));
+        let samples = parse(&curl_ok(&[&format!("http://{metrics}/metrics")]));
         let packets = value(&samples, "tapline_capture_packets_total", &[]);
         let dropped = value(&samples, "tapline_capture_dropped_packets_total", &[]);
         if packets >= 3.0 * 6.0 {

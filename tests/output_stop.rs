@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, have, proxy, tapline, temp_dir, Postgres, Proc};
+use common::{demo, free_port, have, local, proxy, tapline, temp_dir, Postgres, Proc};
 use rsyslog::Rsyslog;
 use serde_json::Value;
 
@@ -28,10 +28,6 @@ function p.on_request(req, flow)
 end
 return p
 "#;
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 /// One GET through the proxy; None when the proxy is gone (it is being stopped).
 fn try_get(proxy: SocketAddr, url: &str) -> Option<()> {

@@ -5,12 +5,10 @@
 mod common;
 mod rsyslog;
 
-use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{demo, free_port, http_get_via, proxy, temp_dir, Proc};
+use common::{demo, http_get_via, start_proxy, temp_dir, write_plugin, Proc};
 use rsyslog::Rsyslog;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -27,32 +25,12 @@ end
 return p
 "#;
 
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn plugin(dir: &tempfile::TempDir) -> PathBuf {
-    let path = dir.path().join("ua_watch.lua");
-    fs::write(&path, PLUGIN).unwrap();
-    path
-}
-
 /// A proxy with the plugin, sending to `syslog` with the extra `args`.
-fn start_proxy(dir: &tempfile::TempDir, syslog: &str, args: &[&str]) -> (Proc, SocketAddr) {
-    let listen = local(free_port());
-    let address = listen.to_string();
-    let plugin = plugin(dir);
-    let mut all = vec![
-        "--proxy-address",
-        &address,
-        "--plugin",
-        plugin.to_str().unwrap(),
-        "--syslog",
-        syslog,
-        "--quiet",
-    ];
+fn syslog_proxy(dir: &tempfile::TempDir, syslog: &str, args: &[&str]) -> (Proc, SocketAddr) {
+    let plugin = write_plugin(dir.path(), "ua_watch.lua", PLUGIN);
+    let mut all = vec!["--plugin", plugin.to_str().unwrap(), "--syslog", syslog];
     all.extend_from_slice(args);
-    (proxy(&all, &[listen]), listen)
+    start_proxy(&all)
 }
 
 #[test]
@@ -62,7 +40,7 @@ fn rfc5424_over_tcp_carries_flow_plugin_and_fields() {
     };
     let (_demo, origin) = demo();
     let dir = temp_dir();
-    let (mut p, listen) = start_proxy(&dir, &rsyslog.tcp_url(), &[]);
+    let (mut p, listen) = syslog_proxy(&dir, &rsyslog.tcp_url(), &[]);
     let url = format!("http://{origin}/bytes/10");
     assert_eq!(http_get_via(listen, &url).0, 200);
     let got = rsyslog.wait_fields(2, WAIT);
@@ -112,7 +90,7 @@ fn rfc3164_over_udp_and_wider_event_kinds() {
     };
     let (_demo, origin) = demo();
     let dir = temp_dir();
-    let (mut p, listen) = start_proxy(
+    let (mut p, listen) = syslog_proxy(
         &dir,
         &rsyslog.udp_url(),
         &[
@@ -159,7 +137,7 @@ fn tcp_records_sent_while_rsyslog_is_down_arrive_after_it_returns() {
     };
     let (_demo, origin) = demo();
     let dir = temp_dir();
-    let (mut p, listen) = start_proxy(&dir, &rsyslog.tcp_url(), &["--syslog-events", "alert"]);
+    let (mut p, listen) = syslog_proxy(&dir, &rsyslog.tcp_url(), &["--syslog-events", "alert"]);
     let get = |n: u32| {
         let url = format!("http://{origin}/bytes/10?n={n}");
         assert_eq!(http_get_via(listen, &url).0, 200);

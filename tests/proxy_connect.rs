@@ -4,67 +4,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{free_port, have, json_lines, proxy, temp_dir, Proc};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A throwaway self-signed certificate and `openssl s_server -www` on a free port.
-fn tls_server(dir: &std::path::Path) -> (Proc, SocketAddr) {
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl req failed");
-    let addr = local(free_port());
-    let mut cmd = Command::new("openssl");
-    cmd.args(["s_server", "-www", "-accept", &addr.to_string(), "-cert"])
-        .arg(&cert)
-        .arg("-key")
-        .arg(&key);
-    let mut p = Proc::spawn("openssl s_server", cmd);
-    p.wait_output("ACCEPT", Duration::from_secs(20));
-    (p, addr)
-}
-
-fn curl(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "30"]).args(args);
-    for var in [
-        "http_proxy",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("curl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{
+    connect_tunnel, curl, curl_env, free_port, have, json_lines, local, proxy, temp_dir, tls_server,
+};
 
 #[test]
 fn curl_reaches_a_tls_server_through_a_connect_tunnel() {
@@ -88,17 +33,17 @@ fn curl_reaches_a_tls_server_through_a_connect_tunnel() {
     let via = format!("http://{listen}");
     let url = format!("https://{tls}/");
 
-    let (code, body, err) = curl(&["-k", "-x", &via, &url], &[]);
+    let (code, body, err) = curl(&["-k", "-x", &via, &url]);
     assert_eq!(code, 0, "{err}");
     assert!(body.contains("s_server"), "{body}");
 
-    let (code, body, err) = curl(&["-k", &url], &[("HTTPS_PROXY", via.clone())]);
+    let (code, body, err) = curl_env(&["-k", &url], &[("HTTPS_PROXY", via.clone())]);
     assert_eq!(code, 0, "{err}");
     assert!(body.contains("s_server"), "{body}");
 
     // A tunnel to nowhere is refused with 502 before any TLS starts.
     let dead = format!("https://127.0.0.1:{}/", free_port());
-    let (code, _, err) = curl(&["-k", "-x", &via, &dead], &[]);
+    let (code, _, err) = curl(&["-k", "-x", &via, &dead]);
     assert_ne!(code, 0);
     assert!(err.contains("502"), "{err}");
 
@@ -153,18 +98,8 @@ fn a_raw_tunnel_carries_a_server_that_speaks_first() {
     BufReader::new(own).read_line(&mut refusal).unwrap();
     assert!(refusal.starts_with("HTTP/1.1 508"), "{refusal}");
 
-    let mut s = TcpStream::connect(listen).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut s = connect_tunnel(listen, target);
     let mut reader = BufReader::new(s.try_clone().unwrap());
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    let mut line = String::new();
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).unwrap();
-    }
     let mut banner = String::new();
     reader.read_line(&mut banner).unwrap();
     assert_eq!(banner, "220 hello\r\n");

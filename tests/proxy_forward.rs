@@ -5,41 +5,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{demo, free_port, have, http_get_via, json_lines, proxy, sha256_hex, temp_dir};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// curl with no proxy settings inherited from the environment, plus `env`.
-fn curl(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "30"]).args(args);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("curl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{
+    curl, curl_env, demo, free_port, have, http_get_via, json_lines, local, proxy, sha256_hex,
+    temp_dir,
+};
 
 #[test]
 fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
@@ -63,33 +34,30 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
     p.wait_output(&format!("HTTP proxy on {listen}"), Duration::from_secs(5));
     let via = format!("http://{listen}");
 
-    let (code, body, err) = curl(&["-x", &via, &format!("http://{origin}/")], &[]);
+    let (code, body, err) = curl(&["-x", &via, &format!("http://{origin}/")]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "Hello from the tapline demo origin.\n");
 
     // A name works as well as an address (whatever localhost resolves to here).
     let by_name = format!("http://localhost:{}/status/202", origin.port());
-    let (code, body, err) = curl(&["-x", &via, &by_name], &[]);
+    let (code, body, err) = curl(&["-x", &via, &by_name]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "202 Accepted\n");
 
     // A POST body arrives; hop-by-hop fields do not.
-    let (code, body, err) = curl(
-        &[
-            "-x",
-            &via,
-            "-H",
-            "Connection: keep-alive, X-Hop",
-            "-H",
-            "X-Hop: secret",
-            "-H",
-            "X-End: kept",
-            "--data-binary",
-            "hello through tapline",
-            &format!("http://{origin}/echo?q=1"),
-        ],
-        &[],
-    );
+    let (code, body, err) = curl(&[
+        "-x",
+        &via,
+        "-H",
+        "Connection: keep-alive, X-Hop",
+        "-H",
+        "X-Hop: secret",
+        "-H",
+        "X-End: kept",
+        "--data-binary",
+        "hello through tapline",
+        &format!("http://{origin}/echo?q=1"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let echo: serde_json::Value = serde_json::from_str(&body).expect("echo is JSON");
     assert_eq!(echo["method"], "POST");
@@ -109,26 +77,23 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
     );
 
     // Keep-alive to the proxy: curl reuses its connection for a second URL.
-    let (code, body, err) = curl(
-        &[
-            "-v",
-            "-x",
-            &via,
-            &format!("http://{origin}/status/201"),
-            &format!("http://{origin}/bytes/10"),
-        ],
-        &[],
-    );
+    let (code, body, err) = curl(&[
+        "-v",
+        "-x",
+        &via,
+        &format!("http://{origin}/status/201"),
+        &format!("http://{origin}/bytes/10"),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "201 Created\n0123456789");
     assert!(err.contains("Re-using existing connection"), "{err}");
 
     // http_proxy in the environment just works, for fixed-length and chunked bodies.
     let env = [("http_proxy", via.clone())];
-    let (code, body, err) = curl(&[&format!("http://{origin}/bytes/300000")], &env);
+    let (code, body, err) = curl_env(&[&format!("http://{origin}/bytes/300000")], &env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 300_000);
-    let (code, body, err) = curl(&[&format!("http://{origin}/chunked/250000")], &env);
+    let (code, body, err) = curl_env(&[&format!("http://{origin}/chunked/250000")], &env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body.len(), 250_000);
 
@@ -391,18 +356,15 @@ fn bodies_past_the_limit_stream_on_truncated_and_replacements_are_reframed() {
     let via = format!("http://{listen}");
     let data = format!("@{}", upload.display());
     for (query, expected_len) in [("", 100_000), ("?replace", 5)] {
-        let (code, body, err) = curl(
-            &[
-                "-x",
-                &via,
-                "-H",
-                "Expect:",
-                "--data-binary",
-                &data,
-                &format!("http://{origin}/echo{query}"),
-            ],
-            &[],
-        );
+        let (code, body, err) = curl(&[
+            "-x",
+            &via,
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &data,
+            &format!("http://{origin}/echo{query}"),
+        ]);
         assert_eq!(code, 0, "{err}");
         let echo: serde_json::Value = serde_json::from_str(&body).expect("echo is JSON");
         assert_eq!(echo["body_len"], expected_len, "{query}");
@@ -452,20 +414,17 @@ fn a_plugin_answers_for_a_name_that_does_not_resolve() {
         &[listen],
     );
     let via = format!("http://{listen}");
-    let (code, body, err) = curl(&["-x", &via, "http://api.mock.invalid/users/1"], &[]);
+    let (code, body, err) = curl(&["-x", &via, "http://api.mock.invalid/users/1"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "mocked\n");
     // Without the plugin's answer, a name that does not resolve is a 502.
-    let (code, body, err) = curl(
-        &[
-            "-x",
-            &via,
-            "-w",
-            "%{http_code}",
-            "http://other.mock.invalid/",
-        ],
-        &[],
-    );
+    let (code, body, err) = curl(&[
+        "-x",
+        &via,
+        "-w",
+        "%{http_code}",
+        "http://other.mock.invalid/",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(body.ends_with("502"), "{body}");
     assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());

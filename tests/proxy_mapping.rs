@@ -5,15 +5,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, have, json_lines, proxy, temp_dir, Postgres};
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use common::{curl_ok, demo, free_port, have, json_lines, local, proxy, temp_dir, Postgres};
 
 #[test]
 fn psql_works_through_a_psql_mapping() {
@@ -274,17 +269,8 @@ fn an_http_mapping_reverse_proxies_to_its_upstream() {
         ],
         &[listen],
     );
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--noproxy", "*"])
-        .arg(format!("http://{listen}/echo?x=1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = curl_ok(&[&format!("http://{listen}/echo?x=1")]);
+    let echo: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(echo["path"], "/echo?x=1");
     let host = echo["headers"]
         .as_array()
