@@ -5,29 +5,9 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{json_lines, run_tapline, shared_pcaps, temp_dir};
-
-fn pcap(name: &str) -> Option<PathBuf> {
-    shared_pcaps().map(|d| d.join(name))
-}
-
-/// Runs a file capture with JSON lines to a file; returns (exit code, events, stderr).
-fn capture(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let dir = temp_dir();
-    let out = dir.path().join("events.jsonl");
-    let mut all = vec!["capture", "--quiet", "--output", out.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let (code, _, stderr) = run_tapline(&all);
-    let events = if out.exists() {
-        json_lines(&out)
-    } else {
-        Vec::new()
-    };
-    (code, events, stderr)
-}
+use common::{capture, run_ok, run_tapline, shared_pcap, shared_pcaps, temp_dir};
 
 fn flow_ends(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     events.iter().filter(|e| e["kind"] == "flow_end").collect()
@@ -42,7 +22,7 @@ fn assert_one_line_error(stderr: &str) {
 
 #[test]
 fn filters_from_flag_trailing_words_and_riff_config() {
-    let Some(file) = pcap("http-browse-keepalive.pcap") else {
+    let Some(file) = shared_pcap("http-browse-keepalive.pcap") else {
         return;
     };
     let file = file.to_str().unwrap();
@@ -86,7 +66,7 @@ fn filters_from_flag_trailing_words_and_riff_config() {
 
 #[test]
 fn count_stops_after_n_packets_and_write_makes_a_pcap_tcpdump_and_tshark_read() {
-    let Some(file) = pcap("http-retrans-ooo.pcap") else {
+    let Some(file) = shared_pcap("http-retrans-ooo.pcap") else {
         return;
     };
     let dir = temp_dir();
@@ -103,17 +83,10 @@ fn count_stops_after_n_packets_and_write_makes_a_pcap_tcpdump_and_tshark_read() 
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("tapline: capture: 100 packets"), "{stderr}");
     if common::have("tcpdump") {
-        let out = Command::new("tcpdump")
-            .args(["-n", "-r"])
-            .arg(&written)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let text = run_ok(
+            "tcpdump",
+            Command::new("tcpdump").args(["-n", "-r"]).arg(&written),
         );
-        let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(text.lines().count(), 100);
         assert!(
             text.lines().all(|l| l.contains(".10978")),
@@ -121,13 +94,8 @@ fn count_stops_after_n_packets_and_write_makes_a_pcap_tcpdump_and_tshark_read() 
         );
     }
     if common::have("tshark") {
-        let out = Command::new("tshark")
-            .arg("-r")
-            .arg(&written)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 100);
+        let text = run_ok("tshark", Command::new("tshark").arg("-r").arg(&written));
+        assert_eq!(text.lines().count(), 100);
     }
 }
 
@@ -154,7 +122,7 @@ fn usage_errors_exit_2_with_one_line() {
     assert!(stderr.contains("/nonexistent/x.pcap"), "{stderr}");
     assert_one_line_error(&stderr);
 
-    let Some(file) = pcap("http-keepalive-5-gets.pcap") else {
+    let Some(file) = shared_pcap("http-keepalive-5-gets.pcap") else {
         return;
     };
     let file = file.to_str().unwrap();
@@ -265,7 +233,7 @@ fn damaged_and_foreign_files_never_panic() {
 
 #[test]
 fn pcapng_with_nanosecond_timestamps_keeps_microseconds() {
-    let Some(file) = pcap("http-dvwa-chunked.pcapng") else {
+    let Some(file) = shared_pcap("http-dvwa-chunked.pcapng") else {
         return;
     };
     let (code, events, stderr) = capture(&["-r", file.to_str().unwrap()]);

@@ -8,28 +8,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{demo, have, in_ci, json_lines, tapline, temp_dir, Proc};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Live capture needs root here; in CI it must run.
-fn can_capture() -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "CI runs as root: live capture tests must run there"
-    );
-    eprintln!("SKIP: live capture needs root or CAP_NET_RAW");
-    false
-}
+use common::{
+    can_capture, curl_ok, demo, have, is_root, json_lines, run_ok, tapline, temp_dir, Proc,
+};
 
 #[test]
 fn live_capture_on_lo_sees_curl_fetching_from_demo() {
@@ -50,16 +31,7 @@ fn live_capture_on_lo_sees_curl_fetching_from_demo() {
     cap.wait_output("listening on lo", Duration::from_secs(20));
 
     let url = format!("http://{addr}/echo?from=tapline-live-test");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-H", "X-Probe: captured-live"])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    curl_ok(&["-H", "X-Probe: captured-live", &url]);
     // Let the reader take the last packets from the kernel before stopping.
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
@@ -91,13 +63,12 @@ fn live_capture_on_lo_sees_curl_fetching_from_demo() {
     assert_eq!(end["end"], "fin", "{end}");
 
     if have("tcpdump") {
-        let out = Command::new("tcpdump")
-            .args(["-n", "-A", "-r"])
-            .arg(&written)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "the -w file is valid");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = run_ok(
+            "tcpdump reading the -w file",
+            Command::new("tcpdump")
+                .args(["-n", "-A", "-r"])
+                .arg(&written),
+        );
         assert!(text.contains("X-Probe: captured-live"), "{text}");
     }
 }

@@ -9,9 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use common::{json_lines, run_tapline, shared_pcaps, temp_dir};
+use common::{json_lines, run_tapline, shared_pcaps, temp_dir, tshark_stdout};
 
 /// A flow as tapline's `flow_end` reported it: {endpoint, endpoint} → bytes sent by each.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -92,12 +91,7 @@ fn expected_flows(pcap: &Path) -> Vec<FlowBytes> {
 
 /// The conversations `tshark -q -z conv,tcp` lists, as endpoint pairs.
 fn tshark_conversations(pcap: &Path) -> BTreeSet<(String, String)> {
-    let out = Command::new("tshark")
-        .args(["-q", "-z", "conv,tcp", "-r"])
-        .arg(pcap)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
+    tshark_stdout(&["-q", "-z", "conv,tcp", "-r", pcap.to_str().unwrap()])
         .lines()
         .filter(|l| l.contains("<->"))
         .map(|l| {

@@ -17,29 +17,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{demo, free_port, have, in_ci, json_lines, proxy, tapline, temp_dir, Postgres, Proc};
+use common::{
+    can_capture, demo, free_port, have, json_lines, proxy, run_ok, tapline, temp_dir, Postgres,
+    Proc,
+};
 use decode_tshark::{tshark_facts, Facts};
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Live capture needs root (CI runs as root).
-fn can_capture() -> bool {
-    if is_root() {
-        return have("tcpdump") && have("tshark");
-    }
-    assert!(
-        !in_ci(),
-        "CI runs as root: live decode tests must run there"
-    );
-    eprintln!("SKIP: live capture needs root");
-    false
-}
 
 /// Runs `workload` while tcpdump records `tcp port PORT` on lo into `file`.
 fn record(file: &Path, port: u16, workload: impl FnOnce()) {
@@ -97,17 +79,6 @@ fn proxy_facts(scheme: &str, upstream: SocketAddr, workload: impl FnOnce(SocketA
     merged(&json_lines(&events))
 }
 
-fn run(what: &str, cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 const PSQL_SCRIPT: &str = "DROP TABLE IF EXISTS t;
 CREATE TABLE t (a int, b text);
 INSERT INTO t VALUES (1, 'one'), (2, NULL);
@@ -163,7 +134,7 @@ fn pg_workload(addr: SocketAddr, dir: &Path) {
         .filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench")))
         .find(|p| p.exists())
         .expect("pgbench beside the PostgreSQL server");
-    run(
+    run_ok(
         "pgbench",
         Command::new(pgbench)
             .args(["-n", "-M", "prepared", "-t", "3", "-h", "127.0.0.1"])
@@ -172,7 +143,7 @@ fn pg_workload(addr: SocketAddr, dir: &Path) {
             .arg("postgres")
             .env("PGSSLMODE", "disable"),
     );
-    run(
+    run_ok(
         "psycopg2",
         Command::new("python3").args(["-c", PSYCOPG2, &addr.port().to_string()]),
     );
@@ -180,7 +151,7 @@ fn pg_workload(addr: SocketAddr, dir: &Path) {
 
 #[test]
 fn postgres_capture_tshark_and_proxy_agree() {
-    if !can_capture() {
+    if !can_capture() || !have("tcpdump") || !have("tshark") {
         return;
     }
     let Some(pg) = Postgres::start() else {
@@ -271,7 +242,7 @@ c.close()
 
 fn http_workload(addr: SocketAddr) {
     let base = format!("http://{addr}");
-    run(
+    run_ok(
         "curl keep-alive",
         Command::new("curl")
             .args([
@@ -287,19 +258,19 @@ fn http_workload(addr: SocketAddr) {
             .arg(format!("{base}/status/404"))
             .arg(format!("{base}/")),
     );
-    run(
+    run_ok(
         "curl POST",
         Command::new("curl")
             .args(["-sS", "-o", "/dev/null", "-d", "a=1&b=2"])
             .arg(format!("{base}/echo")),
     );
-    run(
+    run_ok(
         "curl HEAD",
         Command::new("curl")
             .args(["-sS", "-I"])
             .arg(format!("{base}/")),
     );
-    run(
+    run_ok(
         "python http.client",
         Command::new("python3").args(["-c", HTTP_CLIENT, &addr.port().to_string()]),
     );
@@ -307,7 +278,7 @@ fn http_workload(addr: SocketAddr) {
 
 #[test]
 fn http_capture_tshark_and_proxy_agree() {
-    if !can_capture() || !have("curl") {
+    if !can_capture() || !have("tcpdump") || !have("tshark") || !have("curl") {
         return;
     }
     let (_demo, origin) = demo();

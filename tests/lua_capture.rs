@@ -4,15 +4,9 @@
 //! `curl --user-agent "pcap testcase"`, as in riff's article.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn pcap(name: &str) -> Option<PathBuf> {
-    shared_pcaps().map(|d| d.join(name))
-}
 
 fn example(name: &str) -> String {
     repo_root()
@@ -20,30 +14,6 @@ fn example(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
-}
-
-fn write_plugin(dir: &Path, name: &str, source: &str) -> String {
-    let path = dir.join(name);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&path, source).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-/// Runs `tapline capture --quiet --output FILE args…`; returns (exit code, events, stderr).
-fn capture(args: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let dir = temp_dir();
-    let out = dir.path().join("events.jsonl");
-    let mut all = vec!["capture", "--quiet", "--output", out.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let (code, _, stderr) = run_tapline(&all);
-    let events = if out.exists() {
-        json_lines(&out)
-    } else {
-        Vec::new()
-    };
-    (code, events, stderr)
 }
 
 fn from_plugin<'a>(
@@ -72,7 +42,7 @@ fn stat(stderr: &str, stage: &str, what: &str) -> u64 {
 
 #[test]
 fn http_examples_over_a_recorded_capture() {
-    let Some(file) = pcap("http-keepalive-5-gets.pcap") else {
+    let Some(file) = shared_pcap("http-keepalive-5-gets.pcap") else {
         return;
     };
     let (code, events, stderr) = capture(&[
@@ -107,7 +77,7 @@ fn http_examples_over_a_recorded_capture() {
 
 #[test]
 fn sql_examples_over_a_recorded_capture() {
-    let Some(file) = pcap("pgsql-simple-query-scram-errors.pcap") else {
+    let Some(file) = shared_pcap("pgsql-simple-query-scram-errors.pcap") else {
         return;
     };
     let (code, events, stderr) = capture(&[
@@ -153,7 +123,7 @@ fn sql_examples_over_a_recorded_capture() {
 
 #[test]
 fn observe_hooks_see_packets_flows_and_chunks_and_verdicts_are_only_counted() {
-    let Some(file) = pcap("http-keepalive-5-gets.pcap") else {
+    let Some(file) = shared_pcap("http-keepalive-5-gets.pcap") else {
         return;
     };
     let dir = temp_dir();
@@ -186,7 +156,12 @@ end
 return p
 "#,
     );
-    let (code, events, stderr) = capture(&["-r", file.to_str().unwrap(), "--plugin", &plugin]);
+    let (code, events, stderr) = capture(&[
+        "-r",
+        file.to_str().unwrap(),
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let records = from_plugin(&events, "record", "observer");
     let by = |m: &str| {
@@ -239,14 +214,6 @@ return p
         "{stderr}"
     );
     assert_eq!(stat(&stderr, "observer", "errors"), 0);
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// riff's plugin template (from its article), with `action` as given.
@@ -304,12 +271,7 @@ const FILTER_ACTION: &str = r##"    io.write(stream.data, "\n")
 
 #[test]
 fn riff_plugins_run_unchanged_against_a_live_capture() {
-    if !is_root() {
-        assert!(
-            !in_ci(),
-            "CI runs as root: live capture tests must run there"
-        );
-        eprintln!("SKIP: live capture needs root or CAP_NET_RAW");
+    if !can_capture() {
         return;
     }
     if !have("curl") {
@@ -343,21 +305,12 @@ return pipeline
         let mut cmd = tapline();
         cmd.args(["capture", "-i", "lo", "--quiet"]);
         for p in &plugins {
-            cmd.args(["--plugin", p]);
+            cmd.arg("--plugin").arg(p);
         }
         cmd.args(["tcp", "port", &addr.port().to_string()]);
         let mut cap = Proc::spawn("tapline capture", cmd);
         cap.wait_output("listening on lo", Duration::from_secs(20));
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--user-agent", "pcap testcase"])
-            .arg(format!("http://{addr}/"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        curl_ok(&["--user-agent", "pcap testcase", &format!("http://{addr}/")]);
         cap.wait_output("###########[ OK ]#############", Duration::from_secs(20));
         assert_eq!(
             cap.stop(Duration::from_secs(20)),
@@ -397,7 +350,7 @@ fn plugins_check_describes_lua_and_riff_plugins() {
         "--plugin",
         &example("ua_watch.lua"),
         "--plugin",
-        &filter,
+        filter.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("ua-watch 1.0"), "{stdout}");
@@ -409,7 +362,8 @@ fn plugins_check_describes_lua_and_riff_plugins() {
         "bad.lua",
         "return {\n  on_data = function(\n}\n",
     );
-    let (code, stdout, stderr) = run_tapline(&["plugins", "check", "--plugin", &bad]);
+    let (code, stdout, stderr) =
+        run_tapline(&["plugins", "check", "--plugin", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("bad.lua:3:"), "{stderr}");
     let port = free_port();

@@ -5,11 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 use tapline_core::{EventKind, Side, Timestamp};
 use tapline_decode::{DecodeConfig, FlowDecoder};
+
+use crate::common::tshark_stdout;
 
 /// The facts compared.
 #[derive(Debug, Default, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -81,15 +82,6 @@ impl Facts {
     }
 }
 
-/// Runs tshark; its stdout (it may exit non-zero on damaged files after reading what it can).
-pub fn tshark(args: &[&str]) -> String {
-    let out = Command::new("tshark")
-        .args(args)
-        .output()
-        .expect("run tshark");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// tshark's facts for every TCP stream of `file`, by stream number (one tshark run).
 /// `decode_as` adds tshark `-d` rules (e.g. `tcp.port==5433,pgsql`).
 pub fn tshark_facts(file: &Path, decode_as: &[&str]) -> BTreeMap<u64, Facts> {
@@ -113,7 +105,7 @@ pub fn tshark_facts(file: &Path, decode_as: &[&str]) -> BTreeMap<u64, Facts> {
         "-e",
         "http.response.code",
     ]);
-    let json = tshark(&args);
+    let json = tshark_stdout(&args);
     let packets: Vec<Value> = serde_json::from_str(&json).unwrap_or_default();
     let mut facts: BTreeMap<u64, Facts> = BTreeMap::new();
     for p in &packets {
@@ -168,7 +160,7 @@ impl Stream {
 
 /// Every TCP stream of `file`, reassembled by tshark (`-z follow,tcp,raw,N`, one run).
 pub fn follow_all(file: &Path) -> BTreeMap<u64, Stream> {
-    let numbers = tshark(&[
+    let numbers = tshark_stdout(&[
         "-r",
         file.to_str().unwrap(),
         "-T",
@@ -188,7 +180,7 @@ pub fn follow_all(file: &Path) -> BTreeMap<u64, Stream> {
         }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let text = tshark(&args);
+    let text = tshark_stdout(&args);
     let port = |addr: &str| -> u16 { addr.rsplit(':').next().unwrap().trim().parse().unwrap() };
     let mut streams = BTreeMap::new();
     let mut current: Option<(u64, Stream)> = None;
