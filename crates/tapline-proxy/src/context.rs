@@ -177,6 +177,13 @@ impl Shared {
         host: &str,
         port: u16,
     ) -> Result<SocketAddr, UpstreamError> {
+        // An address needs no resolving (this runs per request).
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+            let addr = SocketAddr::new(ip, port);
+            self.refuse_loop(addr)?;
+            return Ok(addr);
+        }
         let addrs = self.resolve(host, port).await?;
         if let [addr] = addrs[..] {
             self.refuse_loop(addr)?;

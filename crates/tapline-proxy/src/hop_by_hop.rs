@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName};
 /// Fields that are always hop-by-hop. `Transfer-Encoding` is among them because the proxy
 /// re-frames every body itself; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
 /// Names are constants so that removing them parses nothing per message.
-const ALWAYS: [HeaderName; 8] = [
+const ALWAYS: [HeaderName; FIXED] = [
     header::CONNECTION,
     PROXY_CONNECTION,
     KEEP_ALIVE,
@@ -16,37 +16,58 @@ const ALWAYS: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
 ];
+/// How many fields are always hop-by-hop.
+const FIXED: usize = 8;
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Removes the hop-by-hop fields of `headers`: the fixed list and any field that `Connection`
 /// (or the legacy `Proxy-Connection`) names.
 pub fn strip(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass of cheap name comparisons instead of a hashed
-    // removal per name.
-    if !headers.keys().any(|name| ALWAYS.contains(name)) {
+    // One pass of cheap name comparisons notes which fixed fields are there (most messages
+    // carry none, many only `Connection: keep-alive`); only those are removed.
+    let mut present = [false; FIXED];
+    for name in headers.keys() {
+        if let Some(i) = ALWAYS.iter().position(|a| a == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) || headers.contains_key(PROXY_CONNECTION) {
+    // `Connection` and `Proxy-Connection` are the first two.
+    if present[0] || present[1] {
         remove_named(headers);
     }
-    for name in ALWAYS {
-        headers.remove(name);
+    for (name, there) in ALWAYS.iter().zip(present) {
+        if there {
+            headers.remove(name);
+        }
     }
 }
 
-/// Removes the fields that `Connection` and `Proxy-Connection` name.
+/// Removes the fields that `Connection` and `Proxy-Connection` name, other than the fixed
+/// ones (removed anyway) and the `close` option.
 fn remove_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = [header::CONNECTION, PROXY_CONNECTION]
         .iter()
         .flat_map(|h| headers.get_all(h))
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !is_always(t))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
+}
+
+/// True for a name in the fixed list, in any case.
+fn is_always(token: &str) -> bool {
+    ALWAYS
+        .iter()
+        .any(|a| a.as_str().eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]
