@@ -4,6 +4,8 @@
 //! know (CopyBothResponse, NegotiateProtocolVersion, FunctionCallResponse) are decoded by
 //! hand here.
 
+use std::cell::RefCell;
+
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message as Be;
@@ -38,9 +40,31 @@ pub(crate) enum Effect {
 /// the column formats of the last RowDescription, used to show binary DataRow values in hex.
 /// Without `detail`, the frequent messages' fields are left `null` (not built).
 pub(crate) fn decode(msg: &[u8], formats: &[i16], detail: bool) -> Backend {
+    PARSE_BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(msg);
+        let decoded = parse(&mut buf, msg, formats, detail);
+        if msg.len() > PARSE_BUF_KEEP {
+            *buf = BytesMut::new();
+        }
+        decoded
+    })
+}
+
+thread_local! {
+    /// The buffer postgres-protocol parses from (it wants a `BytesMut`), reused so that
+    /// decoding a message allocates nothing for it; one per thread, not per connection.
+    static PARSE_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Largest message whose room [`PARSE_BUF`] keeps for the next one.
+const PARSE_BUF_KEEP: usize = 64 * 1024;
+
+/// Parses `msg`, copied into `buf`.
+fn parse(buf: &mut BytesMut, msg: &[u8], formats: &[i16], detail: bool) -> Backend {
     let tag = msg.first().copied().unwrap_or(0);
-    let mut buf = BytesMut::from(msg);
-    match Be::parse(&mut buf) {
+    match Be::parse(buf) {
         Ok(Some(m)) => from_parsed(m, formats, detail).unwrap_or_else(|e| malformed(tag, &e)),
         Ok(None) => malformed(tag, "incomplete"),
         Err(e) => by_hand(tag, msg.get(5..).unwrap_or_default())
