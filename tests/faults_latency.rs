@@ -91,7 +91,9 @@ fn latency_distributions_have_their_mean_and_spread() {
         se(5.0),
         se(5.0) + SLACK,
     );
-    near("normal stddev", iqr_sd(&normal), 5.0, 1.5, 3.0);
+    // Scheduling noise widens the measured spread as it shifts the mean, so the spread gets
+    // the same allowance above; below, a fixed delay (spread 0) still fails.
+    near("normal stddev", iqr_sd(&normal), 5.0, 1.5, SLACK);
 
     // Uniform(10, 30): mean 20, sd 5.77, 5th percentile 11, 95th 29.
     let uniform = added_latency(
