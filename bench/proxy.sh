@@ -8,6 +8,8 @@
 #     a no-op Python gRPC plugin (tests/grpc_plugins/noop_plugin.py) when grpcio is there.
 #
 #   bench/proxy.sh [SECONDS_PER_RUN]    (default 10; needs wrk, iperf3, nginx, python3)
+#   TAPLINE_BIN=path/to/tapline bench/proxy.sh ...   measures that binary instead of building
+#                                                    (e.g. an older commit's, for before/after)
 #
 # Loopback only; installs nothing; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -28,8 +30,12 @@ for tool in wrk iperf3 nginx python3 cargo; do
     command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is required" >&2; exit 2; }
 done
 
-(cd "$root" && cargo build --release --quiet --bin tapline)
-tapline="$root/target/release/tapline"
+if [ -n "${TAPLINE_BIN:-}" ]; then
+    tapline="$TAPLINE_BIN"
+else
+    (cd "$root" && cargo build --release --quiet --bin tapline)
+    tapline="$root/target/release/tapline"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -123,7 +129,7 @@ throughput() {
 ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 added() { python3 -c "print('%+.3f' % ($1 - $2))"; }
 
-echo "tapline proxy bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ)"
+echo "tapline proxy bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ), load $(cut -d' ' -f1 /proc/loadavg)"
 echo
 echo "## TCP mapping throughput (iperf3, one stream)"
 direct_up=$(throughput "$iperf"); mapped_up=$(throughput "$tcp_map")
