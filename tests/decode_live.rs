@@ -18,8 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    can_capture, demo, free_port, have, json_lines, proxy, run_ok, tapline, temp_dir, Postgres,
-    Proc,
+    can_capture, demo, have, json_lines, run_ok, start_mapping, tapline, temp_dir, Postgres, Proc,
 };
 use decode_tshark::{tshark_facts, Facts};
 
@@ -59,20 +58,12 @@ fn merged(lines: &[serde_json::Value]) -> Facts {
 
 /// Runs `workload` against a `tapline proxy` mapping `LISTEN=SCHEME://upstream`; merged facts.
 fn proxy_facts(scheme: &str, upstream: SocketAddr, workload: impl FnOnce(SocketAddr)) -> Facts {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let dir = temp_dir();
     let events = dir.path().join("events.jsonl");
-    let spec = format!("{}={scheme}://{upstream}", listen.port());
-    let mut p = proxy(
-        &[
-            "--disable-http-proxy",
-            "--proxy",
-            &spec,
-            "--quiet",
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
+    let (mut p, listen) = start_mapping(
+        scheme,
+        upstream,
+        &["--quiet", "--output", events.to_str().unwrap()],
     );
     workload(listen);
     assert_eq!(p.stop(Duration::from_secs(20)), Some(0), "{}", p.stderr());

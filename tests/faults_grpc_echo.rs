@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{
-    connect_tunnel, demo, free_port, grpc_plugin, grpc_stubs, http_get_via, json_lines, local,
-    proxy, temp_dir,
+    connect_tunnel, demo, free_port, grpc_plugin, grpc_stubs, http_get_via, json_lines,
+    start_proxy, temp_dir,
 };
 
 /// One HTTP exchange through a CONNECT tunnel to `origin`; returns the response and the time.
@@ -39,20 +39,13 @@ fn the_echo_plugin_sees_every_request_while_a_300ms_latency_applies() {
         &[record.to_str().unwrap()],
     );
     let (_demo, origin) = demo();
-    let proxy_addr = local(free_port());
-    let _proxy = proxy(
-        &[
-            "--quiet",
-            "--proxy-address",
-            &proxy_addr.to_string(),
-            "--grpc-plugin",
-            &format!("http://127.0.0.1:{plugin_port}"),
-            "--with-latency",
-            "--latency-mean",
-            "300",
-        ],
-        &[proxy_addr],
-    );
+    let (_proxy, proxy_addr) = start_proxy(&[
+        "--grpc-plugin",
+        &format!("http://127.0.0.1:{plugin_port}"),
+        "--with-latency",
+        "--latency-mean",
+        "300",
+    ]);
 
     let n = 5;
     for i in 0..n {

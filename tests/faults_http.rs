@@ -8,12 +8,14 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{demo, free_port, http_get_via, proxy, run_tapline, sha256_hex, start_proxy};
+use common::{
+    demo, free_port, http_get_via, local, run_tapline, sha256_hex, start_mapping, start_proxy,
+};
 
 #[test]
 fn http_errors_answer_a_binomial_share_of_requests() {
     let (_demo, origin) = demo();
-    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapped = local(free_port());
     let mapping = format!("{}=http://{origin}", mapped.port());
     let (mut p, proxy) = start_proxy(&[
         "--proxy",
@@ -73,7 +75,7 @@ fn send_and_wait(addr: SocketAddr, request: &str, wait: Duration) -> (Vec<u8>, b
 #[test]
 fn a_blackhole_holds_requests_until_the_client_gives_up() {
     let (_demo, origin) = demo();
-    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapped = local(free_port());
     let mapping = format!("{}=tcp://{origin}", mapped.port());
     let (mut p, proxy) = start_proxy(&["--proxy", &mapping, "--with-blackhole"]);
     p.wait_port(mapped, Duration::from_secs(20));
@@ -113,7 +115,7 @@ fn download_rate(addr: SocketAddr, request: &str) -> f64 {
 #[test]
 fn bandwidth_paces_downloads_to_the_rate() {
     let (_demo, origin) = demo();
-    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mapped = local(free_port());
     let mapping = format!("{}=tcp://{origin}", mapped.port());
     let (mut p, proxy) = start_proxy(&[
         "--proxy",
@@ -146,19 +148,15 @@ fn bandwidth_paces_downloads_to_the_rate() {
 #[test]
 fn packet_loss_slows_a_stream_but_delivers_every_byte_intact() {
     let (_demo, origin) = demo();
-    let mapped: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mapping = format!("{}=tcp://{origin}", mapped.port());
-    let _p = proxy(
+    let (_p, mapped) = start_mapping(
+        "tcp",
+        origin,
         &[
             "--quiet",
-            "--disable-http-proxy",
-            "--proxy",
-            &mapping,
             "--with-packet-loss",
             "--packet-loss-probability",
             "0.05",
         ],
-        &[mapped],
     );
     let get = format!("GET /bytes/300000 HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
     let (direct, _) = fetch(origin, &get);

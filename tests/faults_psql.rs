@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::{free_port, proxy, Postgres};
+use common::{start_mapping, Postgres};
 
 /// The `Time: N ms` lines psql prints under `\timing` for `queries` run against `addr`.
 fn timings(addr: SocketAddr, queries: &[&str]) -> Vec<f64> {
@@ -38,14 +38,11 @@ fn timings(addr: SocketAddr, queries: &[&str]) -> Vec<f64> {
 #[test]
 fn latency_per_read_write_slows_every_query_of_a_psql_session() {
     let Some(pg) = Postgres::start() else { return };
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
-    let _proxy = proxy(
+    let (_proxy, listen) = start_mapping(
+        "psql",
+        pg.addr,
         &[
             "--quiet",
-            "--disable-http-proxy",
-            "--proxy",
-            &mapping,
             "--with-latency",
             "--latency-per-read-write",
             "--latency-side",
@@ -57,7 +54,6 @@ fn latency_per_read_write_slows_every_query_of_a_psql_session() {
             "--latency-stddev",
             "0",
         ],
-        &[listen],
     );
 
     let queries = [
@@ -85,21 +81,17 @@ fn latency_per_read_write_slows_every_query_of_a_psql_session() {
 #[test]
 fn packet_loss_slows_but_never_breaks_a_psql_session() {
     let Some(pg) = Postgres::start() else { return };
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mapping = format!("{}=psql://{}", listen.port(), pg.addr);
-    let _proxy = proxy(
+    let (_proxy, listen) = start_mapping(
+        "psql",
+        pg.addr,
         &[
             "--quiet",
-            "--disable-http-proxy",
-            "--proxy",
-            &mapping,
             "--with-packet-loss",
             "--packet-loss-direction",
             "both",
             "--packet-loss-probability",
             "0.05",
         ],
-        &[listen],
     );
     // About 70 kB of rows is some 50 segments: lost ones are retransmitted, late, intact.
     let sql = "select i, md5(i::text) from generate_series(1, 1500) i";

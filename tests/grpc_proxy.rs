@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     curl, demo, echo_server, free_port, grpc_plugin, grpc_stubs, have, http_get_via, json_lines,
-    local, proxy, run_tapline, temp_dir, tls_server, Postgres, Proc,
+    local, proxy, run_tapline, start_mapping, temp_dir, tls_server, Postgres, Proc,
 };
 use serde_json::Value;
 
@@ -47,15 +47,9 @@ fn mapping_proxy(
     plugin_port: u16,
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
-    let listen = local(free_port());
-    let mut args = vec![
-        "--disable-http-proxy".to_string(),
-        "--proxy".to_string(),
-        format!("{}={scheme}://{target}", listen.port()),
-    ];
-    args.extend(plugin_flags(plugin_port, extra));
+    let args = plugin_flags(plugin_port, extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (proxy(&args, &[listen]), listen)
+    start_mapping(scheme, target, &args)
 }
 
 /// A `tcp` mapping proxy to `target` using the plugin on `plugin_port`.

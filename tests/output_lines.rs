@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{demo, free_port, http_get_via, json_lines, local, proxy, temp_dir, Postgres};
+use common::{
+    demo, free_port, http_get_via, json_lines, local, proxy, start_mapping, temp_dir, Postgres,
+};
 
 /// True when `line` is `http CLIENT GET URL → 200 OK N.N ms 10 B`.
 fn is_http_line(line: &str, url: &str) -> bool {
@@ -134,9 +136,7 @@ fn sql_statements_print_outcome_rows_and_latency() {
     let Some(pg) = Postgres::start() else {
         return;
     };
-    let listen = local(free_port());
-    let spec = format!("{}=psql://{}", listen.port(), pg.addr);
-    let mut p = proxy(&["--disable-http-proxy", "--proxy", &spec], &[listen]);
+    let (mut p, listen) = start_mapping("psql", pg.addr, &[]);
     let (code, _, err) = Postgres::psql(listen, "SELECT 1 AS one");
     assert_eq!(code, 0, "{err}");
     let (_, _, err) = Postgres::psql(listen, "SELECT * FROM no_such_table");

@@ -5,11 +5,12 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{curl_ok, demo, free_port, have, http_get_via, in_ci, json_lines, proxy, temp_dir};
+use common::{
+    curl_ok, demo, free_port, have, http_get_via, in_ci, json_lines, local, proxy, temp_dir,
+};
 use serde_json::Value;
 
 const PARSE: &str = r#"
@@ -89,7 +90,7 @@ fn metrics_are_valid_and_match_the_traffic() {
         return;
     }
     let (_demo, origin) = demo();
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let listen = local(free_port());
     let metrics_port = free_port();
     let dir = temp_dir();
     let events_file = dir.path().join("events.jsonl");
@@ -107,7 +108,7 @@ fn metrics_are_valid_and_match_the_traffic() {
             events_file.to_str().unwrap(),
             "--quiet",
         ],
-        &[listen, SocketAddr::from(([127, 0, 0, 1], metrics_port))],
+        &[listen, local(metrics_port)],
     );
     const REQUESTS: usize = 4;
     for _ in 0..REQUESTS {
@@ -197,7 +198,7 @@ fn live_capture_counters_show_in_metrics() {
     }
     let (_demo, origin) = demo();
     let metrics_port = free_port();
-    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let metrics = local(metrics_port);
     let mut cmd = common::tapline();
     cmd.args([
         "capture",

@@ -5,7 +5,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{free_port, proxy, run_tapline};
+use common::{free_port, local, proxy, run_tapline, start_proxy};
 
 /// Runs `tapline proxy ARGS` and returns (exit code, the stderr line naming the problem).
 fn refused(args: &[&str]) -> (i32, String) {
@@ -117,21 +117,11 @@ fn a_busy_port_is_one_clear_line() {
 
 #[test]
 fn sigterm_stops_cleanly_and_duration_ends_the_run() {
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = local(free_port());
     let mut p = proxy(&["--proxy-address", &addr.to_string(), "--quiet"], &[addr]);
     assert_eq!(p.stop(Duration::from_secs(10)), Some(0), "{}", p.stderr());
 
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &addr.to_string(),
-            "--quiet",
-            "--duration",
-            "1s",
-        ],
-        &[addr],
-    );
+    let (mut p, _) = start_proxy(&["--duration", "1s"]);
     assert_eq!(
         p.wait_exit(Duration::from_secs(15)),
         Some(0),

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use common::{
-    connect_tunnel, curl, curl_env, free_port, have, json_lines, local, proxy, temp_dir, tls_server,
+    connect_tunnel, curl, curl_env, free_port, have, json_lines, start_proxy, temp_dir, tls_server,
 };
 
 #[test]
@@ -18,18 +18,8 @@ fn curl_reaches_a_tls_server_through_a_connect_tunnel() {
     }
     let dir = temp_dir();
     let (_server, tls) = tls_server(dir.path());
-    let listen = local(free_port());
     let events = dir.path().join("events.jsonl");
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&["--output", events.to_str().unwrap()]);
     let via = format!("http://{listen}");
     let url = format!("https://{tls}/");
 
@@ -76,19 +66,9 @@ fn a_raw_tunnel_carries_a_server_that_speaks_first() {
             .unwrap();
         s.write_all(format!("250 got {line}").as_bytes()).unwrap();
     });
-    let listen = local(free_port());
     let dir = temp_dir();
     let events = dir.path().join("events.jsonl");
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&["--output", events.to_str().unwrap()]);
 
     // A tunnel to the proxy itself is refused, not looped.
     let mut own = TcpStream::connect(listen).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     curl, curl_env, demo, free_port, have, http_get_via, json_lines, local, proxy, sha256_hex,
-    temp_dir,
+    start_proxy, temp_dir,
 };
 
 #[test]
@@ -18,19 +18,9 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
         return;
     }
     let (_demo, origin) = demo();
-    let listen = local(free_port());
     let dir = temp_dir();
     let events = dir.path().join("events.jsonl");
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&["--output", events.to_str().unwrap()]);
     p.wait_output(&format!("HTTP proxy on {listen}"), Duration::from_secs(5));
     let via = format!("http://{listen}");
 
@@ -133,19 +123,7 @@ fn curl_reaches_the_demo_origin_through_the_forward_proxy() {
 
 #[test]
 fn unreachable_slow_and_self_upstreams_get_gateway_errors() {
-    let listen = local(free_port());
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--idle-timeout",
-            "1s",
-            "--max-header-size",
-            "4096",
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&["--idle-timeout", "1s", "--max-header-size", "4096"]);
 
     // Nothing listens there: 502.
     let dead = free_port();
@@ -338,21 +316,14 @@ fn bodies_past_the_limit_stream_on_truncated_and_replacements_are_reframed() {
     let upload = dir.path().join("upload.bin");
     std::fs::write(&upload, vec![b'x'; 100_000]).unwrap();
     let events = dir.path().join("events.jsonl");
-    let listen = local(free_port());
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--body-limit",
-            "1KiB",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&[
+        "--body-limit",
+        "1KiB",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--output",
+        events.to_str().unwrap(),
+    ]);
     let via = format!("http://{listen}");
     let data = format!("@{}", upload.display());
     for (query, expected_len) in [("", 100_000), ("?replace", 5)] {
@@ -402,17 +373,7 @@ fn a_plugin_answers_for_a_name_that_does_not_resolve() {
     let dir = temp_dir();
     let plugin = dir.path().join("mock.lua");
     std::fs::write(&plugin, MOCK_PLUGIN).unwrap();
-    let listen = local(free_port());
-    let mut p = proxy(
-        &[
-            "--proxy-address",
-            &listen.to_string(),
-            "--quiet",
-            "--plugin",
-            plugin.to_str().unwrap(),
-        ],
-        &[listen],
-    );
+    let (mut p, listen) = start_proxy(&["--plugin", plugin.to_str().unwrap()]);
     let via = format!("http://{listen}");
     let (code, body, err) = curl(&["-x", &via, "http://api.mock.invalid/users/1"]);
     assert_eq!(code, 0, "{err}");

@@ -8,7 +8,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{curl_ok, demo, free_port, have, json_lines, local, proxy, temp_dir, Postgres};
+use common::{
+    curl_ok, demo, free_port, have, json_lines, local, proxy, start_mapping, temp_dir, Postgres,
+};
 
 #[test]
 fn psql_works_through_a_psql_mapping() {
@@ -254,20 +256,12 @@ fn an_http_mapping_reverse_proxies_to_its_upstream() {
         return;
     }
     let (_demo, origin) = demo();
-    let listen = local(free_port());
     let dir = temp_dir();
     let events = dir.path().join("events.jsonl");
-    let spec = format!("{}=http://{origin}", listen.port());
-    let mut p = proxy(
-        &[
-            "--disable-http-proxy",
-            "--proxy",
-            &spec,
-            "--quiet",
-            "--output",
-            events.to_str().unwrap(),
-        ],
-        &[listen],
+    let (mut p, listen) = start_mapping(
+        "http",
+        origin,
+        &["--quiet", "--output", events.to_str().unwrap()],
     );
     let out = curl_ok(&[&format!("http://{listen}/echo?x=1")]);
     let echo: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -256,6 +256,16 @@ pub fn start_proxy(args: &[&str]) -> (Proc, SocketAddr) {
     (proxy(&all, &[addr]), addr)
 }
 
+/// Starts `tapline proxy` with only a mapping proxy, from a free port to `SCHEME://target`,
+/// plus `args`; returns the process and the mapping's address.
+pub fn start_mapping(scheme: &str, target: SocketAddr, args: &[&str]) -> (Proc, SocketAddr) {
+    let listen = local(free_port());
+    let spec = format!("{}={scheme}://{target}", listen.port());
+    let mut all = vec!["--disable-http-proxy", "--proxy", &spec];
+    all.extend_from_slice(args);
+    (proxy(&all, &[listen]), listen)
+}
+
 /// Runs tapline to completion with `args`; returns (exit code, stdout, stderr).
 pub fn run_tapline(args: &[&str]) -> (i32, String, String) {
     let out = tapline().args(args).stdin(Stdio::null()).output().unwrap();
