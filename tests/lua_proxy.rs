@@ -98,6 +98,7 @@ fn forward_proxy_applies_request_and_response_verdicts() {
         &[local(port)],
     );
     let proxy_url = format!("http://{}", local(port));
+    let get = |path: &str| curl(&["-i", "-x", &proxy_url, &format!("http://{origin}{path}")]);
 
     // In-place edits: method, path, body, headers (added, set, removed), order kept.
     let (code, text, _) = curl(&[
@@ -132,7 +133,7 @@ fn forward_proxy_applies_request_and_response_verdicts() {
     assert!(first < tag, "added headers come last: {headers:?}");
 
     // tap.respond from on_request answers without the upstream.
-    let (_, text, _) = curl(&["-i", "-x", &proxy_url, &format!("http://{origin}/deny")]);
+    let (_, text, _) = get("/deny");
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("x-denied-by: lua"),
@@ -141,41 +142,26 @@ fn forward_proxy_applies_request_and_response_verdicts() {
     assert!(text.ends_with("denied by lua\n"), "{text}");
 
     // tap.close from on_request: no answer at all.
-    let (code, text, _) = curl(&["-i", "-x", &proxy_url, &format!("http://{origin}/hangup")]);
+    let (code, text, _) = get("/hangup");
     assert_ne!(code, 0, "curl should fail: {text}");
     assert!(!text.contains("HTTP/1.1"), "{text}");
 
     // on_response: edited in place, or replaced by tap.respond.
-    let (_, text, _) = curl(&[
-        "-i",
-        "-x",
-        &proxy_url,
-        &format!("http://{origin}/status/404"),
-    ]);
+    let (_, text, _) = get("/status/404");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("x-patched: yes"),
         "{text}"
     );
     assert!(text.ends_with("patched by lua\n"), "{text}");
-    let (_, text, _) = curl(&[
-        "-i",
-        "-x",
-        &proxy_url,
-        &format!("http://{origin}/status/500"),
-    ]);
+    let (_, text, _) = get("/status/500");
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("retry-after: 7"),
         "{text}"
     );
     assert!(text.ends_with("replaced\n"), "{text}");
-    let (code, text, _) = curl(&[
-        "-i",
-        "-x",
-        &proxy_url,
-        &format!("http://{origin}/status/418"),
-    ]);
+    let (code, text, _) = get("/status/418");
     assert_ne!(code, 0, "tap.close from on_response: no answer: {text}");
     assert!(!text.contains("HTTP/1.1"), "{text}");
 
