@@ -434,27 +434,41 @@ impl HttpDecoder {
         ts: Timestamp,
         out: &mut Vec<EventKind>,
     ) {
-        let dir = self.dir(side);
-        dir.msg = Some(Box::new(InFlight {
+        let msg = InFlight {
             head,
             body: Vec::new(),
             body_len: 0,
             truncated: false,
-        }));
-        dir.state = match framing {
-            Framing::Empty => return self.complete(side, ts, out),
+        };
+        let state = match framing {
+            // No body (most requests): out at once, never boxed.
+            Framing::Empty => {
+                self.dir(side).msg = None;
+                return self.emit_message(side, ts, msg, out);
+            }
             Framing::Length(n) => State::Body(Body::Length(n)),
             Framing::Chunked => State::Body(Body::Chunked(Chunk::Size)),
             Framing::UntilClose => State::Body(Body::UntilClose),
         };
+        let dir = self.dir(side);
+        dir.msg = Some(Box::new(msg));
+        dir.state = state;
     }
 
     /// The message on `side` is complete at `ts`: emit it (and its transaction).
     fn complete(&mut self, side: Side, ts: Timestamp, out: &mut Vec<EventKind>) {
         let dir = self.dir(side);
         dir.state = State::Head;
-        let Some(m) = dir.msg.take() else { return };
-        let m = *m;
+        if let Some(m) = dir.msg.take() {
+            self.emit_message(side, ts, *m, out);
+        }
+    }
+
+    /// Emits the complete message `m` from `side` (and its transaction); the side expects a
+    /// new head next (or holds bytes for an upgrade).
+    fn emit_message(&mut self, side: Side, ts: Timestamp, m: InFlight, out: &mut Vec<EventKind>) {
+        let dir = self.dir(side);
+        dir.state = State::Head;
         let body = Bytes::from(m.body);
         match m.head {
             Head::Request(mut req) => {
