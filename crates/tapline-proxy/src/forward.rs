@@ -47,7 +47,26 @@ pub(crate) enum Upstream {
         host: Arc<str>,
         /// Port.
         port: u16,
+        /// `host:port` (IPv6 in brackets): the `Host` of every request, built once.
+        authority: HeaderValue,
     },
+}
+
+impl Upstream {
+    /// The upstream of an `http` mapping to `host:port`; `None` when they make no valid
+    /// `Host` value.
+    pub(crate) fn fixed(host: &str, port: u16) -> Option<Upstream> {
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Some(Upstream::Fixed {
+            host: host.into(),
+            port,
+            authority: HeaderValue::from_str(&authority).ok()?,
+        })
+    }
 }
 
 /// A plugin closed the client connection (the service's error, so hyper closes it).
@@ -83,7 +102,8 @@ pub(crate) async fn serve(
         .http
         .serve_connection(TokioIo::new(CountedIo::new(stream, io)), service)
         .with_upgrades();
-    tokio::pin!(served);
+    // Boxed rather than pinned in place, so that it can be dropped before the flow ends.
+    let mut served = Box::pin(served);
     let mut draining = false;
     let end = loop {
         tokio::select! {
@@ -99,6 +119,9 @@ pub(crate) async fn serve(
             _ = ctx.stop.reached(Phase::Forced) => break FlowEnd::Shutdown,
         }
     };
+    // A response still streaming when the run is forced to stop reports its exchange as it
+    // is dropped: before the flow's end, not after.
+    drop(served);
     conn.finish(end).await;
 }
 
@@ -127,7 +150,30 @@ struct ConnFlow {
 struct Target {
     host: String,
     port: u16,
-    url: String,
+    /// The mapping's `host:port`; `None` on the forward proxy, whose URLs are absolute.
+    fixed: Option<HeaderValue>,
+}
+
+impl Target {
+    /// The request's absolute URL (for the messages plugins and outputs see).
+    fn url(&self, uri: &Uri) -> String {
+        let (authority, path) = match &self.fixed {
+            Some(a) => (
+                a.to_str().unwrap_or_default(),
+                uri.path_and_query().map_or("", |p| p.as_str()),
+            ),
+            None => (
+                uri.authority().map_or("", |a| a.as_str()),
+                uri.path_and_query().map_or("", |p| p.as_str()),
+            ),
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        let mut url = String::with_capacity(7 + authority.len() + path.len());
+        url.push_str("http://");
+        url.push_str(authority);
+        url.push_str(path);
+        url
+    }
 }
 
 impl HttpConn {
@@ -175,22 +221,17 @@ impl HttpConn {
     /// proxy cannot serve.
     fn target(&self, req: &mut Request<Incoming>) -> Result<Target, (u16, &'static str)> {
         match &self.upstream {
-            Upstream::Fixed { host, port } => {
-                let authority = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                if let Ok(v) = HeaderValue::from_str(&authority) {
-                    req.headers_mut().insert(http::header::HOST, v);
-                }
+            Upstream::Fixed {
+                host,
+                port,
+                authority,
+            } => {
+                req.headers_mut()
+                    .insert(http::header::HOST, authority.clone());
                 Ok(Target {
                     host: host.to_string(),
                     port: *port,
-                    url: format!(
-                        "http://{authority}{}",
-                        crate::http_convert::origin_form(req.uri())
-                    ),
+                    fixed: Some(authority.clone()),
                 })
             }
             Upstream::Forward => {
@@ -213,16 +254,10 @@ impl HttpConn {
                 let Some(authority) = uri.authority() else {
                     return Err((400, "the URL has no host"));
                 };
-                // The URL as sent, without going through `Display` (this runs per request).
-                let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                let mut url = String::with_capacity(7 + authority.as_str().len() + path.len());
-                url.push_str("http://");
-                url.push_str(authority.as_str());
-                url.push_str(path);
                 Ok(Target {
                     host: authority.host().to_string(),
                     port: authority.port_u16().unwrap_or(80),
-                    url,
+                    fixed: None,
                 })
             }
         }
@@ -308,7 +343,7 @@ impl Exchange<'_> {
         // with HTTP hooks or a sink that reads them; otherwise the events carry none.
         let details = self.interest.http || self.ctx.http_details;
         let mut view = if details {
-            request_view(&parts, target.url)
+            request_view(&parts, target.url(&parts.uri))
         } else {
             HttpRequest::default()
         };

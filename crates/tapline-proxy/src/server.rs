@@ -154,10 +154,13 @@ impl Proxy {
 /// Accepts connections while serving, each with a permit of the connection limit.
 async fn accept(shared: Arc<Shared>, socket: TcpListener, info: ListenerInfo) {
     let upstream = match &info.mapping {
-        Some(m) if m.scheme == Scheme::Http => Some(Upstream::Fixed {
-            host: m.host.as_str().into(),
-            port: m.port,
-        }),
+        Some(m) if m.scheme == Scheme::Http => match Upstream::fixed(&m.host, m.port) {
+            Some(up) => Some(up),
+            None => {
+                tracing::warn!("{info}: the upstream is no valid Host value; not serving");
+                return;
+            }
+        },
         Some(_) => None,
         None => Some(Upstream::Forward),
     };
