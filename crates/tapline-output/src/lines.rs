@@ -2,7 +2,8 @@
 //!
 //! `emit` formats the event into a per-thread scratch buffer and appends the finished line to
 //! a shared pending buffer; a writer thread swaps that buffer out and writes it with one call,
-//! so under load lines are written in large batches and at rest each line appears at once.
+//! so under load lines are written in large batches and at rest each line appears within a
+//! millisecond.
 //! Only whole lines are ever written, so a reader (or a stop) never sees half a line. When
 //! the writer falls behind by more than [`MAX_PENDING`] bytes, `emit` waits: events are never
 //! dropped from these outputs.
@@ -21,6 +22,13 @@ use crate::json;
 
 /// Bytes of formatted lines allowed to wait for the writer before `emit` waits too.
 pub const MAX_PENDING: usize = 8 << 20;
+
+/// Once woken, the writer waits this long for more lines unless a full batch is already
+/// there: at most one wake-up per millisecond under load, instead of one per line.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Pending bytes that make a batch worth writing without lingering.
+const BATCH: usize = 64 << 10;
 
 /// What a [`LineSink`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +154,15 @@ impl Shared {
     fn run(&self) {
         let mut spare = Vec::new();
         loop {
-            {
+            let batch_ready = {
                 let mut pending = self.pending.lock();
                 while pending.buf.is_empty() {
                     self.filled.wait(&mut pending);
                 }
+                pending.buf.len() >= BATCH
+            };
+            if !batch_ready {
+                std::thread::sleep(LINGER);
             }
             self.write_pending(&mut spare);
         }
