@@ -25,15 +25,37 @@ use decode_tshark::{tshark_facts, Facts};
 /// Runs `workload` while tcpdump records `tcp port PORT` on lo into `file`.
 fn record(file: &Path, port: u16, workload: impl FnOnce()) {
     let mut cmd = Command::new("tcpdump");
-    cmd.args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w"])
-        .arg(file)
-        .args(["tcp", "port", &port.to_string()]);
+    // A 64 MiB kernel buffer: the workloads burst thousands of segments on a busy machine.
+    cmd.args([
+        "-i",
+        "lo",
+        "--immediate-mode",
+        "-U",
+        "-B",
+        "65536",
+        "-s",
+        "0",
+        "-w",
+    ])
+    .arg(file)
+    .args(["tcp", "port", &port.to_string()]);
     let mut tcpdump = Proc::spawn("tcpdump", cmd);
     tcpdump.wait_output("listening on", Duration::from_secs(20));
     workload();
     // Let the last segments (FINs) reach tcpdump before stopping it.
     std::thread::sleep(Duration::from_millis(500));
     tcpdump.stop(Duration::from_secs(10));
+    // Every comparison below assumes the recording is complete.
+    let report = tcpdump.stderr();
+    let dropped = report
+        .lines()
+        .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(
+        dropped,
+        Some(0),
+        "tcpdump lost packets, so the recording cannot be compared: {report}"
+    );
 }
 
 /// `tapline capture -r FILE --json`: its JSON lines.
