@@ -149,3 +149,79 @@ impl Pool {
         Ok(sender)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+
+    use crate::body;
+
+    /// An HTTP/1 origin on loopback answering `ok`; counts accepted connections.
+    async fn origin(keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One GET through the pool, body read whole, connection given back.
+    async fn get(pool: &Pool, addr: SocketAddr) -> Bytes {
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "origin.test")
+            .body(Counted::new(body::empty(), Arc::new(AtomicU64::new(0))))
+            .unwrap();
+        let connect = || async move {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| UpstreamError::from_io(&addr.to_string(), &e))
+        };
+        let (resp, conn) = pool.send(addr, req, connect).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        pool.put_back(conn);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_carries_the_next_request() {
+        let (addr, accepted) = origin(true).await;
+        let pool = Pool::new(http1::Builder::new(), Duration::from_secs(60));
+        for _ in 0..5 {
+            assert_eq!(&get(&pool, addr).await[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_replaced() {
+        let (addr, accepted) = origin(false).await;
+        let pool = Pool::new(http1::Builder::new(), Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(&get(&pool, addr).await[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 3);
+    }
+}
