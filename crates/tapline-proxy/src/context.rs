@@ -96,6 +96,8 @@ impl Shared {
             .max_buf_size(buf)
             .header_read_timeout(limits.idle_timeout)
             .auto_date_header(false);
+        let pool = Arc::new(pool);
+        Pool::reap(&pool);
         let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
         Shared {
             sink_chunks: pipeline.sink().wants_chunks(),
@@ -106,7 +108,7 @@ impl Shared {
             ids: FlowIds::new(),
             limits,
             own,
-            pool: Arc::new(pool),
+            pool,
             http,
             stop,
             permits: Arc::new(Semaphore::new(permits)),

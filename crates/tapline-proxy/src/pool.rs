@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -20,6 +20,8 @@ use crate::errors::UpstreamError;
 
 /// Idle connections kept per upstream address; more are closed when given back.
 const MAX_IDLE_PER_ADDR: usize = 256;
+/// How often expired idle connections are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Idle upstream connections by address.
 pub(crate) struct Pool {
@@ -93,18 +95,41 @@ impl Pool {
             return;
         };
         let now = Instant::now();
-        if now.duration_since(idle.swept) >= self.idle_timeout.min(Duration::from_secs(1)) {
-            idle.swept = now;
-            let timeout = self.idle_timeout;
-            idle.by_addr.retain(|_, conns| {
-                conns.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
-                !conns.is_empty()
-            });
+        if now.duration_since(idle.swept) >= SWEEP_EVERY {
+            self.sweep(&mut idle, now);
         }
         let conns = idle.by_addr.entry(conn.addr).or_default();
         if conns.len() < MAX_IDLE_PER_ADDR {
             conns.push((conn.sender, now));
         }
+    }
+
+    /// Closes idle connections past the idle timeout (and forgets closed ones) every
+    /// [`SWEEP_EVERY`], also while no requests come; ends when the pool is gone.
+    pub(crate) fn reap(pool: &Arc<Pool>) {
+        let pool = Arc::downgrade(pool);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(live) = pool.upgrade() else {
+                    return;
+                };
+                if let Ok(mut idle) = live.idle.lock() {
+                    live.sweep(&mut idle, Instant::now());
+                };
+            }
+        });
+    }
+
+    fn sweep(&self, idle: &mut Idle, now: Instant) {
+        idle.swept = now;
+        let timeout = self.idle_timeout;
+        idle.by_addr.retain(|_, conns| {
+            conns.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+            !conns.is_empty()
+        });
     }
 
     /// The most recently used idle connection to `addr` that is still open, once it can
@@ -154,7 +179,6 @@ impl Pool {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
@@ -223,5 +247,16 @@ mod tests {
             assert_eq!(&get(&pool, addr).await[..], b"ok");
         }
         assert_eq!(accepted.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_closed_without_traffic() {
+        let (addr, _) = origin(true).await;
+        let pool = Arc::new(Pool::new(http1::Builder::new(), Duration::from_millis(100)));
+        Pool::reap(&pool);
+        get(&pool, addr).await;
+        assert_eq!(pool.idle.lock().unwrap().by_addr.len(), 1);
+        tokio::time::sleep(SWEEP_EVERY * 2 + Duration::from_millis(200)).await;
+        assert!(pool.idle.lock().unwrap().by_addr.is_empty());
     }
 }
