@@ -208,11 +208,26 @@ fn sigterm_mid_traffic_loses_nothing() {
     .lines()
     .map(str::to_string)
     .collect();
-    let requests: Vec<String> = of_kind("http_request")
-        .iter()
-        .map(|e| e["path"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(uris, requests, "tshark decodes every proxied HTTP request");
+    let paths = |kind: &str| -> BTreeSet<String> {
+        of_kind(kind)
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (requests, answered) = (paths("http_request"), paths("http_response"));
+    let decoded: BTreeSet<String> = uris.iter().cloned().collect();
+    assert_eq!(
+        decoded.len(),
+        uris.len(),
+        "each request once in the export: {uris:?}"
+    );
+    // Every exchange the proxy completed is in the export; one cut off by the stop may be
+    // there with its request only, or not at all; nothing else is.
+    assert!(
+        answered.is_subset(&decoded) && decoded.is_subset(&requests),
+        "tshark decodes every proxied HTTP request:\nanswered {answered:?}\ndecoded {decoded:?}\nrequested {requests:?}"
+    );
+    assert!(answered.len() >= 20, "{} answered", answered.len());
     let decode = format!("tcp.port=={},pgsql", pg.addr.port());
     let queries = tshark(
         &proxy_pcap,
