@@ -100,6 +100,16 @@ if python3 -c 'import grpc, grpc_tools' 2>/dev/null && [ -f "$root/tests/grpc_pl
     with_grpc=yes
 fi
 
+# mitmproxy as the peer forward proxy, when installed (scripts/install-deps.sh bench puts it
+# in a venv; MITMDUMP=path overrides).
+mitmdump_bin=${MITMDUMP:-$(command -v mitmdump || ls /opt/tapline-bench-venv/bin/mitmdump 2>/dev/null || true)}
+if [ -n "$mitmdump_bin" ]; then
+    mitm=$(free_port)
+    "$mitmdump_bin" --mode regular --listen-host 127.0.0.1 --listen-port "$mitm" -q \
+        >"$work/mitm.log" 2>&1 & pids+=($!)
+    wait_port "$mitm"
+fi
+
 # wrk speaks to the forward proxy; the script makes each request line absolute-form.
 cat >"$work/forward.lua" <<LUA
 wrk.path = "http://127.0.0.1:$origin/"
@@ -149,6 +159,12 @@ row "direct to origin" "$d_rps" "$d_p50" "$d_p99"
 row "nginx reverse proxy" "$n_rps" "$n_p50" "$n_p99"
 row "tapline forward proxy" "$f_rps" "$f_p50" "$f_p99"
 row "tapline http mapping" "$m_rps" "$m_p50" "$m_p99"
+if [ -n "$mitmdump_bin" ]; then
+    read -r x_rps x_p50 x_p99 <<<"$(http "http://127.0.0.1:$mitm/" -s "$work/forward.lua")"
+    row "mitmproxy forward proxy (mitmdump)" "$x_rps" "$x_p50" "$x_p99"
+else
+    echo "(no mitmdump: the mitmproxy row is skipped; scripts/install-deps.sh bench installs it)"
+fi
 if [ "$with_grpc" = yes ]; then
     read -r g_rps g_p50 g_p99 <<<"$(http "http://127.0.0.1:$grpc_forward/" -s "$work/forward.lua")"
     row "tapline forward + no-op gRPC" "$g_rps" "$g_p50" "$g_p99"

@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh build   libpcap (to build and run tapline)
 #   scripts/install-deps.sh test    + the real peers the tests start: PostgreSQL, psql, curl,
 #                                     openssl, tcpdump, tshark, rsyslog, Python grpcio, psycopg2
-#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine (benchmarks)
+#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, and mitmproxy in a venv
+#                                     (benchmark peers)
 set -euo pipefail
 level=${1:-build}
 apt_pkgs=(libpcap-dev pkg-config curl)
@@ -26,6 +27,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$level" = bench ] && [ ! -x /opt/tapline-bench-venv/bin/mitmdump ]; then
+  echo "installing mitmproxy (bench peer) into /opt/tapline-bench-venv" >&2
+  python3 -m venv /opt/tapline-bench-venv
+  /opt/tapline-bench-venv/bin/pip install -q --disable-pip-version-check mitmproxy
 fi
 
 if [ ${#pip_mods[@]} -gt 0 ]; then
