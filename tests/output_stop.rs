@@ -194,20 +194,37 @@ fn sigterm_mid_traffic_loses_nothing() {
 
     // The proxy export: readable, HTTP requests and PostgreSQL queries decoded.
     tshark(&proxy_pcap, &["-q"]);
-    let uris: Vec<String> = tshark(
-        &proxy_pcap,
-        &[
+    // tshark picks dissectors by port, and an ephemeral client port can be another protocol's
+    // registered one (48898 is ADS/AMS): decode every port of the flows as their protocol.
+    let decode_as = |protocol: &str, dissector: &str| -> Vec<String> {
+        let ports: BTreeSet<String> = of_kind("flow_start")
+            .iter()
+            .filter(|e| e["protocol"] == protocol)
+            .flat_map(|e| [&e["client"], &e["server"]])
+            .filter_map(|a| Some(a.as_str()?.rsplit(':').next()?.to_string()))
+            .collect();
+        ports
+            .iter()
+            .flat_map(|p| ["-d".to_string(), format!("tcp.port=={p},{dissector}")])
+            .collect()
+    };
+    let mut http_args = decode_as("http", "http");
+    http_args.extend(
+        [
             "-Y",
             "http.request",
             "-T",
             "fields",
             "-e",
             "http.request.uri",
-        ],
-    )
-    .lines()
-    .map(str::to_string)
-    .collect();
+        ]
+        .map(String::from),
+    );
+    let http_args: Vec<&str> = http_args.iter().map(String::as_str).collect();
+    let uris: Vec<String> = tshark(&proxy_pcap, &http_args)
+        .lines()
+        .map(str::to_string)
+        .collect();
     let paths = |kind: &str| -> BTreeSet<String> {
         of_kind(kind)
             .iter()
@@ -228,20 +245,10 @@ fn sigterm_mid_traffic_loses_nothing() {
         "tshark decodes every proxied HTTP request:\nanswered {answered:?}\ndecoded {decoded:?}\nrequested {requests:?}"
     );
     assert!(answered.len() >= 20, "{} answered", answered.len());
-    let decode = format!("tcp.port=={},pgsql", pg.addr.port());
-    let queries = tshark(
-        &proxy_pcap,
-        &[
-            "-d",
-            &decode,
-            "-Y",
-            "pgsql.query",
-            "-T",
-            "fields",
-            "-e",
-            "pgsql.query",
-        ],
-    );
+    let mut pg_args = decode_as("postgres", "pgsql");
+    pg_args.extend(["-Y", "pgsql.query", "-T", "fields", "-e", "pgsql.query"].map(String::from));
+    let pg_args: Vec<&str> = pg_args.iter().map(String::as_str).collect();
+    let queries = tshark(&proxy_pcap, &pg_args);
     let sent_sql: Vec<&str> = of_kind("message")
         .iter()
         .filter(|e| e["type"] == "Query")
