@@ -20,7 +20,7 @@ use std::time::Duration;
 use common::{
     can_capture, demo, have, json_lines, run_ok, start_mapping, tapline, temp_dir, Postgres, Proc,
 };
-use decode_tshark::{tshark_facts, Facts};
+use decode_tshark::{every_port_as, tshark_facts, Facts};
 
 /// Runs `workload` while tcpdump records `tcp port PORT` on lo into `file`.
 fn record(file: &Path, port: u16, workload: impl FnOnce()) {
@@ -174,8 +174,9 @@ fn postgres_capture_tshark_and_proxy_agree() {
     let file = dir.path().join("pg.pcap");
     record(&file, pg.addr.port(), || pg_workload(pg.addr, dir.path()));
 
-    let rule = format!("tcp.port=={},pgsql", pg.addr.port());
-    let tshark = Facts::merged(tshark_facts(&file, &[&rule]).values());
+    let rules = every_port_as(&file, "pgsql");
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let tshark = Facts::merged(tshark_facts(&file, &rules).values());
     assert!(
         tshark
             .sql
@@ -299,8 +300,9 @@ fn http_capture_tshark_and_proxy_agree() {
     let file = dir.path().join("http.pcap");
     record(&file, origin.port(), || http_workload(origin));
 
-    let rule = format!("tcp.port=={},http", origin.port());
-    let tshark = Facts::merged(tshark_facts(&file, &[&rule]).values());
+    let rules = every_port_as(&file, "http");
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let tshark = Facts::merged(tshark_facts(&file, &rules).values());
     assert_eq!(
         tshark.requests.len(),
         10,

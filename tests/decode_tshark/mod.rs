@@ -82,6 +82,28 @@ impl Facts {
     }
 }
 
+/// `-d` rules decoding every TCP port in `file` as `dissector`. tshark picks dissectors by
+/// port, lower port first, so a rule for the server's port alone loses to an ephemeral client
+/// port that another protocol registered (48898 is ADS/AMS).
+pub fn every_port_as(file: &Path, dissector: &str) -> Vec<String> {
+    let ports: BTreeSet<String> = tshark_stdout(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-T",
+        "fields",
+        "-e",
+        "tcp.srcport",
+    ])
+    .lines()
+    .filter(|p| !p.is_empty())
+    .map(String::from)
+    .collect();
+    ports
+        .iter()
+        .map(|p| format!("tcp.port=={p},{dissector}"))
+        .collect()
+}
+
 /// tshark's facts for every TCP stream of `file`, by stream number (one tshark run).
 /// `decode_as` adds tshark `-d` rules (e.g. `tcp.port==5433,pgsql`).
 pub fn tshark_facts(file: &Path, decode_as: &[&str]) -> BTreeMap<u64, Facts> {
