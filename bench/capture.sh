@@ -23,40 +23,11 @@
 set -euo pipefail
 
 packets="${1:-1000000}"
-root="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d)"
-chmod 755 "$work"
-pids=()
-pgdata=""
-pgbin=""
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [ -n "$pgdata" ] && [ -d "$pgdata" ]; then
-        runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-[ "$(id -u)" = 0 ] || { echo "bench/capture.sh: run as root (tcpdump on lo, a postgres cluster)" >&2; exit 2; }
-for tool in tcpdump tshark wrk nginx pgbench python3 cargo runuser capinfos; do
-    command -v "$tool" >/dev/null || { echo "bench/capture.sh: $tool is required" >&2; exit 2; }
-done
-pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
-[ -x "$pgbin/initdb" ] || { echo "bench/capture.sh: PostgreSQL server binaries are required" >&2; exit 2; }
-
-(cd "$root" && cargo build --release --quiet --bin tapline)
-tapline="$root/target/release/tapline"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 400); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench/capture.sh: nothing listens on port $1" >&2; exit 1
-}
+. "$(dirname "$0")/lib.sh"
+bench_init capture
+require_root "tcpdump on lo, a postgres cluster"
+require tcpdump tshark wrk nginx pgbench python3 cargo runuser capinfos
+bench_build
 
 # --- 1. Record -------------------------------------------------------------------------
 origin=$(free_port); pgport=$(free_port)
@@ -81,11 +52,7 @@ http {
 NGINX
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 
-pgdata="$work/pg"
-mkdir -p "$pgdata" && chown postgres:postgres "$pgdata"
-runuser -u postgres -- "$pgbin/initdb" -D "$pgdata" -A trust -U postgres --no-sync >/dev/null
-runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $pgport -k $pgdata -c fsync=off" start >/dev/null
+start_postgres "$pgport"
 wait_port "$origin"; wait_port "$pgport"
 pgbench -h 127.0.0.1 -p "$pgport" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
 

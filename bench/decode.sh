@@ -20,43 +20,25 @@ set -euo pipefail
 
 SECONDS_EACH=${SECONDS_EACH:-3}
 RUNS=${RUNS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/tapline-bench-decode.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [[ -n "${PGBIN:-}" && -d "$WORK/pg/data" ]]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    if [[ -z "${KEEP:-}" ]]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
-}
-trap cleanup EXIT
-
-need() { command -v "$1" >/dev/null || { echo "decode.sh: $1 is required" >&2; exit 1; }; }
-need tcpdump; need tshark; need wrk; need python3
-[[ $(id -u) == 0 ]] || { echo "decode.sh: tcpdump on lo needs root" >&2; exit 1; }
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[[ -x "$PGBIN/initdb" && -x "$PGBIN/pgbench" ]] || { echo "decode.sh: PostgreSQL server and pgbench are required" >&2; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/lib.sh"
+bench_init decode
+require_root "tcpdump on lo"
+require tcpdump tshark wrk python3 pgbench
+WORK=$work
+PGBIN=$(pg_bin)
 now() { date +%s.%N; }
 
 echo "== building tapline (release)"
-(cd "$ROOT" && cargo build --release -q -p tapline)
-TAPLINE="$ROOT/target/release/tapline"
+bench_build
+TAPLINE=$tapline
 
 HTTP_PORT=$(free_port)
 PG_PORT=$(free_port)
 
 echo "== starting tapline demo on :$HTTP_PORT and PostgreSQL on :$PG_PORT"
 "$TAPLINE" demo --address "127.0.0.1:$HTTP_PORT" 2>/dev/null &
-PIDS+=($!)
-mkdir -p "$WORK/pg" && chown postgres:postgres "$WORK/pg"
-runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg/data" -A trust -U postgres --no-sync >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $WORK/pg -c fsync=off" start >/dev/null
+pids+=($!)
+start_postgres "$PG_PORT"
 for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT") 2>/dev/null && break
     sleep 0.1
@@ -66,7 +48,7 @@ CAP="$WORK/traffic.pcap"
 echo "== recording $CAP (${SECONDS_EACH}s of HTTP, ${SECONDS_EACH}s of each PostgreSQL protocol)"
 tcpdump -i lo --immediate-mode -s 0 -B 65536 -w "$CAP" "tcp port $HTTP_PORT or tcp port $PG_PORT" 2>"$WORK/tcpdump.err" &
 TCPDUMP=$!
-PIDS+=($TCPDUMP)
+pids+=($TCPDUMP)
 for _ in $(seq 100); do grep -q "listening on" "$WORK/tcpdump.err" && break; sleep 0.1; done
 
 wrk -t1 -c4 -d"${SECONDS_EACH}s" "http://127.0.0.1:$HTTP_PORT/" >/dev/null

@@ -11,33 +11,11 @@ set -euo pipefail
 
 secs="${1:-10}"
 conns=16
-root="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-for tool in wrk python3 cargo; do
-    command -v "$tool" >/dev/null || { echo "bench/grpc.sh: $tool is required" >&2; exit 2; }
-done
-python3 -c 'import grpc, grpc_tools' 2>/dev/null ||
-    { echo "bench/grpc.sh: python3 grpcio and grpcio-tools are required" >&2; exit 2; }
-
-(cd "$root" && cargo build --release --quiet --bin tapline)
-tapline="$root/target/release/tapline"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench/grpc.sh: nothing listens on port $1" >&2; exit 1
-}
+. "$(dirname "$0")/lib.sh"
+bench_init grpc
+require wrk python3 cargo
+python3 -c 'import grpc, grpc_tools' 2>/dev/null || bench_fail "python3 grpcio and grpcio-tools are required"
+bench_build
 
 # The plugin and its stubs.
 python3 -m grpc_tools.protoc -I "$root/crates/tapline-grpc/proto" \

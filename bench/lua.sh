@@ -17,30 +17,10 @@ set -euo pipefail
 secs="${1:-10}"
 conns=16
 runs=3
-root="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d /tmp/tapline-bench-lua.XXXXXX)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-for tool in wrk iperf3 python3 cargo; do
-    command -v "$tool" >/dev/null || { echo "bench/lua.sh: $tool is required" >&2; exit 2; }
-done
-
-(cd "$root" && cargo build --release --quiet --bin tapline)
-tapline="$root/target/release/tapline"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench/lua.sh: nothing listens on port $1" >&2; exit 1
-}
+. "$(dirname "$0")/lib.sh"
+bench_init lua
+require wrk iperf3 python3 cargo
+bench_build
 
 # The plugins measured.
 cat >"$work/noop_request.lua" <<'LUA'

@@ -16,35 +16,10 @@ set -euo pipefail
 
 secs="${1:-10}"
 conns=50
-root="$(cd "$(dirname "$0")/.." && pwd)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-for tool in wrk iperf3 nginx python3 cargo; do
-    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is required" >&2; exit 2; }
-done
-
-if [ -n "${TAPLINE_BIN:-}" ]; then
-    tapline="$TAPLINE_BIN"
-else
-    (cd "$root" && cargo build --release --quiet --bin tapline)
-    tapline="$root/target/release/tapline"
-fi
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "bench/proxy.sh: nothing listens on port $1" >&2; exit 1
-}
+. "$(dirname "$0")/lib.sh"
+bench_init proxy
+require wrk iperf3 nginx python3 cargo
+bench_build
 
 origin=$(free_port); nginx_proxy=$(free_port); forward=$(free_port); mapping=$(free_port)
 iperf=$(free_port); tcp_map=$(free_port); grpc_forward=$(free_port); plugin=$(free_port)

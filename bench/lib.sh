@@ -1,0 +1,71 @@
+# Shared by the bench/*.sh scripts (sourced, not run): a work directory, processes stopped by
+# PID on exit, tool checks, free ports, the release build, and a throwaway PostgreSQL cluster.
+#   . "$(dirname "$0")/lib.sh"; bench_init NAME
+# After bench_init: $root (the repository), $work (removed on exit unless KEEP=1), $tapline
+# (after bench_build), and the array pids (every PID in it is killed on exit).
+
+bench_init() {
+    bench_name=$1
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    work="$(mktemp -d "/tmp/tapline-bench-$bench_name.XXXXXX")"
+    chmod 755 "$work"
+    pids=()
+    pgdata=""
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [ -n "$pgdata" ] && [ -d "$pgdata" ]; then
+        runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$pgdata" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    wait 2>/dev/null || true
+    if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+
+# bench_fail MESSAGE: one line naming the script, exit 2.
+bench_fail() { echo "bench/$bench_name.sh: $*" >&2; exit 2; }
+
+# require TOOL...: each must be on PATH.
+require() {
+    for tool in "$@"; do command -v "$tool" >/dev/null || bench_fail "$tool is required"; done
+}
+
+require_root() { [ "$(id -u)" = 0 ] || bench_fail "run as root ($*)"; }
+
+# bench_build: the release binary, or $TAPLINE_BIN when given (e.g. an older commit's).
+bench_build() {
+    if [ -n "${TAPLINE_BIN:-}" ]; then
+        tapline="$TAPLINE_BIN"
+    else
+        (cd "$root" && cargo build --release --quiet --bin tapline)
+        tapline="$root/target/release/tapline"
+    fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT: until something listens on 127.0.0.1:PORT (20 s at most).
+wait_port() {
+    for _ in $(seq 1 400); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    bench_fail "nothing listens on port $1"
+}
+
+# Where Debian keeps the newest PostgreSQL server binaries.
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+# start_postgres PORT: a trust-auth cluster in $work/pg on 127.0.0.1:PORT, stopped on exit.
+start_postgres() {
+    local bin
+    bin="$(pg_bin)"
+    [ -x "$bin/initdb" ] || bench_fail "PostgreSQL server binaries are required"
+    pgdata="$work/pg"
+    mkdir -p "$pgdata" && chown postgres:postgres "$pgdata"
+    runuser -u postgres -- "$bin/initdb" -D "$pgdata/data" -A trust -U postgres --no-sync >/dev/null
+    runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata/data" -l "$pgdata/log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $1 -k $pgdata -c fsync=off" start >/dev/null
+    pgdata="$pgdata/data"
+}
