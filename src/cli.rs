@@ -5,11 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-/// The command line as parsed: argv with the `--config` file's options inserted. Plugin
-/// order is read from it.
-pub static EFFECTIVE_ARGV: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Capture and model network traffic through a pipeline of plugins.
 #[derive(Debug, Parser)]
@@ -172,6 +168,9 @@ pub struct PluginArgs {
     /// A Lua plugin file (tapline or riff style). Repeatable; order is pipeline order.
     #[arg(long = "plugin", value_name = "FILE.lua")]
     pub lua: Vec<PathBuf>,
+    /// Every `--plugin` and `--grpc-plugin` in the order given (set by [`Cli::parse_from_argv`]).
+    #[arg(skip)]
+    pub pipeline: Vec<PluginSpec>,
     /// An argument for a Lua plugin's on_start, NAME.key=value. Repeatable.
     #[arg(long = "plugin-arg", value_name = "NAME.key=value")]
     pub plugin_args: Vec<String>,
@@ -193,6 +192,63 @@ pub struct PluginArgs {
     /// Force a protocol on a port: PORT=http|postgres|tcp. Repeatable.
     #[arg(long = "decode", value_name = "PORT=PROTO")]
     pub decode: Vec<String>,
+}
+
+/// One plugin as declared on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSpec {
+    /// `--plugin FILE.lua`
+    Lua(PathBuf),
+    /// `--grpc-plugin URL`
+    Grpc(String),
+}
+
+impl Cli {
+    /// Parses `argv` like [`Parser::try_parse_from`], and records in `plugins.pipeline` the
+    /// order in which `--plugin` and `--grpc-plugin` values were given: clap keeps each
+    /// flag's values in order, and their positions tell the interleaving.
+    pub fn parse_from_argv(argv: &[String]) -> Result<Cli, clap::Error> {
+        let matches = Cli::command().try_get_matches_from(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let (plugins, sub) = match &mut cli.command {
+            Command::Proxy(a) => (&mut a.plugins, matches.subcommand_matches("proxy")),
+            Command::Capture(a) => (&mut a.plugins, matches.subcommand_matches("capture")),
+            Command::Plugins(PluginsCommand::Check(a)) => (
+                a,
+                matches
+                    .subcommand_matches("plugins")
+                    .and_then(|m| m.subcommand_matches("check")),
+            ),
+            Command::Demo(_) => return Ok(cli),
+        };
+        if let Some(sub) = sub {
+            plugins.pipeline = declared_order(plugins, sub);
+        }
+        Ok(cli)
+    }
+}
+
+/// The plugins of `args` sorted by where clap found each value.
+fn declared_order(args: &PluginArgs, matches: &ArgMatches) -> Vec<PluginSpec> {
+    let indices = |id: &str| -> Vec<usize> {
+        matches
+            .indices_of(id)
+            .map(|i| i.collect())
+            .unwrap_or_default()
+    };
+    let mut positioned: Vec<(usize, PluginSpec)> = indices("lua")
+        .into_iter()
+        .zip(&args.lua)
+        .map(|(i, p)| (i, PluginSpec::Lua(p.clone())))
+        .collect();
+    positioned.extend(
+        indices("grpc")
+            .into_iter()
+            .zip(&args.grpc)
+            .map(|(i, u)| (i, PluginSpec::Grpc(u.clone()))),
+    );
+    positioned.sort_by_key(|(i, _)| *i);
+    positioned.into_iter().map(|(_, s)| s).collect()
 }
 
 /// What a failed plugin call does.
@@ -429,6 +485,28 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("64kb").unwrap(), 64_000);
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn interleaved_plugins_keep_their_order() {
+        let argv: Vec<String> = "tapline proxy --grpc-plugin http://x:1,http://y:2 --plugin a.lua \
+             --grpc-plugin=http://z:3 --plugin b.lua"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let Command::Proxy(args) = Cli::parse_from_argv(&argv).unwrap().command else {
+            panic!("a proxy command");
+        };
+        assert_eq!(
+            args.plugins.pipeline,
+            vec![
+                PluginSpec::Grpc("http://x:1".into()),
+                PluginSpec::Grpc("http://y:2".into()),
+                PluginSpec::Lua("a.lua".into()),
+                PluginSpec::Grpc("http://z:3".into()),
+                PluginSpec::Lua("b.lua".into()),
+            ]
+        );
     }
 
     #[test]

@@ -14,8 +14,6 @@ mod stages;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command, PluginsCommand};
 
 fn main() -> ExitCode {
@@ -23,8 +21,7 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(e) => return exit::report(&e),
     };
-    let _ = cli::EFFECTIVE_ARGV.set(argv.clone());
-    let cli = match Cli::try_parse_from(&argv) {
+    let cli = match Cli::parse_from_argv(&argv) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
