@@ -124,6 +124,13 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// Replaces the whole body (a plugin's edit): the length follows, nothing is truncated.
+    pub fn set_body(&mut self, body: impl Into<Bytes>) {
+        self.body = body.into();
+        self.body_len = self.body.len() as u64;
+        self.body_truncated = false;
+    }
+
     /// The method and path, as a response remembers its request.
     pub fn line(&self) -> RequestLine {
         RequestLine {
@@ -170,6 +177,13 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// Replaces the whole body (a plugin's edit): the length follows, nothing is truncated.
+    pub fn set_body(&mut self, body: impl Into<Bytes>) {
+        self.body = body.into();
+        self.body_len = self.body.len() as u64;
+        self.body_truncated = false;
+    }
+
     /// A response a plugin builds to answer or replace: status, headers and a full body.
     pub fn new(status: u16, headers: Headers, body: Bytes) -> Self {
         HttpResponse {

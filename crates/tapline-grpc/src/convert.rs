@@ -187,9 +187,7 @@ fn apply_request(
         request.headers = headers_from(modified.headers);
     }
     if !modified.body.is_empty() && modified.body != sent.body {
-        request.body_len = modified.body.len() as u64;
-        request.body = modified.body;
-        request.body_truncated = false;
+        request.set_body(modified.body);
     }
 }
 
@@ -207,9 +205,7 @@ fn apply_response(
         response.headers = headers_from(modified.headers);
     }
     if !modified.body.is_empty() && modified.body != sent.body {
-        response.body_len = modified.body.len() as u64;
-        response.body = modified.body;
-        response.body_truncated = false;
+        response.set_body(modified.body);
     }
 }
 

@@ -417,11 +417,7 @@ impl UserData for RequestObj {
                     }
                     "body" => {
                         let b = body_from(value)?;
-                        write(lent, |r| {
-                            r.body_len = b.len() as u64;
-                            r.body = b;
-                            r.body_truncated = false;
-                        })
+                        write(lent, |r| r.set_body(b))
                     }
                     "headers" => match value {
                         Value::Table(t) => write(lent, |r| replace_headers(&mut r.headers, &t))?,
@@ -500,11 +496,7 @@ impl UserData for ResponseObj {
                     }
                     "body" => {
                         let b = body_from(value)?;
-                        write(lent, |r| {
-                            r.body_len = b.len() as u64;
-                            r.body = b;
-                            r.body_truncated = false;
-                        })
+                        write(lent, |r| r.set_body(b))
                     }
                     "headers" => match value {
                         Value::Table(t) => write(lent, |r| replace_headers(&mut r.headers, &t))?,
