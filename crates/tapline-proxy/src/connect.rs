@@ -3,21 +3,16 @@
 //! handshake record, else `tcp`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tapline_core::{Chunk, FlowEnd, FlowStats, Protocol, Route, Side};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use http::uri::Authority;
+use tapline_core::{Chunk, FlowEnd, FlowStats, HttpResponse, Protocol, Route, Side};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{self, ProxyBody};
 use crate::context::Shared;
 use crate::flows::OpenFlow;
-use crate::http_convert::{response_from, short_response};
+use crate::head::{short_response, write_response};
 use crate::relay::{end_of, relay};
 use crate::stop::Phase;
 
@@ -26,52 +21,51 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Bytes read to learn who speaks first.
 const FIRST_READ: usize = 16 * 1024;
 
-/// Answers a CONNECT request; on success the tunnel runs on its own task, holding `permit`.
-pub(crate) async fn handle(
-    ctx: &Arc<Shared>,
+/// Serves `CONNECT target` on `client`: connects upstream, answers 200, then relays the
+/// tunnel's bytes as their own flow. `early` holds bytes the client sent after its request
+/// head without waiting for the answer.
+pub(crate) async fn tunnel(
+    ctx: &Shared,
     peer: SocketAddr,
-    permit: Arc<OwnedSemaphorePermit>,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let Some((host, port)) = req
-        .uri()
-        .authority()
+    target: &str,
+    mut client: TcpStream,
+    early: Bytes,
+) {
+    let Some((host, port)) = target
+        .parse::<Authority>()
+        .ok()
         .and_then(|a| Some((a.host().to_string(), a.port_u16()?)))
     else {
-        return response_from(&short_response(
-            400,
-            "tapline: CONNECT needs a host:port target",
-        ));
+        answer(
+            &mut client,
+            &short_response(400, "tapline: CONNECT needs a host:port target"),
+        )
+        .await;
+        return;
     };
-    let (addr, server) = match ctx.connect(&host, port).await {
+    let (addr, mut server) = match ctx.connect(&host, port).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::debug!("CONNECT {host}:{port}: {}", e.message());
-            return response_from(&e.response());
+            answer(&mut client, &e.response()).await;
+            return;
         }
     };
-    let upgrade = hyper::upgrade::on(req);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
-        match upgrade.await {
-            Ok(upgraded) => tunnel(&ctx, peer, addr, TokioIo::new(upgraded), server).await,
-            Err(e) => tracing::debug!("CONNECT {addr}: client left before the tunnel: {e}"),
-        }
-    });
-    Response::new(body::empty())
-}
-
-async fn tunnel<C>(
-    ctx: &Shared,
-    peer: SocketAddr,
-    addr: SocketAddr,
-    mut client: C,
-    mut server: TcpStream,
-) where
-    C: AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
-{
-    let first = first_chunk(ctx, &mut client, &mut server).await;
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let first = if early.is_empty() {
+        first_chunk(ctx, &mut client, &mut server).await
+    } else {
+        Ok(Some(Chunk {
+            from: Side::Client,
+            data: early,
+        }))
+    };
     let protocol = match &first {
         Ok(Some(c)) if c.from == Side::Client && c.data.first() == Some(&TLS_HANDSHAKE) => {
             Protocol::Tls
@@ -84,6 +78,13 @@ async fn tunnel<C>(
         Err(end) => (FlowStats::default(), end),
     };
     open.end(&ctx.pipeline, stats, end).await;
+}
+
+/// Answers the CONNECT with `resp` and closes.
+async fn answer(client: &mut TcpStream, resp: &HttpResponse) {
+    let mut out = Vec::new();
+    write_response(&mut out, resp, true);
+    let _ = client.write_all(&out).await;
 }
 
 /// Waits for whichever side speaks first. `Ok(None)` when a side closed without a byte.

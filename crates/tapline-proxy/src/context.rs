@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioTimer;
 use tapline_core::{FlowIds, Pipeline};
 use tapline_decode::DecodeConfig;
 use tokio::net::TcpStream;
@@ -54,8 +52,6 @@ pub(crate) struct Shared {
     pub(crate) own: Vec<SocketAddr>,
     /// Keep-alive connections to HTTP upstreams.
     pub(crate) pool: Arc<Pool>,
-    /// How client HTTP connections are served.
-    pub(crate) http: http1::Builder,
     pub(crate) stop: StopSignal,
     /// One permit per open client connection.
     pub(crate) permits: Arc<Semaphore>,
@@ -72,11 +68,6 @@ pub(crate) struct Shared {
 /// Names remembered in [`Shared::http_upstream`] before the memory starts over.
 const MAX_REMEMBERED: usize = 1024;
 
-/// hyper needs a read buffer of at least this many bytes.
-const MIN_BUF: usize = 8192;
-/// hyper's default largest read buffer.
-const DEFAULT_MAX_BUF: usize = 400 * 1024;
-
 impl Shared {
     pub(crate) fn new(
         pipeline: Pipeline,
@@ -85,18 +76,7 @@ impl Shared {
         own: Vec<SocketAddr>,
         stop: StopSignal,
     ) -> Shared {
-        let buf = (limits.max_header_size + MIN_BUF).max(DEFAULT_MAX_BUF);
-        let mut upstream = hyper::client::conn::http1::Builder::new();
-        upstream.preserve_header_case(true).max_buf_size(buf);
-        let pool = Pool::new(upstream, limits.idle_timeout.min(Duration::from_secs(90)));
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .preserve_header_case(true)
-            .max_header_size(limits.max_header_size)
-            .max_buf_size(buf)
-            .header_read_timeout(limits.idle_timeout)
-            .auto_date_header(false);
-        let pool = Arc::new(pool);
+        let pool = Arc::new(Pool::new(limits.idle_timeout.min(Duration::from_secs(90))));
         Pool::reap(&pool);
         let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
         Shared {
@@ -109,7 +89,6 @@ impl Shared {
             limits,
             own,
             pool,
-            http,
             stop,
             permits: Arc::new(Semaphore::new(permits)),
             decode,

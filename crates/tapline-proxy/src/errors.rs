@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tapline_core::HttpResponse;
 
-use crate::http_convert::short_response;
+use crate::head::short_response;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,20 +80,6 @@ impl UpstreamError {
         }
     }
 
-    /// From the pooled HTTP client's error (connect errors carry the I/O error as a source).
-    pub(crate) fn from_client(target: &str, e: &(dyn std::error::Error + 'static)) -> Self {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        let mut deepest = e.to_string();
-        while let Some(c) = cause {
-            if let Some(io) = c.downcast_ref::<io::Error>() {
-                return Self::from_io(target, io);
-            }
-            deepest = c.to_string();
-            cause = c.source();
-        }
-        UpstreamError::Unreachable(format!("upstream {target} failed: {deepest}"))
-    }
-
     /// The status the client gets.
     pub(crate) fn status(&self) -> u16 {
         match self {
@@ -126,9 +112,6 @@ mod tests {
         assert_eq!(UpstreamError::from_io("h:1", &refused).status(), 502);
         let slow = io::Error::from(io::ErrorKind::TimedOut);
         assert_eq!(UpstreamError::from_io("h:1", &slow).status(), 504);
-        let wrapped = io::Error::other(io::Error::from(io::ErrorKind::TimedOut));
-        let r = UpstreamError::from_client("h:1", &wrapped);
-        assert_eq!(r.status(), 502, "{r:?}");
         let resp = UpstreamError::Timeout("slow".into()).response();
         assert_eq!(resp.status, 504);
         assert_eq!(&resp.body[..], b"tapline: slow\n");

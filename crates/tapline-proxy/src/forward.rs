@@ -1,40 +1,42 @@
-//! HTTP connections: the forward proxy (absolute-form requests, CONNECT) and `http` mappings
-//! (reverse proxy to one upstream). Every request goes through the request hooks, the pooled
-//! upstream client, then the response hooks; bodies stream unless a plugin reads them.
+//! HTTP/1 connections: the forward proxy (absolute-form requests, CONNECT) and `http` mappings
+//! (reverse proxy to one upstream). Every request goes through the request hooks, a pooled
+//! upstream connection, then the response hooks; bodies stream in their own framing unless a
+//! plugin reads them.
 //!
-//! hyper serves the client side (parsing, keep-alive, chunked framing, header size bound,
-//! idle timeout between requests, CONNECT upgrades) and its legacy pooled client the upstream
-//! side (keep-alive pool per upstream): both are the parts of a proxy that must be exactly
-//! right and that hyper already gets right, and both preserve header case.
+//! One task serves a client connection and its upstream connections: it reads a head
+//! (parsed in place, `head`), writes it on for the next hop, pumps the body (`wire`), and does
+//! the same with the response. The proxy used hyper's server and pooled client before; that
+//! took two tasks and a channel per exchange and turned every head into a header map and
+//! back, about 60% of the proxy's user CPU per request (BENCHMARKS.md). What hyper did for
+//! the proxy is here instead: framing (`framing`), keep-alive on both sides, `100 Continue`,
+//! head size and field count bounds, idle and stall timeouts, and re-framing plugin bodies.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::Uri;
 use tapline_core::{
-    Event, EventKind, Flow, FlowEnd, HttpRequest, HttpResponse, Interest, Pipeline, Protocol,
+    Event, EventKind, Flow, FlowEnd, FlowStats, HttpRequest, HttpResponse, Interest, Protocol,
     RequestVerdict, ResponseVerdict, Route, Timestamp, Transaction,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{self, Buffered, Counted, ProxyBody};
 use crate::context::Shared;
-use crate::counted_io::{since, CountedIo, IoCounts};
 use crate::errors::UpstreamError;
 use crate::flows::OpenFlow;
-use crate::hop_by_hop;
-use crate::http_convert::{
-    map_from_headers, request_view, response_from, response_view, set_content_length,
-    short_response,
+use crate::framing::{BodyReader, Framing};
+use crate::head::{
+    short_response, valid_fields, write_field, write_fields, write_length, write_response,
+    write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
 };
 use crate::stop::Phase;
+use crate::wire::{read_more, write, Buffered, Io, Pipe, PumpError};
 
 /// Where a connection's requests go.
 #[derive(Debug, Clone)]
@@ -47,8 +49,8 @@ pub(crate) enum Upstream {
         host: Arc<str>,
         /// Port.
         port: u16,
-        /// `host:port` (IPv6 in brackets): the `Host` of every request, built once.
-        authority: HeaderValue,
+        /// `host:port` (IPv6 in brackets): the `Host` of every request.
+        authority: Arc<str>,
     },
 }
 
@@ -61,18 +63,22 @@ impl Upstream {
         } else {
             format!("{host}:{port}")
         };
+        authority.parse::<http::uri::Authority>().ok()?;
         Some(Upstream::Fixed {
             host: host.into(),
             port,
-            authority: HeaderValue::from_str(&authority).ok()?,
+            authority: authority.into(),
         })
     }
 }
 
-/// A plugin closed the client connection (the service's error, so hyper closes it).
-#[derive(Debug, thiserror::Error)]
-#[error("closed by plugin: {0}")]
-pub(crate) struct ClosedByPlugin(String);
+/// How a client connection's serving ended.
+enum Ending {
+    /// The connection is done.
+    Closed(FlowEnd),
+    /// The client asked for a tunnel to this `host:port`.
+    Tunnel(String),
+}
 
 /// Serves one client connection until it closes or the run stops.
 pub(crate) async fn serve(
@@ -83,46 +89,39 @@ pub(crate) async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let io = Arc::new(IoCounts::default());
-    let conn = Arc::new(HttpConn {
-        ctx: ctx.clone(),
+    let stop = ctx.stop.clone();
+    let draining = stop.clone();
+    let mut conn = HttpConn {
+        ctx,
         peer,
         upstream,
-        io: io.clone(),
-        permit: Arc::new(permit),
-        current: tokio::sync::Mutex::new(None),
-        closed_by: Mutex::new(None),
-    });
-    let handler = conn.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let handler = handler.clone();
-        async move { handler.handle(req).await }
-    });
-    let served = ctx
-        .http
-        .serve_connection(TokioIo::new(CountedIo::new(stream, io)), service)
-        .with_upgrades();
-    // Boxed rather than pinned in place, so that it can be dropped before the flow ends.
-    let mut served = Box::pin(served);
-    let mut draining = false;
-    let end = loop {
-        tokio::select! {
-            r = served.as_mut() => break match r {
-                Ok(()) => FlowEnd::Fin,
-                Err(e) if e.is_timeout() => FlowEnd::Timeout,
-                Err(e) => FlowEnd::Error(e.to_string()),
-            },
-            _ = ctx.stop.reached(Phase::Draining), if !draining => {
-                draining = true;
-                served.as_mut().graceful_shutdown();
-            }
-            _ = ctx.stop.reached(Phase::Forced) => break FlowEnd::Shutdown,
-        }
+        client: stream,
+        buf: BytesMut::new(),
+        from_client: Io::default(),
+        to_client: Io::default(),
+        current: None,
+        closed_by: None,
+        draining: Box::pin(async move { draining.reached(Phase::Draining).await }),
     };
-    // A response still streaming when the run is forced to stop reports its exchange as it
-    // is dropped: before the flow's end, not after.
-    drop(served);
-    conn.finish(end).await;
+    let ending = tokio::select! {
+        ending = conn.run() => ending,
+        _ = stop.reached(Phase::Forced) => Ending::Closed(FlowEnd::Shutdown),
+    };
+    match ending {
+        Ending::Closed(end) => conn.finish(end).await,
+        Ending::Tunnel(target) => {
+            conn.finish(FlowEnd::Fin).await;
+            let HttpConn {
+                ctx,
+                client,
+                buf,
+                peer,
+                ..
+            } = conn;
+            crate::connect::tunnel(&ctx, peer, &target, client, buf.freeze()).await;
+        }
+    }
+    drop(permit);
 }
 
 /// One client connection's state.
@@ -130,112 +129,148 @@ struct HttpConn {
     ctx: Arc<Shared>,
     peer: SocketAddr,
     upstream: Upstream,
-    io: Arc<IoCounts>,
-    /// Held by the connection and by a tunnel it hands over to.
-    permit: Arc<OwnedSemaphorePermit>,
+    client: TcpStream,
+    /// Read from the client and not used yet.
+    buf: BytesMut,
+    from_client: Io,
+    to_client: Io,
     /// The flow of the requests so far: a new one starts when the upstream changes.
-    current: tokio::sync::Mutex<Option<ConnFlow>>,
-    closed_by: Mutex<Option<String>>,
+    current: Option<ConnFlow>,
+    /// Why a plugin closed the connection.
+    closed_by: Option<String>,
+    /// Resolves once the run drains: idle connections close then.
+    draining: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 struct ConnFlow {
     open: OpenFlow,
     interest: Interest,
-    /// The upstream address as a URI authority, for the requests of this flow.
-    authority: Authority,
-    base: tapline_core::FlowStats,
+    /// The connection's totals when the flow started.
+    base: FlowStats,
 }
 
 /// Where one request goes.
 struct Target {
     host: String,
     port: u16,
-    /// The mapping's `host:port`; `None` on the forward proxy, whose URLs are absolute.
-    fixed: Option<HeaderValue>,
+    /// The origin-form path sent upstream.
+    path: String,
+    /// `host:port` as the URL has it: the `Host` when the client sent none.
+    authority: String,
+    /// True on mappings: `Host` is always the mapping's `authority`.
+    fixed: bool,
 }
 
 impl Target {
     /// The request's absolute URL (for the messages plugins and outputs see).
-    fn url(&self, uri: &Uri) -> String {
-        let (authority, path) = match &self.fixed {
-            Some(a) => (
-                a.to_str().unwrap_or_default(),
-                uri.path_and_query().map_or("", |p| p.as_str()),
-            ),
-            None => (
-                uri.authority().map_or("", |a| a.as_str()),
-                uri.path_and_query().map_or("", |p| p.as_str()),
-            ),
-        };
-        let path = if path.is_empty() { "/" } else { path };
-        let mut url = String::with_capacity(7 + authority.len() + path.len());
-        url.push_str("http://");
-        url.push_str(authority);
-        url.push_str(path);
-        url
+    fn url(&self) -> String {
+        format!("http://{}{}", self.authority, self.path)
     }
 }
 
 impl HttpConn {
-    async fn handle(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, ClosedByPlugin> {
-        if req.method() == Method::CONNECT {
-            return Ok(match self.upstream {
-                Upstream::Forward => {
-                    crate::connect::handle(&self.ctx, self.peer, self.permit.clone(), req).await
-                }
-                Upstream::Fixed { .. } => refuse(405, "CONNECT is served by the forward proxy"),
-            });
-        }
-        let target = match self.target(&mut req) {
-            Ok(t) => t,
-            Err((status, why)) => return Ok(refuse(status, why)),
-        };
-        let (addr, unreachable) = match self.ctx.http_upstream(&target.host, target.port).await {
-            Ok(addr) => (addr, None),
-            Err(e @ UpstreamError::Loop(_)) => return Ok(response_from(&e.response())),
-            // The request hooks still run, so a plugin can answer for a name that does not
-            // resolve (a mocked API); without an answer the client gets the 502/504.
-            Err(e) => (SocketAddr::from(([0, 0, 0, 0], target.port)), Some(e)),
-        };
-        let (flow, interest, authority) = self.flow_for(addr).await;
-        let result = Exchange {
-            ctx: &self.ctx,
-            flow: &flow,
-            interest,
-            authority,
-        }
-        .run(req, target, addr, unreachable)
-        .await;
-        if let Err(ClosedByPlugin(reason)) = &result {
-            if let Ok(mut closed) = self.closed_by.lock() {
-                *closed = Some(reason.clone());
+    async fn run(&mut self) -> Ending {
+        loop {
+            let head = match self.next_head().await {
+                Ok(head) => head,
+                Err(end) => return Ending::Closed(end),
+            };
+            if head.method() == "CONNECT" {
+                return match self.upstream {
+                    Upstream::Forward => Ending::Tunnel(head.target().to_string()),
+                    Upstream::Fixed { .. } => Ending::Closed(
+                        self.refuse(405, "CONNECT is served by the forward proxy")
+                            .await,
+                    ),
+                };
+            }
+            if let Some(end) = self.exchange(head).await {
+                return Ending::Closed(end);
+            }
+            if self.ctx.stop.is(Phase::Draining) {
+                return Ending::Closed(FlowEnd::Fin);
             }
         }
-        result
     }
 
-    /// The request's upstream and absolute URL; a status and reason for requests a forward
-    /// proxy cannot serve.
-    fn target(&self, req: &mut Request<Incoming>) -> Result<Target, (u16, &'static str)> {
+    /// The next request head; between requests an idle connection closes at the idle
+    /// timeout or when the run drains.
+    async fn next_head(&mut self) -> Result<RequestHead, FlowEnd> {
+        let max = self.ctx.limits.max_header_size;
+        let idle = self.ctx.limits.idle_timeout;
+        loop {
+            match RequestHead::parse(&mut self.buf) {
+                Ok(Some(head)) if head.size() > max => {
+                    return Err(self.refuse(431, "request head too large").await)
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) if self.buf.len() > max => {
+                    return Err(self.refuse(431, "request head too large").await)
+                }
+                Ok(None) => {}
+                Err(HeadError::TooManyFields) => {
+                    return Err(self.refuse(431, "too many header fields").await)
+                }
+                Err(e) => return Err(self.refuse(400, &e.to_string()).await),
+            }
+            let between = self.buf.is_empty();
+            let read = read_more(&mut self.client, &mut self.buf, idle, &mut self.from_client);
+            let read = if between {
+                tokio::select! {
+                    r = read => r,
+                    _ = self.draining.as_mut() => return Err(FlowEnd::Fin),
+                }
+            } else {
+                read.await
+            };
+            match read {
+                Ok(0) if between => return Err(FlowEnd::Fin),
+                Ok(0) => return Err(FlowEnd::Error("the client left mid-request".into())),
+                Ok(_) => {}
+                Err(PumpError::Stalled(_)) => return Err(FlowEnd::Timeout),
+                Err(e) => return Err(FlowEnd::Error(e.to_string())),
+            }
+        }
+    }
+
+    /// Answers a request the proxy cannot serve, then closes.
+    async fn refuse(&mut self, status: u16, why: &str) -> FlowEnd {
+        let mut out = Vec::new();
+        write_response(
+            &mut out,
+            &short_response(status, &format!("tapline: {why}")),
+            true,
+        );
+        let _ = write(&mut self.client, &out, &mut self.to_client).await;
+        FlowEnd::Fin
+    }
+
+    /// The request's upstream, path and URL; a status and reason for requests this
+    /// listener cannot serve.
+    fn target(&self, head: &RequestHead) -> Result<Target, (u16, &'static str)> {
+        let raw = head.target();
         match &self.upstream {
             Upstream::Fixed {
                 host,
                 port,
                 authority,
             } => {
-                req.headers_mut()
-                    .insert(http::header::HOST, authority.clone());
+                let path = if raw.starts_with('/') {
+                    raw.to_string()
+                } else {
+                    let uri: Uri = raw.parse().map_err(|_| (400, "invalid request target"))?;
+                    path_of(&uri)
+                };
                 Ok(Target {
                     host: host.to_string(),
                     port: *port,
-                    fixed: Some(authority.clone()),
+                    path,
+                    authority: authority.to_string(),
+                    fixed: true,
                 })
             }
             Upstream::Forward => {
-                let uri = req.uri();
+                let uri: Uri = raw.parse().map_err(|_| (400, "invalid request target"))?;
                 match uri.scheme_str() {
                     Some(s) if s.eq_ignore_ascii_case("http") => {}
                     Some(_) => {
@@ -257,7 +292,9 @@ impl HttpConn {
                 Ok(Target {
                     host: authority.host().to_string(),
                     port: authority.port_u16().unwrap_or(80),
-                    fixed: None,
+                    path: path_of(&uri),
+                    authority: authority.as_str().to_string(),
+                    fixed: false,
                 })
             }
         }
@@ -265,22 +302,20 @@ impl HttpConn {
 
     /// The flow for requests to `addr`: the current one, or a new one when the upstream
     /// changed (the old one ends).
-    async fn flow_for(&self, addr: SocketAddr) -> (Arc<Flow>, Interest, Authority) {
-        let mut current = self.current.lock().await;
-        if let Some(cf) = current.as_ref() {
+    async fn flow_for(&mut self, addr: SocketAddr) -> (Arc<Flow>, Interest) {
+        if let Some(cf) = &self.current {
             if cf.open.flow().server == addr {
-                return (cf.open.flow().clone(), cf.interest, cf.authority.clone());
+                return (cf.open.flow().clone(), cf.interest);
             }
         }
-        if let Some(old) = current.take() {
-            let stats = since(self.io.snapshot(), old.base);
+        if let Some(old) = self.current.take() {
+            let stats = since(self.totals(), old.base);
             old.open.end(&self.ctx.pipeline, stats, FlowEnd::Fin).await;
         }
         let route = match self.upstream {
             Upstream::Forward => Route::Forward,
             Upstream::Fixed { .. } => Route::Mapping,
         };
-        let base = self.io.snapshot();
         let open = OpenFlow::start(
             &self.ctx.pipeline,
             &self.ctx.ids,
@@ -292,334 +327,690 @@ impl HttpConn {
         .await;
         let interest = self.ctx.pipeline.interest(open.flow());
         let flow = open.flow().clone();
-        let authority: Authority = addr
-            .to_string()
-            .parse()
-            .expect("a socket address is a valid URI authority");
-        *current = Some(ConnFlow {
+        self.current = Some(ConnFlow {
             open,
             interest,
-            authority: authority.clone(),
-            base,
+            base: self.totals(),
         });
-        (flow, interest, authority)
+        (flow, interest)
+    }
+
+    /// The client connection's totals: what the client sent, what the proxy wrote to it.
+    fn totals(&self) -> FlowStats {
+        FlowStats {
+            bytes_from_client: self.from_client.bytes,
+            bytes_from_server: self.to_client.bytes,
+            packets_from_client: self.from_client.calls,
+            packets_from_server: self.to_client.calls,
+        }
     }
 
     /// The connection closed: the open flow ends.
-    async fn finish(&self, end: FlowEnd) {
-        let Some(cf) = self.current.lock().await.take() else {
+    async fn finish(&mut self, end: FlowEnd) {
+        let Some(cf) = self.current.take() else {
             return;
         };
-        let plugin = self.closed_by.lock().ok().and_then(|mut c| c.take());
-        let end = match plugin {
+        let end = match self.closed_by.take() {
             Some(reason) => FlowEnd::ClosedByPlugin(reason),
             None => end,
         };
-        let stats = since(self.io.snapshot(), cf.base);
+        let stats = since(self.totals(), cf.base);
         cf.open.end(&self.ctx.pipeline, stats, end).await;
     }
-}
 
-/// One request and its response on a flow.
-struct Exchange<'a> {
-    ctx: &'a Shared,
-    flow: &'a Arc<Flow>,
-    interest: Interest,
-    /// The upstream's address as the authority of upstream request URIs.
-    authority: Authority,
-}
-
-impl Exchange<'_> {
-    async fn run(
-        &self,
-        req: Request<Incoming>,
-        target: Target,
-        addr: SocketAddr,
-        unreachable: Option<UpstreamError>,
-    ) -> Result<Response<ProxyBody>, ClosedByPlugin> {
+    /// One request and its response. `None` when the connection carries the next request,
+    /// else how it ends.
+    async fn exchange(&mut self, head: RequestHead) -> Option<FlowEnd> {
         let started = Timestamp::now();
-        let (mut parts, incoming) = req.into_parts();
-        // The messages' details (ordered headers, URL, …) are built only for a reader: a stage
-        // with HTTP hooks or a sink that reads them; otherwise the events carry none.
-        let details = self.interest.http || self.ctx.http_details;
-        let mut view = if details {
-            request_view(&parts, target.url(&parts.uri))
+        let target = match self.target(&head) {
+            Ok(t) => t,
+            Err((status, why)) => return Some(self.refuse(status, why).await),
+        };
+        let framing = match Framing::of_request(&head.fields) {
+            Ok(f) => f,
+            Err(e) => return Some(self.refuse(400, &e.to_string()).await),
+        };
+        let (addr, unreachable) = match self.ctx.http_upstream(&target.host, target.port).await {
+            Ok(addr) => (addr, None),
+            Err(e @ UpstreamError::Loop(_)) => return Some(self.refuse(508, e.message()).await),
+            // The request hooks still run, so a plugin can answer for a name that does not
+            // resolve (a mocked API); without an answer the client gets the 502/504.
+            Err(e) => (SocketAddr::from(([0, 0, 0, 0], target.port)), Some(e)),
+        };
+        let (flow, interest) = self.flow_for(addr).await;
+        let request = if interest.http || self.ctx.http_details {
+            let host = if target.fixed { "" } else { &target.authority };
+            head.view(&target.path, target.url(), host)
         } else {
             HttpRequest::default()
         };
-        let mut outgoing = body::boxed(incoming);
-        if self.interest.http {
-            let buffered = match body::buffer(outgoing, self.ctx.limits.body_limit).await {
-                Ok(b) => b,
-                Err(e) => return Ok(refuse(400, &format!("cannot read the request body: {e}"))),
-            };
-            view.body = buffered.seen.clone();
-            view.body_truncated = buffered.truncated;
-            if !buffered.truncated {
-                view.body_len = view.body.len() as u64;
+        let mut ex = Exchange {
+            flow,
+            interest,
+            started,
+            keep_client: head.keep_alive(),
+            client_minor: head.minor,
+            head_request: head.method() == "HEAD",
+            request,
+            body: BodyReader::new(framing),
+            answered_continue: false,
+        };
+        let out = if interest.http {
+            match self.request_hooks(&mut ex, &head, &target).await {
+                Prepared::Send(out) => out,
+                Prepared::Answered(next) => return next,
             }
-            let before = view.clone();
-            match self.ctx.pipeline.request(self.flow, &mut view).await {
-                RequestVerdict::Continue => {}
-                RequestVerdict::Respond(resp) => {
-                    return Ok(self.answer(view, resp, started, None));
-                }
-                RequestVerdict::Close(reason) => return Err(ClosedByPlugin(reason)),
-            }
-            outgoing = apply_request_edits(&mut parts, &before, &mut view, buffered);
-        }
+        } else {
+            self.plain_request(&mut ex, &head, &target)
+        };
         if let Some(e) = unreachable {
             tracing::debug!("{}", e.message());
-            return Ok(self.answer(view, e.response(), started, None));
+            return self.answer(&mut ex, e.response(), None).await;
         }
-        hop_by_hop::strip(&mut parts.headers);
-        parts.version = Version::HTTP_11;
-        let path = if details {
-            view.path.as_str()
-        } else {
-            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        self.relay(ex, addr, out).await
+    }
+
+    /// The head (and the body bytes already read) sent upstream when no plugin reads HTTP:
+    /// fields as received, hop-by-hop ones left out.
+    fn plain_request(&mut self, ex: &mut Exchange, head: &RequestHead, target: &Target) -> Vec<u8> {
+        let mut out = Vec::with_capacity(head.size() + 64);
+        start_request(&mut out, head.method(), &target.path);
+        write_request_fields(&mut out, head.fields.iter(), target, FramingFields::Keep);
+        out.extend_from_slice(b"\r\n");
+        // A small body usually came with the head: one write sends both. Bad framing shows
+        // when the body is pumped.
+        if let Ok(n) = ex.body.take(&self.buf, None) {
+            out.extend_from_slice(&self.buf[..n]);
+            self.buf.advance(n);
+        }
+        out
+    }
+
+    /// Reads the body (up to the limit) and runs the request hooks.
+    async fn request_hooks(
+        &mut self,
+        ex: &mut Exchange,
+        head: &RequestHead,
+        target: &Target,
+    ) -> Prepared {
+        let limit = self.ctx.limits.body_limit;
+        if head.expects_continue() && !ex.body.is_done() {
+            // The plugins need the body now: the proxy asks the client for it.
+            let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+            if write(&mut self.client, cont, &mut self.to_client)
+                .await
+                .is_err()
+            {
+                return Prepared::Answered(Some(FlowEnd::Error("the client left".into())));
+            }
+            ex.answered_continue = true;
+        }
+        let buffered = Pipe {
+            from: &mut self.client,
+            buf: &mut self.buf,
+            to: &mut tokio::io::sink(),
+            read: &mut self.from_client,
+            written: &mut Io::default(),
+            idle: self.ctx.limits.idle_timeout,
+        }
+        .buffer(&mut ex.body, limit)
+        .await;
+        let buffered = match buffered {
+            Ok(b) => b,
+            Err(e) => {
+                let why = format!("cannot read the request body: {e}");
+                return Prepared::Answered(Some(self.refuse(400, &why).await));
+            }
         };
-        parts.uri = upstream_uri(&parts.uri, path);
-        if !parts.headers.contains_key(HOST) {
-            if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
-                parts.headers.insert(HOST, host);
+        let (seen, truncated) = seen(&buffered, limit);
+        ex.request.body = seen;
+        ex.request.body_truncated = truncated;
+        ex.request.body_len = buffered.payload.len() as u64;
+        let before = ex.request.clone();
+        match self.ctx.pipeline.request(&ex.flow, &mut ex.request).await {
+            RequestVerdict::Continue => {}
+            RequestVerdict::Respond(resp) => {
+                ex.keep_client &= ex.body.is_done();
+                return Prepared::Answered(self.answer(ex, resp, None).await);
+            }
+            RequestVerdict::Close(reason) => {
+                self.closed_by = Some(reason);
+                return Prepared::Answered(Some(FlowEnd::Fin));
             }
         }
-        let sent_bytes = Arc::new(AtomicU64::new(0));
-        let upstream_req = Request::from_parts(parts, Counted::new(outgoing, sent_bytes.clone()));
+        let req = &mut ex.request;
+        if req.method != before.method && !is_token(&req.method) {
+            tracing::warn!("ignoring invalid method {:?} set by a plugin", req.method);
+            req.method = before.method.clone();
+        }
+        if req.path != before.path && !is_origin_form(&req.path) {
+            tracing::warn!("ignoring invalid path {:?} set by a plugin", req.path);
+            req.path = before.path.clone();
+        }
+        let mut out = Vec::with_capacity(head.size() + req.body.len() + 64);
+        start_request(&mut out, &req.method, &req.path);
+        let valid = valid_fields(&req.headers);
+        let answered_continue = ex.answered_continue;
+        let fields = valid
+            .iter()
+            .copied()
+            .filter(|(n, _)| !(answered_continue && n.eq_ignore_ascii_case(b"expect")));
+        if buffered.complete || req.body != before.body {
+            // The whole body is known (or replaced): framed by its length.
+            write_request_fields(&mut out, fields, target, FramingFields::Drop);
+            write_length(&mut out, req.body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&req.body);
+            req.body_len = req.body.len() as u64;
+            if !buffered.complete {
+                // The rest of the replaced body is never read: the connection cannot go on.
+                ex.keep_client = false;
+                ex.body = BodyReader::new(Framing::Empty);
+            }
+        } else {
+            // Longer than the limit and unchanged: relayed as framed, the rest streams on.
+            write_request_fields(&mut out, fields, target, FramingFields::Keep);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&buffered.framed);
+        }
+        Prepared::Send(out)
+    }
 
-        let sent = Instant::now();
+    /// Sends the request upstream and relays the response.
+    async fn relay(&mut self, mut ex: Exchange, addr: SocketAddr, out: Vec<u8>) -> Option<FlowEnd> {
         let idle = self.ctx.limits.idle_timeout;
-        let connect = || self.ctx.connect_addr(addr);
-        let sending = self.ctx.pool.send(addr, upstream_req, connect);
-        let answer = match tokio::time::timeout(idle, sending).await {
-            Err(_) => Err(UpstreamError::Timeout(format!(
-                "{addr} sent no response within {}",
-                humane(idle)
-            ))),
-            Ok(answer) => answer,
+        let sent = Instant::now();
+        // A reused connection the upstream closed just before the request went out is
+        // replaced, once, when the whole request was in that first write.
+        let resendable = ex.body.is_done();
+        let mut reuse = true;
+        let (mut up, head) = loop {
+            let pooled = if reuse {
+                self.ctx.pool.take(addr)
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let stream = match pooled {
+                Some(stream) => stream,
+                None => match self.ctx.connect_addr(addr).await {
+                    Ok(stream) => stream,
+                    Err(e) => return self.upstream_failed(&mut ex, e, sent).await,
+                },
+            };
+            let mut up = UpstreamConn {
+                stream,
+                buf: BytesMut::new(),
+            };
+            match self.send(&mut ex, &mut up, &out, addr).await {
+                Ok(head) => break (up, head),
+                Err(Failure::Closed) if reused && resendable => reuse = false,
+                Err(Failure::Closed) => {
+                    let e = UpstreamError::Unreachable(format!("{addr} closed the connection"));
+                    return self.upstream_failed(&mut ex, e, sent).await;
+                }
+                Err(Failure::Upstream(e)) => return self.upstream_failed(&mut ex, e, sent).await,
+                Err(Failure::Client(end)) => return Some(end),
+            }
         };
         let latency = sent.elapsed();
-        view.body_len = view.body_len.max(sent_bytes.load(Ordering::Relaxed));
-        let (resp, conn) = match answer {
-            Ok(answered) => answered,
+        let head_ts = Timestamp::now();
+        let framing = match Framing::of_response(&head.fields, head.status, ex.head_request) {
+            Ok(f) => f,
             Err(e) => {
-                tracing::debug!("{addr}: {}", e.message());
-                return Ok(self.answer(view, e.response(), started, Some(latency)));
+                let e = UpstreamError::Unreachable(format!("{addr} sent a bad response: {e}"));
+                return self.upstream_failed(&mut ex, e, sent).await;
             }
         };
-        let head_ts = Timestamp::now();
-
-        let (mut rparts, rincoming) = resp.into_parts();
-        hop_by_hop::strip(&mut rparts.headers);
-        let mut rview = if details {
-            response_view(&rparts)
+        let mut response = if ex.interest.http || self.ctx.http_details {
+            let mut view = head.view();
+            view.request = Some(ex.request.line());
+            view
         } else {
             HttpResponse::default()
         };
-        if details {
-            rview.request = Some(view.line());
-        }
-        rview.latency = Some(latency);
-        let mut rbody = body::boxed(rincoming);
-        if self.interest.http {
-            let buffered = match body::buffer(rbody, self.ctx.limits.body_limit).await {
+        response.latency = Some(latency);
+        let mut body = BodyReader::new(framing);
+        // Chunks are for HTTP/1.1 clients; an HTTP/1.0 one gets the payload until close.
+        let decode = framing == Framing::Chunked && ex.client_minor == 0;
+        let until_close = decode || framing == Framing::UntilClose;
+        let upstream_keeps = head.keep_alive() && ex.body.is_done();
+        let mut client_out = Vec::with_capacity(head.size() + 64);
+        if ex.interest.http {
+            let buffered = Pipe {
+                from: &mut up.stream,
+                buf: &mut up.buf,
+                to: &mut tokio::io::sink(),
+                read: &mut Io::default(),
+                written: &mut Io::default(),
+                idle,
+            }
+            .buffer(&mut body, self.ctx.limits.body_limit)
+            .await;
+            let buffered = match buffered {
                 Ok(b) => b,
                 Err(e) => {
                     let e = UpstreamError::Unreachable(format!("{addr} broke off: {e}"));
-                    return Ok(self.answer(view, e.response(), started, Some(latency)));
+                    return self.upstream_failed(&mut ex, e, sent).await;
                 }
             };
-            rview.body = buffered.seen.clone();
-            rview.body_truncated = buffered.truncated;
-            if !buffered.truncated {
-                rview.body_len = rview.body.len() as u64;
-            }
-            let before = rview.clone();
-            match self.ctx.pipeline.response(self.flow, &mut rview).await {
-                ResponseVerdict::Continue => {
-                    rbody = apply_response_edits(&mut rparts, &before, &rview, buffered);
-                }
+            let (seen, truncated) = seen(&buffered, self.ctx.limits.body_limit);
+            response.body = seen;
+            response.body_truncated = truncated;
+            response.body_len = buffered.payload.len() as u64;
+            let before = response.clone();
+            match self.ctx.pipeline.response(&ex.flow, &mut response).await {
+                ResponseVerdict::Continue => {}
                 ResponseVerdict::Replace(new) => {
-                    return Ok(self.answer(view, new, started, Some(latency)));
+                    return self.answer(&mut ex, new, Some(latency)).await
                 }
-                ResponseVerdict::Close(reason) => return Err(ClosedByPlugin(reason)),
+                ResponseVerdict::Close(reason) => {
+                    self.closed_by = Some(reason);
+                    return Some(FlowEnd::Fin);
+                }
+            }
+            if response.status != before.status && !(100..=999).contains(&response.status) {
+                tracing::warn!(
+                    "ignoring invalid status {} set by a plugin",
+                    response.status
+                );
+                response.status = before.status;
+            }
+            let reason = if response.status == head.status {
+                String::from_utf8_lossy(head.reason()).into_owned()
+            } else {
+                tapline_core::http::reason_phrase(response.status).to_string()
+            };
+            write_status_line(&mut client_out, response.status, reason.as_bytes());
+            let valid = valid_fields(&response.headers);
+            if buffered.complete || response.body != before.body {
+                // Known whole (or replaced): framed by its length.
+                write_fields(&mut client_out, valid.iter().copied(), FramingFields::Drop);
+                if !(ex.head_request || framing == Framing::Empty && response.body.is_empty()) {
+                    write_length(&mut client_out, response.body.len() as u64);
+                }
+                self.end_head(&mut client_out, &mut ex, !buffered.complete);
+                client_out.extend_from_slice(&response.body);
+                response.body_len = response.body.len() as u64;
+                body = BodyReader::new(Framing::Empty);
+            } else {
+                let kept = relayed_framing(&head.fields, decode);
+                write_fields(&mut client_out, valid.iter().copied(), kept);
+                self.end_head(&mut client_out, &mut ex, until_close);
+                if decode {
+                    client_out.extend_from_slice(&buffered.payload);
+                } else {
+                    client_out.extend_from_slice(&buffered.framed);
+                }
+            }
+        } else {
+            write_status_line(&mut client_out, head.status, head.reason());
+            let kept = relayed_framing(&head.fields, decode);
+            write_fields(&mut client_out, head.fields.iter(), kept);
+            self.end_head(&mut client_out, &mut ex, until_close);
+            if !decode {
+                // A small body usually came with the head: one write sends both. Bad
+                // framing shows when the body is pumped.
+                if let Ok(n) = body.take(&up.buf, None) {
+                    client_out.extend_from_slice(&up.buf[..n]);
+                    up.buf.advance(n);
+                }
             }
         }
-        let received = Arc::new(AtomicU64::new(0));
-        let report = Report {
-            pipeline: self.ctx.pipeline.clone(),
-            flow: self.flow.clone(),
-            request: view,
-            request_ts: started,
-            sent_bytes,
-            response: rview,
-            response_ts: head_ts,
-            received: received.clone(),
-        };
-        let pool = self.ctx.pool.clone();
-        let counted = Counted::new(rbody, received).on_end(move |whole| {
-            report.emit();
-            // Read to the end, the connection can carry the next request.
-            if whole {
-                pool.put_back(conn);
+        let mut result = write(&mut self.client, &client_out, &mut self.to_client).await;
+        if result.is_ok() {
+            result = Pipe {
+                from: &mut up.stream,
+                buf: &mut up.buf,
+                to: &mut self.client,
+                read: &mut Io::default(),
+                written: &mut self.to_client,
+                idle,
             }
-        });
-        Ok(Response::from_parts(rparts, body::boxed(counted)))
+            .pump(&mut body, decode)
+            .await;
+        }
+        response.body_len = response.body_len.max(body.payload);
+        if let Err(e) = &result {
+            tracing::debug!("response from {addr}: {e}");
+            ex.keep_client = false;
+        }
+        let reusable = upstream_keeps && result.is_ok() && !until_close && up.buf.is_empty();
+        if reusable {
+            self.ctx.pool.put_back(addr, up.stream);
+        }
+        self.report(&mut ex, response, head_ts)
+    }
+
+    /// Writes the request to `up` and reads the response head, passing interim responses
+    /// to the client; the rest of the request body streams meanwhile.
+    async fn send(
+        &mut self,
+        ex: &mut Exchange,
+        up: &mut UpstreamConn,
+        out: &[u8],
+        addr: SocketAddr,
+    ) -> Result<ResponseHead, Failure> {
+        if up.stream.write_all(out).await.is_err() {
+            return Err(Failure::Closed);
+        }
+        let idle = self.ctx.limits.idle_timeout;
+        let (mut cr, mut cw) = self.client.split();
+        let (mut ur, mut uw) = up.stream.split();
+        let reading = HeadReader {
+            from: &mut ur,
+            buf: &mut up.buf,
+            client: &mut cw,
+            to_client: &mut self.to_client,
+            pass_interim: ex.client_minor >= 1 && !ex.answered_continue,
+            max: self.ctx.limits.max_header_size,
+            idle,
+            addr,
+        }
+        .read();
+        if ex.body.is_done() {
+            return reading.await;
+        }
+        // The request body streams while the response may already come (an early error,
+        // or interim responses such as 100 Continue).
+        let upload = Pipe {
+            from: &mut cr,
+            buf: &mut self.buf,
+            to: &mut uw,
+            read: &mut self.from_client,
+            written: &mut Io::default(),
+            idle,
+        };
+        let body = &mut ex.body;
+        let uploading = async move {
+            let mut upload = upload;
+            upload.pump(body, false).await
+        };
+        tokio::pin!(uploading);
+        tokio::pin!(reading);
+        let head = tokio::select! {
+            head = &mut reading => head,
+            uploaded = &mut uploading => match uploaded {
+                Ok(()) => reading.await,
+                Err(e @ PumpError::Write(_)) => Err(Failure::Upstream(
+                    UpstreamError::Unreachable(format!("{addr} stopped reading: {e}")),
+                )),
+                Err(e) => Err(Failure::Client(FlowEnd::Error(format!("request body: {e}")))),
+            },
+        };
+        head
+    }
+
+    /// Ends a response head: says whether the connection stays open (it closes after an
+    /// until-close body, when the client asked, or when the run drains).
+    fn end_head(&self, out: &mut Vec<u8>, ex: &mut Exchange, until_close: bool) {
+        ex.keep_client &= !until_close && !self.ctx.stop.is(Phase::Draining);
+        if !ex.keep_client {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if ex.client_minor == 0 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The upstream could not answer: the client gets the 502/504.
+    async fn upstream_failed(
+        &mut self,
+        ex: &mut Exchange,
+        e: UpstreamError,
+        sent: Instant,
+    ) -> Option<FlowEnd> {
+        tracing::debug!("{}", e.message());
+        ex.keep_client &= ex.body.is_done();
+        self.answer(ex, e.response(), Some(sent.elapsed())).await
     }
 
     /// Answers the client with `resp` (from a plugin, or the proxy's own error) and reports
-    /// the exchange at once.
-    fn answer(
-        &self,
-        request: HttpRequest,
+    /// the exchange.
+    async fn answer(
+        &mut self,
+        ex: &mut Exchange,
         mut resp: HttpResponse,
-        started: Timestamp,
         latency: Option<Duration>,
-    ) -> Response<ProxyBody> {
-        resp.request = Some(request.line());
-        resp.latency = Some(latency.unwrap_or_else(|| Timestamp::now().since(started)));
+    ) -> Option<FlowEnd> {
+        ex.keep_client &= !self.ctx.stop.is(Phase::Draining);
+        let mut out = Vec::new();
+        write_response(&mut out, &resp, !ex.keep_client);
+        if write(&mut self.client, &out, &mut self.to_client)
+            .await
+            .is_err()
+        {
+            ex.keep_client = false;
+        }
+        resp.request = Some(ex.request.line());
+        resp.latency = Some(latency.unwrap_or_else(|| Timestamp::now().since(ex.started)));
         resp.body_len = resp.body.len() as u64;
-        let out = response_from(&resp);
-        let report = Report {
-            pipeline: self.ctx.pipeline.clone(),
-            flow: self.flow.clone(),
-            sent_bytes: Arc::new(AtomicU64::new(request.body_len)),
-            request,
-            request_ts: started,
-            received: Arc::new(AtomicU64::new(resp.body_len)),
-            response: resp,
-            response_ts: Timestamp::now(),
-        };
-        report.emit();
-        out
+        self.report(ex, resp, Timestamp::now())
     }
-}
 
-/// The events of one exchange, sent to the outputs once the response body is done.
-struct Report {
-    pipeline: Pipeline,
-    flow: Arc<Flow>,
-    request: HttpRequest,
-    request_ts: Timestamp,
-    sent_bytes: Arc<AtomicU64>,
-    response: HttpResponse,
-    response_ts: Timestamp,
-    received: Arc<AtomicU64>,
-}
-
-impl Report {
-    fn emit(mut self) {
-        self.request.body_len = self
-            .request
-            .body_len
-            .max(self.sent_bytes.load(Ordering::Relaxed));
-        self.response.body_len = self
-            .response
-            .body_len
-            .max(self.received.load(Ordering::Relaxed));
-        let latency = self.response.latency.unwrap_or_default();
+    /// Reports the exchange's events; says whether the connection goes on.
+    fn report(
+        &self,
+        ex: &mut Exchange,
+        mut response: HttpResponse,
+        response_ts: Timestamp,
+    ) -> Option<FlowEnd> {
+        let mut request = std::mem::take(&mut ex.request);
+        request.body_len = request.body_len.max(ex.body.payload);
+        let latency = response.latency.unwrap_or_default();
+        if response.request.is_none() {
+            response.request = Some(request.line());
+        }
+        let pipeline = &self.ctx.pipeline;
         let events = [
+            (ex.started, EventKind::HttpRequest(request.clone())),
+            (response_ts, EventKind::HttpResponse(response.clone())),
             (
-                self.request_ts,
-                EventKind::HttpRequest(self.request.clone()),
-            ),
-            (
-                self.response_ts,
-                EventKind::HttpResponse(self.response.clone()),
-            ),
-            (
-                self.response_ts,
+                response_ts,
                 EventKind::Transaction(Transaction::Http {
-                    request: Box::new(self.request),
-                    response: Box::new(self.response),
+                    request: Box::new(request),
+                    response: Box::new(response),
                     latency,
                 }),
             ),
         ];
         for (ts, kind) in events {
-            self.pipeline.emit(&Event::on_flow(&self.flow, ts, kind));
+            pipeline.emit(&Event::on_flow(&ex.flow, ts, kind));
         }
+        (!ex.keep_client).then_some(FlowEnd::Fin)
     }
 }
 
-/// Applies a plugin's request edits to the head; returns the body to forward. A changed
-/// body replaces the whole original body and is framed by `Content-Length`.
-fn apply_request_edits(
-    parts: &mut http::request::Parts,
-    before: &HttpRequest,
-    after: &mut HttpRequest,
-    buffered: Buffered,
-) -> ProxyBody {
-    if after.method != before.method {
-        match Method::from_bytes(after.method.as_bytes()) {
-            Ok(m) => parts.method = m,
-            Err(_) => {
-                tracing::warn!("ignoring invalid method {:?} set by a plugin", after.method);
-                after.method = before.method.clone();
+/// What the request hooks decided.
+enum Prepared {
+    /// Send this upstream (head and the body read so far).
+    Send(Vec<u8>),
+    /// A plugin answered, or the connection ends; `None` when it carries the next request.
+    Answered(Option<FlowEnd>),
+}
+
+/// One request on its way.
+struct Exchange {
+    flow: Arc<Flow>,
+    interest: Interest,
+    started: Timestamp,
+    /// The client keeps the connection after this exchange (so far).
+    keep_client: bool,
+    client_minor: u8,
+    head_request: bool,
+    /// The request as plugins and outputs see it (empty when nobody reads it).
+    request: HttpRequest,
+    /// The request body still to come from the client.
+    body: BodyReader,
+    /// The proxy itself told the client to send the body.
+    answered_continue: bool,
+}
+
+/// A connection to the upstream and what was read from it but not used yet.
+struct UpstreamConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Why sending a request upstream failed.
+enum Failure {
+    /// The connection closed (or reset) before any response byte.
+    Closed,
+    /// The upstream failed otherwise: the client gets a 502/504.
+    Upstream(UpstreamError),
+    /// The client failed: the connection ends.
+    Client(FlowEnd),
+}
+
+/// Reads a response head from the upstream.
+struct HeadReader<'a, R, W> {
+    from: &'a mut R,
+    buf: &'a mut BytesMut,
+    client: &'a mut W,
+    to_client: &'a mut Io,
+    /// Interim (1xx) responses go on to the client.
+    pass_interim: bool,
+    max: usize,
+    idle: Duration,
+    addr: SocketAddr,
+}
+
+impl<R, W> HeadReader<'_, R, W>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    /// The final response head (interim ones passed on or dropped).
+    async fn read(self) -> Result<ResponseHead, Failure> {
+        let addr = self.addr;
+        let bad = |why: String| Failure::Upstream(UpstreamError::Unreachable(why));
+        let mut got_any = false;
+        loop {
+            match ResponseHead::parse(self.buf) {
+                Ok(Some(head)) if head.status == 101 => {
+                    return Err(bad(format!(
+                        "{addr} switched protocols, which is not relayed"
+                    )))
+                }
+                Ok(Some(head)) if head.status < 200 => {
+                    got_any = true;
+                    if self.pass_interim {
+                        let mut out = Vec::new();
+                        write_status_line(&mut out, head.status, head.reason());
+                        write_fields(&mut out, head.fields.iter(), FramingFields::Keep);
+                        out.extend_from_slice(b"\r\n");
+                        if write(self.client, &out, self.to_client).await.is_err() {
+                            return Err(Failure::Client(FlowEnd::Error("the client left".into())));
+                        }
+                    }
+                    continue;
+                }
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) if self.buf.len() > self.max => {
+                    return Err(bad(format!(
+                        "{addr} sent a response head over {} bytes",
+                        self.max
+                    )))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(bad(format!("{addr} sent a bad response: {e}"))),
+            }
+            match read_more(self.from, self.buf, self.idle, &mut Io::default()).await {
+                Ok(0) | Err(PumpError::Read(_)) if !got_any && self.buf.is_empty() => {
+                    return Err(Failure::Closed)
+                }
+                Ok(0) => return Err(bad(format!("{addr} closed the connection mid-response"))),
+                Ok(_) => got_any = true,
+                Err(PumpError::Stalled(d)) => {
+                    return Err(Failure::Upstream(UpstreamError::Timeout(format!(
+                        "{addr} sent no response within {}",
+                        humane(d)
+                    ))))
+                }
+                Err(e) => return Err(bad(format!("{addr}: {e}"))),
             }
         }
     }
-    if after.path != before.path && after.path.parse::<PathAndQuery>().is_err() {
-        tracing::warn!("ignoring invalid path {:?} set by a plugin", after.path);
-        after.path = before.path.clone();
+}
+
+/// `METHOD path HTTP/1.1` and its line end.
+fn start_request(out: &mut Vec<u8>, method: &str, path: &str) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// A request's fields for the upstream: `Host` first (the mapping's, or the URL's when the
+/// client sent none), then the rest without hop-by-hop fields.
+fn write_request_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    target: &Target,
+    framing: FramingFields,
+) {
+    let has_host = fields.clone().any(|(n, _)| n.eq_ignore_ascii_case(b"host"));
+    if target.fixed || !has_host {
+        write_field(out, b"Host", target.authority.as_bytes());
     }
-    if after.headers != before.headers {
-        parts.headers = map_from_headers(&after.headers);
-    }
-    if after.body != before.body {
-        set_content_length(&mut parts.headers, after.body.len());
-        after.body_len = after.body.len() as u64;
-        after.body_truncated = false;
-        body::full(after.body.clone())
+    if target.fixed {
+        let others = fields.filter(|(n, _)| !n.eq_ignore_ascii_case(b"host"));
+        write_fields(out, others, framing);
     } else {
-        buffered.forward
+        write_fields(out, fields, framing);
     }
 }
 
-/// Applies a plugin's response edits to the head; returns the body to send.
-fn apply_response_edits(
-    parts: &mut http::response::Parts,
-    before: &HttpResponse,
-    after: &HttpResponse,
-    buffered: Buffered,
-) -> ProxyBody {
-    if after.status != before.status {
-        match StatusCode::from_u16(after.status) {
-            Ok(s) => parts.status = s,
-            Err(_) => tracing::warn!("ignoring invalid status {} set by a plugin", after.status),
-        }
-    }
-    if after.headers != before.headers {
-        parts.headers = map_from_headers(&after.headers);
-        hop_by_hop::strip(&mut parts.headers);
-    }
-    if after.body != before.body {
-        set_content_length(&mut parts.headers, after.body.len());
-        body::full(after.body.clone())
+/// Which framing fields a relayed response keeps: `Transfer-Encoding` wins over
+/// `Content-Length`; a decoded body has neither.
+fn relayed_framing(fields: &crate::head::Fields, decode: bool) -> FramingFields {
+    if decode {
+        FramingFields::Drop
+    } else if fields.get(b"transfer-encoding").is_some() {
+        FramingFields::DropLength
     } else {
-        buffered.forward
+        FramingFields::Keep
     }
 }
 
-/// The origin-form URI sent upstream (the connection is to the resolved address; `Host`
-/// keeps the name). The original path is reused unless a plugin changed it (a changed path
-/// was checked valid).
-fn upstream_uri(original: &Uri, path: &str) -> Uri {
-    let unchanged = original
-        .path_and_query()
-        .filter(|pq| pq.as_str() == path)
-        .cloned();
-    let path_and_query = unchanged
-        .or_else(|| path.parse::<PathAndQuery>().ok())
-        .filter(|pq| pq.as_str().starts_with('/'))
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::from(path_and_query)
+/// What plugins see of a buffered body: at most `limit` bytes, and whether that is all.
+fn seen(buffered: &Buffered, limit: usize) -> (Bytes, bool) {
+    let n = buffered.payload.len().min(limit);
+    (
+        Bytes::copy_from_slice(&buffered.payload[..n]),
+        !buffered.complete || buffered.payload.len() > limit,
+    )
 }
 
-/// A refusal the proxy answers with itself.
-fn refuse(status: u16, text: &str) -> Response<ProxyBody> {
-    response_from(&short_response(status, &format!("tapline: {text}")))
+/// `path?query` of a URI, `/` when it has none.
+fn path_of(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or("/")
+        .to_string()
+}
+
+/// True for a valid method.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// True for a path a plugin may set: origin form, no spaces or line breaks.
+fn is_origin_form(s: &str) -> bool {
+    s.starts_with('/') && s.parse::<http::uri::PathAndQuery>().is_ok()
+}
+
+/// The totals between two snapshots.
+fn since(now: FlowStats, base: FlowStats) -> FlowStats {
+    FlowStats {
+        bytes_from_client: now.bytes_from_client - base.bytes_from_client,
+        bytes_from_server: now.bytes_from_server - base.bytes_from_server,
+        packets_from_client: now.packets_from_client - base.packets_from_client,
+        packets_from_server: now.packets_from_server - base.packets_from_server,
+    }
 }
 
 fn humane(d: Duration) -> String {

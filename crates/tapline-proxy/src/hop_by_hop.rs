@@ -1,123 +1,105 @@
 //! Hop-by-hop header fields (RFC 9110 §7.6.1): meaningful for one connection only, so a proxy
-//! removes them, together with every field the `Connection` header names, before forwarding.
+//! leaves them out when it forwards a message, together with every field the `Connection`
+//! header names.
+//!
+//! `Transfer-Encoding` and `Content-Length` are not in this list: they frame the body, which
+//! the proxy relays in its own framing, so `head::FramingFields` decides about them.
 
-use http::header::{self, HeaderMap, HeaderName};
-
-/// Fields that are always hop-by-hop. `Transfer-Encoding` is among them because the proxy
-/// re-frames every body itself; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
-/// Names are constants so that removing them parses nothing per message.
-const ALWAYS: [HeaderName; FIXED] = [
-    header::CONNECTION,
-    PROXY_CONNECTION,
-    KEEP_ALIVE,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
+/// Fields that are always hop-by-hop (lower case). `Upgrade` is among them because the proxy
+/// does not switch protocols; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
+const ALWAYS: [&[u8]; 7] = [
+    b"connection",
+    b"proxy-connection",
+    b"keep-alive",
+    b"te",
+    b"upgrade",
+    b"proxy-authorization",
+    b"proxy-authenticate",
 ];
-/// How many fields are always hop-by-hop.
-const FIXED: usize = 8;
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
-/// Removes the hop-by-hop fields of `headers`: the fixed list and any field that `Connection`
-/// (or the legacy `Proxy-Connection`) names.
-pub fn strip(headers: &mut HeaderMap) {
-    // One pass of cheap name comparisons notes which fixed fields are there (most messages
-    // carry none, many only `Connection: keep-alive`); only those are removed.
-    let mut present = [false; FIXED];
-    for name in headers.keys() {
-        if let Some(i) = ALWAYS.iter().position(|a| a == name) {
-            present[i] = true;
-        }
+/// The hop-by-hop fields of one message.
+pub(crate) struct HopByHop<'a> {
+    /// The names `Connection` and `Proxy-Connection` list (most messages list none but
+    /// `keep-alive` or `close`, so this rarely allocates).
+    named: Vec<&'a [u8]>,
+}
+
+impl<'a> HopByHop<'a> {
+    /// The hop-by-hop fields of a message with `fields`.
+    pub(crate) fn of(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HopByHop<'a> {
+        let named = fields
+            .filter(|(n, _)| {
+                n.eq_ignore_ascii_case(b"connection") || n.eq_ignore_ascii_case(b"proxy-connection")
+            })
+            .flat_map(|(_, v)| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && !is_framing(t)
+            })
+            .collect();
+        HopByHop { named }
     }
-    if !present.contains(&true) {
-        return;
-    }
-    // `Connection` and `Proxy-Connection` are the first two.
-    if present[0] || present[1] {
-        remove_named(headers);
-    }
-    for (name, there) in ALWAYS.iter().zip(present) {
-        if there {
-            headers.remove(name);
-        }
+
+    /// True when the field `name` stays on this hop.
+    pub(crate) fn drops(&self, name: &[u8]) -> bool {
+        ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(name))
+            || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 
-/// Removes the fields that `Connection` and `Proxy-Connection` name, other than the fixed
-/// ones (removed anyway) and the `close` option.
-fn remove_named(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = [header::CONNECTION, PROXY_CONNECTION]
-        .iter()
-        .flat_map(|h| headers.get_all(h))
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !is_always(t))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-}
-
-/// True for a name in the fixed list, in any case.
-fn is_always(token: &str) -> bool {
-    ALWAYS
-        .iter()
-        .any(|a| a.as_str().eq_ignore_ascii_case(token))
+/// A connection may not make the body's framing fields hop-by-hop: the body is relayed as
+/// framed.
+fn is_framing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"transfer-encoding") || name.eq_ignore_ascii_case(b"content-length")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (n, v) in fields {
-            m.append(*n, v.parse().unwrap());
-        }
-        m
+    fn kept<'a>(fields: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+        let iter = fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let hop = HopByHop::of(iter);
+        fields
+            .iter()
+            .filter(|(n, _)| !hop.drops(n.as_bytes()))
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     #[test]
     fn removes_fixed_and_connection_named_fields() {
-        let mut h = map(&[
-            ("host", "example"),
-            ("connection", "keep-alive, X-Secret , Upgrade"),
+        let names = kept(&[
+            ("Host", "example"),
+            (
+                "Connection",
+                "keep-alive, X-Secret , Upgrade, Content-Length",
+            ),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("upgrade", "websocket"),
             ("te", "trailers"),
             ("transfer-encoding", "chunked"),
             ("proxy-connection", "x-other"),
-            ("x-other", "2"),
+            ("X-Other", "2"),
             ("proxy-authorization", "Basic Zm9v"),
             ("content-length", "3"),
             ("x-kept", "yes"),
         ]);
-        strip(&mut h);
-        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["content-length", "host", "x-kept"]);
-    }
-
-    #[test]
-    fn fields_named_by_connection_go_even_alone() {
-        let mut h = map(&[("connection", "x-a"), ("x-a", "1"), ("x-b", "2")]);
-        strip(&mut h);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-b"]);
-        let mut clean = map(&[("x-b", "2")]);
-        strip(&mut clean);
-        assert_eq!(clean.len(), 1);
+        assert_eq!(
+            names,
+            ["Host", "transfer-encoding", "content-length", "x-kept"]
+        );
     }
 
     #[test]
     fn garbage_in_connection_is_ignored() {
-        let mut h = map(&[("connection", "bad name, ,"), ("x-a", "1")]);
-        strip(&mut h);
-        assert_eq!(h.len(), 1);
+        assert_eq!(
+            kept(&[("connection", "bad name, ,"), ("x-a", "1")]),
+            ["x-a"]
+        );
     }
 }

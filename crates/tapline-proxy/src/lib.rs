@@ -6,23 +6,23 @@
 //!
 //! Modules: [`mapping`] parses specs; `server` binds, accepts and stops (with `stop`'s
 //! phases); `context` is what connections share (limits, upstream pool, loop refusal);
-//! `flows` opens and ends flows; `forward` serves HTTP (forward and reverse) on hyper;
-//! `pool` keeps upstream keep-alive connections; `connect` opens tunnels; `relay` moves raw
-//! bytes (with `splice` between TCP sockets); `raw_mapping` serves raw mappings;
-//! `body`, `http_convert`, `hop_by_hop` and `counted_io` are the HTTP plumbing; `errors` says
+//! `flows` opens and ends flows; `forward` serves HTTP (forward and reverse), one task per
+//! client connection; `head` parses and writes HTTP/1 heads (`hop_by_hop` says which fields
+//! stay on one hop), `framing` finds where bodies end, `wire` reads and pumps bytes; `pool`
+//! keeps upstream keep-alive connections; `connect` opens tunnels; `relay` moves raw bytes
+//! (with `splice` between TCP sockets); `raw_mapping` serves raw mappings; `errors` says
 //! what went wrong.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod body;
 mod connect;
 mod context;
-mod counted_io;
 mod errors;
 mod flows;
 mod forward;
+mod framing;
+mod head;
 mod hop_by_hop;
-mod http_convert;
 pub mod mapping;
 mod pool;
 mod raw_mapping;
@@ -30,6 +30,7 @@ mod relay;
 mod server;
 mod splice;
 mod stop;
+mod wire;
 
 pub use context::Limits;
 pub use errors::ProxyError;

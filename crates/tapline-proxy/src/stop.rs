@@ -35,6 +35,11 @@ impl StopControl {
 }
 
 impl StopSignal {
+    /// True once the run reached `phase`.
+    pub(crate) fn is(&self, phase: Phase) -> bool {
+        *self.0.borrow() >= phase
+    }
+
     /// Resolves once the run reached `phase`.
     pub(crate) async fn reached(&self, phase: Phase) {
         let mut rx = self.0.clone();
