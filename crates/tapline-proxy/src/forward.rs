@@ -555,6 +555,9 @@ impl HttpConn {
         };
         let latency = sent.elapsed();
         let head_ts = Timestamp::now();
+        // An answer that came before the whole request body: the rest is never read, so
+        // neither connection can carry another request.
+        ex.keep_client &= ex.body.is_done();
         let framing = match Framing::of_response(&head.fields, head.status, ex.head_request) {
             Ok(f) => f,
             Err(e) => {

@@ -1,0 +1,213 @@
+//! HTTP/1 details of the forward proxy, seen from raw sockets on both sides: pipelining,
+//! HTTP/1.0 clients, interim responses, early answers, conflicting framing, and pooled
+//! upstream connections the upstream dropped.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{demo, start_proxy};
+
+/// Reads one head (through the empty line) byte by byte, so nothing after it is consumed.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// The value of `name` in `head`.
+fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn status(head: &str) -> u16 {
+    head[9..12].parse().unwrap()
+}
+
+/// One response: status, head, body (by Content-Length, else to the end of the stream).
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let head = read_head(s);
+    let mut body = Vec::new();
+    match field(&head, "content-length") {
+        Some(n) => {
+            body.resize(n.parse().unwrap(), 0);
+            s.read_exact(&mut body).unwrap();
+        }
+        None => {
+            s.read_to_end(&mut body).unwrap();
+        }
+    }
+    (status(&head), head, body)
+}
+
+fn client(proxy: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// An origin on loopback serving each accepted connection with `serve` (on its own
+/// thread); counts connections.
+fn origin(serve: fn(TcpStream, usize)) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(16) {
+            let Ok(conn) = conn else { return };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            std::thread::spawn(move || serve(conn, n));
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let (_demo, origin) = demo();
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    let two = format!(
+        "GET http://{origin}/status/201 HTTP/1.1\r\nHost: {origin}\r\n\r\n\
+         GET http://{origin}/bytes/5 HTTP/1.1\r\nHost: {origin}\r\n\r\n"
+    );
+    s.write_all(two.as_bytes()).unwrap();
+    let (first, _, body) = read_response(&mut s);
+    assert_eq!((first, &body[..]), (201, &b"201 Created\n"[..]));
+    let (second, _, body) = read_response(&mut s);
+    assert_eq!((second, &body[..]), (200, &b"01234"[..]));
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn http_1_0_clients_get_chunked_bodies_decoded() {
+    let (_demo, origin) = demo();
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    s.write_all(format!("GET http://{origin}/chunked/5000 HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
+    let (code, head, body) = read_response(&mut s);
+    assert_eq!(code, 200, "{head}");
+    assert_eq!(field(&head, "transfer-encoding"), None, "{head}");
+    assert_eq!(field(&head, "connection"), Some("close"), "{head}");
+    assert_eq!(body.len(), 5000);
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn interim_responses_reach_the_client_while_it_waits_to_send_the_body() {
+    let (origin, _) = origin(|mut s, _| {
+        let head = read_head(&mut s);
+        assert!(
+            head.to_ascii_lowercase().contains("expect: 100-continue"),
+            "{head}"
+        );
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+        let mut body = [0u8; 5];
+        s.read_exact(&mut body).unwrap();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        s.write_all(answer.as_bytes()).unwrap();
+    });
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    let head = format!(
+        "POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The client sends nothing more until the 100 comes through.
+    assert_eq!(status(&read_head(&mut s)), 100);
+    s.write_all(b"hello").unwrap();
+    let (code, _, body) = read_response(&mut s);
+    assert_eq!((code, &body[..]), (200, &b"hello"[..]));
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn an_early_answer_ends_an_upload() {
+    let (origin, _) = origin(|mut s, _| {
+        read_head(&mut s);
+        s.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig",
+        )
+        .unwrap();
+    });
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    let head = format!(
+        "PUT http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 100000000\r\n\r\nfirst bytes"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (code, head, body) = read_response(&mut s);
+    assert_eq!((code, &body[..]), (413, &b"big"[..]));
+    assert_eq!(field(&head, "connection"), Some("close"), "{head}");
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn conflicting_framing_is_refused() {
+    let (_demo, origin) = demo();
+    let (mut p, proxy) = start_proxy(&[]);
+    for framing in [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Content-Length: 5\r\nContent-Length: 6",
+        "Transfer-Encoding: gzip",
+    ] {
+        let mut s = client(proxy);
+        let req =
+            format!("POST http://{origin}/echo HTTP/1.1\r\nHost: {origin}\r\n{framing}\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        let (code, _, body) = read_response(&mut s);
+        assert_eq!(code, 400, "{framing}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_dropped_is_replaced() {
+    // Each connection answers one request, then closes when the next one arrives (as an
+    // upstream whose keep-alive timeout ends just as a request goes out).
+    let (origin, accepted) = origin(|mut s, n| {
+        read_head(&mut s);
+        let body = format!("conn {n}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(answer.as_bytes()).unwrap();
+        let mut rest = [0u8; 1];
+        let _ = s.read(&mut rest);
+    });
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    let get = format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    for expected in ["conn 0", "conn 1"] {
+        s.write_all(get.as_bytes()).unwrap();
+        let (code, _, body) = read_response(&mut s);
+        assert_eq!(
+            (code, String::from_utf8_lossy(&body)),
+            (200, expected.into())
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
