@@ -35,6 +35,7 @@ use crate::head::{
     short_response, valid_fields, write_field, write_fields, write_length, write_response,
     write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
 };
+use crate::pool::UpstreamConn;
 use crate::stop::Phase;
 use crate::wire::{read_more, write, Buffered, Io, Pipe, PumpError};
 
@@ -531,16 +532,12 @@ impl HttpConn {
                 None
             };
             let reused = pooled.is_some();
-            let stream = match pooled {
-                Some(stream) => stream,
+            let mut up = match pooled {
+                Some(conn) => conn,
                 None => match self.ctx.connect_addr(addr).await {
-                    Ok(stream) => stream,
+                    Ok(stream) => UpstreamConn::new(stream),
                     Err(e) => return self.upstream_failed(&mut ex, e, sent).await,
                 },
-            };
-            let mut up = UpstreamConn {
-                stream,
-                buf: BytesMut::new(),
             };
             match self.send(&mut ex, &mut up, &out, addr).await {
                 Ok(head) => break (up, head),
@@ -680,7 +677,7 @@ impl HttpConn {
         }
         let reusable = upstream_keeps && result.is_ok() && !until_close && up.buf.is_empty();
         if reusable {
-            self.ctx.pool.put_back(addr, up.stream);
+            self.ctx.pool.put_back(addr, up);
         }
         self.report(&mut ex, response, head_ts)
     }
@@ -847,12 +844,6 @@ struct Exchange {
     body: BodyReader,
     /// The proxy itself told the client to send the body.
     answered_continue: bool,
-}
-
-/// A connection to the upstream and what was read from it but not used yet.
-struct UpstreamConn {
-    stream: TcpStream,
-    buf: BytesMut,
 }
 
 /// Why sending a request upstream failed.

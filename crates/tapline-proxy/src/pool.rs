@@ -6,12 +6,32 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 /// Idle connections kept per upstream address; more are closed when given back.
 const MAX_IDLE_PER_ADDR: usize = 256;
 /// How often expired idle connections are closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection to an upstream and what was read from it but not used yet. The buffer
+/// stays with the connection, so a reused one reads into memory it already has.
+pub(crate) struct UpstreamConn {
+    /// The socket.
+    pub(crate) stream: TcpStream,
+    /// Read and not used yet (empty while the connection is idle).
+    pub(crate) buf: BytesMut,
+}
+
+impl UpstreamConn {
+    /// A new connection on `stream`.
+    pub(crate) fn new(stream: TcpStream) -> UpstreamConn {
+        UpstreamConn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+}
 
 /// Idle upstream connections by address.
 pub(crate) struct Pool {
@@ -21,7 +41,7 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    by_addr: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    by_addr: HashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
     /// When expired connections were last closed.
     swept: Instant,
 }
@@ -39,20 +59,20 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `addr` that still looks open.
-    pub(crate) fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    pub(crate) fn take(&self, addr: SocketAddr) -> Option<UpstreamConn> {
         let mut idle = self.idle.lock().ok()?;
         let conns = idle.by_addr.get_mut(&addr)?;
-        while let Some((stream, since)) = conns.pop() {
-            if since.elapsed() < self.idle_timeout && still_open(&stream) {
-                return Some(stream);
+        while let Some((conn, since)) = conns.pop() {
+            if since.elapsed() < self.idle_timeout && still_open(&conn.stream) {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Keeps `stream` for the next request to `addr` (its last response was read to the end
+    /// Keeps `conn` for the next request to `addr` (its last response was read to the end
     /// and nothing more came).
-    pub(crate) fn put_back(&self, addr: SocketAddr, stream: TcpStream) {
+    pub(crate) fn put_back(&self, addr: SocketAddr, conn: UpstreamConn) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -62,7 +82,7 @@ impl Pool {
         }
         let conns = idle.by_addr.entry(addr).or_default();
         if conns.len() < MAX_IDLE_PER_ADDR {
-            conns.push((stream, now));
+            conns.push((conn, now));
         }
     }
 
@@ -89,7 +109,8 @@ impl Pool {
         idle.swept = now;
         let timeout = self.idle_timeout;
         idle.by_addr.retain(|_, conns| {
-            conns.retain(|(s, since)| now.duration_since(*since) < timeout && still_open(s));
+            conns
+                .retain(|(c, since)| now.duration_since(*since) < timeout && still_open(&c.stream));
             !conns.is_empty()
         });
     }
@@ -121,7 +142,7 @@ mod tests {
     async fn an_idle_connection_is_reused_until_the_upstream_closes_it() {
         let pool = Pool::new(Duration::from_secs(60));
         let (addr, conn, mut server) = pair().await;
-        pool.put_back(addr, conn);
+        pool.put_back(addr, UpstreamConn::new(conn));
         let conn = pool.take(addr).expect("the idle connection");
         pool.put_back(addr, conn);
         server.shutdown().await.unwrap();
@@ -138,7 +159,7 @@ mod tests {
         let pool = Arc::new(Pool::new(Duration::from_millis(100)));
         Pool::reap(&pool);
         let (addr, conn, _server) = pair().await;
-        pool.put_back(addr, conn);
+        pool.put_back(addr, UpstreamConn::new(conn));
         assert_eq!(pool.idle.lock().unwrap().by_addr.len(), 1);
         tokio::time::sleep(SWEEP_EVERY * 2 + Duration::from_millis(200)).await;
         assert!(pool.idle.lock().unwrap().by_addr.is_empty());

@@ -10,8 +10,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::framing::{BodyReader, FramingError};
 
-/// Bytes asked for per read.
-const READ_SIZE: usize = 64 * 1024;
+/// Room a read gets at least: enough for most heads and small bodies, so that connections
+/// that carry only those keep little memory.
+const MIN_READ: usize = 8 * 1024;
+/// Room a read gets at most: a connection whose reads fill their room (a bulk body) grows
+/// its buffer up to this, for fewer and larger system calls.
+const MAX_READ: usize = 64 * 1024;
 
 /// Bytes and calls one way on a connection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,13 +58,19 @@ pub(crate) async fn read_more<R: AsyncRead + Unpin>(
     counted: &mut Io,
 ) -> Result<usize, PumpError> {
     // Reserving on an emptied buffer reuses its memory (the proxy never keeps views of it).
-    buf.reserve(READ_SIZE);
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(MIN_READ);
+    }
+    let room = buf.capacity() - buf.len();
     match tokio::time::timeout(idle, from.read_buf(buf)).await {
         Err(_) => Err(PumpError::Stalled(idle)),
         Ok(Err(e)) => Err(PumpError::Read(e)),
         Ok(Ok(n)) => {
             if n > 0 {
                 counted.add(n);
+            }
+            if n == room && room < MAX_READ {
+                buf.reserve((room * 2).min(MAX_READ));
             }
             Ok(n)
         }
