@@ -1,6 +1,6 @@
 //! HTTP/1 details of the forward proxy, seen from raw sockets on both sides: pipelining,
-//! HTTP/1.0 clients, interim responses, early answers, conflicting framing, and pooled
-//! upstream connections the upstream dropped.
+//! HTTP/1.0 clients, interim responses, early answers, conflicting framing, pooled upstream
+//! connections the upstream dropped, and protocol switches (WebSocket and the like).
 
 mod common;
 
@@ -210,4 +210,65 @@ fn a_pooled_connection_the_upstream_dropped_is_replaced() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
+fn a_protocol_switch_becomes_a_byte_relay_on_the_same_flow() {
+    // Switches when asked (and says what it was asked), then answers every byte in upper case.
+    let (origin, _) = origin(|mut s, _| {
+        let head = read_head(&mut s).to_ascii_lowercase();
+        if !(head.contains("upgrade: tapline-echo") && head.contains("connection: upgrade")) {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tapline-echo\r\nConnection: Upgrade\r\n\r\nready")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n].to_ascii_uppercase()).unwrap();
+        }
+    });
+    let dir = common::temp_dir();
+    let events = dir.path().join("events.jsonl");
+    let (mut p, proxy) = start_proxy(&["--output", events.to_str().unwrap()]);
+    let mut s = client(proxy);
+    let head = format!(
+        "GET http://{origin}/chat HTTP/1.1\r\nHost: {origin}\r\nConnection: Upgrade\r\n\
+         Upgrade: tapline-echo\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert_eq!(status(&head), 101, "{head}");
+    assert_eq!(field(&head, "upgrade"), Some("tapline-echo"), "{head}");
+    let mut ready = [0u8; 5];
+    s.read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready");
+    for word in ["hello", "through the proxy"] {
+        s.write_all(word.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; word.len()];
+        s.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
+    }
+    drop(s);
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+    let events = common::json_lines(&events);
+    let response = events
+        .iter()
+        .find(|e| e["kind"] == "http_response")
+        .expect("the switch is reported");
+    assert_eq!(response["status"], 101);
+    let end = events
+        .iter()
+        .find(|e| e["kind"] == "flow_end")
+        .expect("the flow ends");
+    assert!(end["flow"].is_string(), "{end}");
+    assert_eq!(end["flow"], response["flow"], "one flow: {events:?}");
+    // 101 head + "ready" + both echoes reached the client on that flow.
+    assert!(
+        end["bytes_from_server"].as_u64().unwrap() > 60 + 22,
+        "{end}"
+    );
 }

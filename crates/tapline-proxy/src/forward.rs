@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use http::Uri;
 use tapline_core::{
-    Event, EventKind, Flow, FlowEnd, FlowStats, HttpRequest, HttpResponse, Interest, Protocol,
-    RequestVerdict, ResponseVerdict, Route, Timestamp, Transaction,
+    Chunk, Event, EventKind, Flow, FlowEnd, FlowStats, HttpRequest, HttpResponse, Interest,
+    Protocol, RequestVerdict, ResponseVerdict, Route, Side, Timestamp, Transaction,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -36,6 +36,7 @@ use crate::head::{
     write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
 };
 use crate::pool::UpstreamConn;
+use crate::relay::relay;
 use crate::stop::Phase;
 use crate::wire::{read_more, write, Buffered, Io, Pipe, PumpError};
 
@@ -79,6 +80,8 @@ enum Ending {
     Closed(FlowEnd),
     /// The client asked for a tunnel to this `host:port`.
     Tunnel(String),
+    /// The upstream switched protocols (`101`): the connection relays raw bytes now.
+    Upgraded(UpstreamConn),
 }
 
 /// Serves one client connection until it closes or the run stops.
@@ -102,6 +105,7 @@ pub(crate) async fn serve(
         to_client: Io::default(),
         current: None,
         closed_by: None,
+        upgraded: None,
         draining: Box::pin(async move { draining.reached(Phase::Draining).await }),
     };
     let ending = tokio::select! {
@@ -121,6 +125,10 @@ pub(crate) async fn serve(
             } = conn;
             crate::connect::tunnel(&ctx, peer, &target, client, buf.freeze()).await;
         }
+        Ending::Upgraded(up) => {
+            let end = conn.switched(up).await;
+            conn.finish(end).await;
+        }
     }
     drop(permit);
 }
@@ -139,6 +147,8 @@ struct HttpConn {
     current: Option<ConnFlow>,
     /// Why a plugin closed the connection.
     closed_by: Option<String>,
+    /// The upstream connection that switched protocols with the last exchange.
+    upgraded: Option<UpstreamConn>,
     /// Resolves once the run drains: idle connections close then.
     draining: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -186,7 +196,10 @@ impl HttpConn {
                 };
             }
             if let Some(end) = self.exchange(head).await {
-                return Ending::Closed(end);
+                return match self.upgraded.take() {
+                    Some(up) => Ending::Upgraded(up),
+                    None => Ending::Closed(end),
+                };
             }
             if self.ctx.stop.is(Phase::Draining) {
                 return Ending::Closed(FlowEnd::Fin);
@@ -395,6 +408,7 @@ impl HttpConn {
             request,
             body: BodyReader::new(framing),
             answered_continue: false,
+            upgrade: head.upgrade().map(Bytes::copy_from_slice),
         };
         let out = if interest.http {
             match self.request_hooks(&mut ex, &head, &target).await {
@@ -416,7 +430,14 @@ impl HttpConn {
     fn plain_request(&mut self, ex: &mut Exchange, head: &RequestHead, target: &Target) -> Vec<u8> {
         let mut out = Vec::with_capacity(head.size() + 64);
         start_request(&mut out, head.method(), &target.path);
-        write_request_fields(&mut out, head.fields.iter(), target, FramingFields::Keep);
+        let upgrade = ex.upgrade.as_deref();
+        write_request_fields(
+            &mut out,
+            head.fields.iter(),
+            target,
+            FramingFields::Keep,
+            upgrade,
+        );
         out.extend_from_slice(b"\r\n");
         // A small body usually came with the head: one write sends both. Bad framing shows
         // when the body is pumped.
@@ -492,13 +513,14 @@ impl HttpConn {
         start_request(&mut out, &req.method, &req.path);
         let valid = valid_fields(&req.headers);
         let answered_continue = ex.answered_continue;
+        let upgrade = ex.upgrade.as_deref();
         let fields = valid
             .iter()
             .copied()
             .filter(|(n, _)| !(answered_continue && n.eq_ignore_ascii_case(b"expect")));
         if buffered.complete || req.body != before.body {
             // The whole body is known (or replaced): framed by its length.
-            write_request_fields(&mut out, fields, target, FramingFields::Drop);
+            write_request_fields(&mut out, fields, target, FramingFields::Drop, upgrade);
             write_length(&mut out, req.body.len() as u64);
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&req.body);
@@ -510,7 +532,7 @@ impl HttpConn {
             }
         } else {
             // Longer than the limit and unchanged: relayed as framed, the rest streams on.
-            write_request_fields(&mut out, fields, target, FramingFields::Keep);
+            write_request_fields(&mut out, fields, target, FramingFields::Keep, upgrade);
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&buffered.framed);
         }
@@ -570,6 +592,9 @@ impl HttpConn {
             HttpResponse::default()
         };
         response.latency = Some(latency);
+        if head.status == 101 {
+            return self.switch(ex, head, response, head_ts, up).await;
+        }
         let mut body = BodyReader::new(framing);
         // Chunks are for HTTP/1.1 clients; an HTTP/1.0 one gets the payload until close.
         let decode = framing == Framing::Chunked && ex.client_minor == 0;
@@ -682,6 +707,57 @@ impl HttpConn {
         self.report(&mut ex, response, head_ts)
     }
 
+    /// Passes the upstream's `101 Switching Protocols` on (no hooks: it has no body); the
+    /// connection relays raw bytes from now on.
+    async fn switch(
+        &mut self,
+        mut ex: Exchange,
+        head: ResponseHead,
+        response: HttpResponse,
+        head_ts: Timestamp,
+        up: UpstreamConn,
+    ) -> Option<FlowEnd> {
+        let mut out = Vec::with_capacity(head.size() + 64);
+        write_status_line(&mut out, head.status, head.reason());
+        write_fields(&mut out, head.fields.iter(), FramingFields::Keep);
+        if let Some(protocols) = head.fields.get(b"upgrade") {
+            write_upgrade(&mut out, protocols);
+        }
+        out.extend_from_slice(b"\r\n");
+        let written = write(&mut self.client, &out, &mut self.to_client).await;
+        ex.keep_client = false;
+        self.report(&mut ex, response, head_ts);
+        if written.is_ok() {
+            self.upgraded = Some(up);
+        }
+        Some(FlowEnd::Fin)
+    }
+
+    /// Relays raw bytes between the client and `up` after a protocol switch, on the same
+    /// flow (its chunk hooks and outputs see them); says how the flow ends.
+    async fn switched(&mut self, mut up: UpstreamConn) -> FlowEnd {
+        let Some(flow) = self.current.as_ref().map(|cf| cf.open.flow().clone()) else {
+            return FlowEnd::Fin;
+        };
+        // Bytes either side sent right after the switch were read with its head.
+        if !self.buf.is_empty() {
+            if let Err(e) = up.stream.write_all(&self.buf).await {
+                return FlowEnd::Error(format!("the upstream left: {e}"));
+            }
+            self.buf.clear();
+        }
+        let first = (!up.buf.is_empty()).then(|| Chunk {
+            from: Side::Server,
+            data: up.buf.split().freeze(),
+        });
+        let (stats, end) = relay(&self.ctx, &flow, &mut self.client, up.stream, first, None).await;
+        self.from_client.bytes += stats.bytes_from_client;
+        self.from_client.calls += stats.packets_from_client;
+        self.to_client.bytes += stats.bytes_from_server;
+        self.to_client.calls += stats.packets_from_server;
+        end
+    }
+
     /// Writes the request to `up` and reads the response head, passing interim responses
     /// to the client; the rest of the request body streams meanwhile.
     async fn send(
@@ -703,6 +779,7 @@ impl HttpConn {
             client: &mut cw,
             to_client: &mut self.to_client,
             pass_interim: ex.client_minor >= 1 && !ex.answered_continue,
+            upgrade_asked: ex.upgrade.is_some(),
             max: self.ctx.limits.max_header_size,
             idle,
             addr,
@@ -844,6 +921,8 @@ struct Exchange {
     body: BodyReader,
     /// The proxy itself told the client to send the body.
     answered_continue: bool,
+    /// The protocols the client asked to switch to (`Upgrade` with `Connection: upgrade`).
+    upgrade: Option<Bytes>,
 }
 
 /// Why sending a request upstream failed.
@@ -864,6 +943,8 @@ struct HeadReader<'a, R, W> {
     to_client: &'a mut Io,
     /// Interim (1xx) responses go on to the client.
     pass_interim: bool,
+    /// The client asked to switch protocols: a `101` is the final answer.
+    upgrade_asked: bool,
     max: usize,
     idle: Duration,
     addr: SocketAddr,
@@ -881,6 +962,7 @@ where
         let mut got_any = false;
         loop {
             match ResponseHead::parse(self.buf) {
+                Ok(Some(head)) if head.status == 101 && self.upgrade_asked => return Ok(head),
                 Ok(Some(head)) if head.status == 101 => {
                     return Err(bad(format!(
                         "{addr} switched protocols, which is not relayed"
@@ -942,6 +1024,7 @@ fn write_request_fields<'a>(
     fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     target: &Target,
     framing: FramingFields,
+    upgrade: Option<&[u8]>,
 ) {
     let has_host = fields.clone().any(|(n, _)| n.eq_ignore_ascii_case(b"host"));
     if target.fixed || !has_host {
@@ -953,6 +1036,16 @@ fn write_request_fields<'a>(
     } else {
         write_fields(out, fields, framing);
     }
+    // Hop-by-hop, yet asked of the upstream on the client's behalf.
+    if let Some(protocols) = upgrade {
+        write_upgrade(out, protocols);
+    }
+}
+
+/// `Upgrade` and the `Connection` option that goes with it.
+fn write_upgrade(out: &mut Vec<u8>, protocols: &[u8]) {
+    write_field(out, b"Upgrade", protocols);
+    write_field(out, b"Connection", b"upgrade");
 }
 
 /// Which framing fields a relayed response keeps: `Transfer-Encoding` wins over

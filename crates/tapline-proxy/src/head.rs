@@ -198,6 +198,15 @@ impl RequestHead {
         keep_alive(&self.fields, self.minor)
     }
 
+    /// The protocols the client asks to switch to: `Upgrade`, when `Connection` lists it
+    /// (HTTP/1.1 only).
+    pub(crate) fn upgrade(&self) -> Option<&[u8]> {
+        if self.minor == 0 || !self.fields.has_token(b"connection", b"upgrade") {
+            return None;
+        }
+        self.fields.get(b"upgrade")
+    }
+
     /// True when the client waits for `100 Continue` before sending the body.
     pub(crate) fn expects_continue(&self) -> bool {
         self.minor >= 1

@@ -5,8 +5,9 @@
 //! `Transfer-Encoding` and `Content-Length` are not in this list: they frame the body, which
 //! the proxy relays in its own framing, so `head::FramingFields` decides about them.
 
-/// Fields that are always hop-by-hop (lower case). `Upgrade` is among them because the proxy
-/// does not switch protocols; `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
+/// Fields that are always hop-by-hop (lower case). `Upgrade` is among them: when a client asks
+/// to switch protocols the proxy asks the upstream itself (`forward`);
+/// `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
 const ALWAYS: [&[u8]; 7] = [
     b"connection",
     b"proxy-connection",
