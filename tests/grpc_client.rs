@@ -118,7 +118,7 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
 
     let forward = flow(7, Route::Forward, Protocol::Http, Mode::Proxy);
     let interest = stage.interest(&forward);
-    assert!(interest.http && !interest.chunks);
+    assert!(interest.http() && !interest.chunks);
     let mut req = request("/echo?a=1");
     assert_eq!(
         stage.on_request(&forward, &mut req).await,

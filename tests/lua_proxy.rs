@@ -615,3 +615,52 @@ fn sql_examples_through_a_psql_mapping() {
         .iter()
         .all(|a| a["fields"]["latency_ms"].as_f64() > Some(150.0)));
 }
+
+#[test]
+fn a_plugin_that_reads_only_requests_does_not_hold_responses_back() {
+    // The origin sends its head and a first chunk, then waits before ending the body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let tagged = String::from_utf8_lossy(&head)
+            .to_ascii_lowercase()
+            .contains("x-lua-tag: early");
+        let first = if tagged {
+            "5\r\nfirst\r\n"
+        } else {
+            "8\r\nuntagged\r\n"
+        };
+        s.write_all(
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{first}").as_bytes(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = s.write_all(b"4\r\nlast\r\n0\r\n\r\n");
+    });
+    let dir = temp_dir();
+    let plugin = write_plugin(
+        dir.path(),
+        "requests_only.lua",
+        r#"
+local p = { name = "requests-only" }
+function p.on_request(req) req.headers:add("X-Lua-Tag", "early") end
+return p
+"#,
+    );
+    let (mut p, proxy) = start_proxy(&["--plugin", plugin.to_str().unwrap()]);
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.write_all(format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .unwrap();
+    // The first chunk arrives while the origin still holds the rest.
+    let got = read_for(&mut s, usize::MAX, Duration::from_millis(1500)).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("5\r\nfirst\r\n"), "{text:?}");
+    assert!(!text.contains("last"), "{text:?}");
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}

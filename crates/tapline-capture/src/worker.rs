@@ -583,7 +583,8 @@ impl Stream<'_, '_> {
         let pipeline = self.ctx.pipeline;
         for kind in self.ctx.events.drain(..) {
             let staged = match kind {
-                EventKind::HttpRequest(_) | EventKind::HttpResponse(_) => self.interest.http,
+                EventKind::HttpRequest(_) => self.interest.requests,
+                EventKind::HttpResponse(_) => self.interest.responses,
                 _ => self.interest.observe,
             };
             let event = Event::on_flow(self.flow, self.ts, kind);

@@ -190,7 +190,7 @@ impl Pipeline {
     /// request is a copy) but verdicts are ignored and counted.
     pub async fn request(&self, flow: &Arc<Flow>, request: &mut HttpRequest) -> RequestVerdict {
         for stage in self.stages.iter() {
-            if !stage.interest(flow).http {
+            if !stage.interest(flow).requests {
                 continue;
             }
             StageCounters::bump(&stage.counters().calls);
@@ -208,7 +208,7 @@ impl Pipeline {
     pub async fn response(&self, flow: &Arc<Flow>, response: &mut HttpResponse) -> ResponseVerdict {
         let mut replaced = false;
         for stage in self.stages.iter() {
-            if !stage.interest(flow).http {
+            if !stage.interest(flow).responses {
                 continue;
             }
             StageCounters::bump(&stage.counters().calls);

@@ -19,8 +19,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Interest {
     /// `chunk` events (raw stream bytes).
     pub chunks: bool,
-    /// `http_request` / `http_response` events.
-    pub http: bool,
+    /// `http_request` events (the proxy buffers request bodies for them).
+    pub requests: bool,
+    /// `http_response` events (the proxy buffers response bodies for them).
+    pub responses: bool,
     /// Observe-only events: flow start/end, messages, transactions, gaps.
     pub observe: bool,
     /// `packet` events (capture only).
@@ -31,16 +33,23 @@ impl Interest {
     /// Every event.
     pub const ALL: Interest = Interest {
         chunks: true,
-        http: true,
+        requests: true,
+        responses: true,
         observe: true,
         packets: true,
     };
+
+    /// Requests or responses: the HTTP messages are read.
+    pub fn http(self) -> bool {
+        self.requests || self.responses
+    }
 
     /// The union of two interests.
     pub fn union(self, other: Interest) -> Interest {
         Interest {
             chunks: self.chunks || other.chunks,
-            http: self.http || other.http,
+            requests: self.requests || other.requests,
+            responses: self.responses || other.responses,
             observe: self.observe || other.observe,
             packets: self.packets || other.packets,
         }

@@ -351,7 +351,8 @@ impl Stage for FaultStage {
         }
         Interest {
             chunks: !http,
-            http,
+            requests: http,
+            responses: http,
             observe: true,
             packets: false,
         }

@@ -72,7 +72,8 @@ impl Routing {
         };
         Interest {
             chunks,
-            http,
+            requests: http,
+            responses: http,
             ..Interest::default()
         }
     }
@@ -154,7 +155,7 @@ mod tests {
 
     fn wants(r: Routing, route: Route, protocol: Protocol) -> (bool, bool) {
         let i = r.interest(&flow(route, protocol));
-        (i.http, i.chunks)
+        (i.http(), i.chunks)
     }
 
     #[test]

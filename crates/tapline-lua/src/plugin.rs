@@ -376,7 +376,8 @@ impl Stage for LuaPlugin {
         let uses_flows = d.data || d.request || d.response || d.packet;
         Interest {
             chunks: d.data || (d.riff && flow.mode == Mode::Proxy),
-            http: d.request || d.response,
+            requests: d.request,
+            responses: d.response,
             observe: d.flow_start || d.flow_end || d.message || d.transaction || uses_flows,
             packets: flow.mode == Mode::Capture && (d.packet || d.riff),
         }

@@ -392,7 +392,7 @@ impl HttpConn {
             Err(e) => (SocketAddr::from(([0, 0, 0, 0], target.port)), Some(e)),
         };
         let (flow, interest) = self.flow_for(addr).await;
-        let request = if interest.http || self.ctx.http_details {
+        let request = if interest.http() || self.ctx.http_details {
             let host = if target.fixed { "" } else { &target.authority };
             head.view(&target.path, target.url(), host)
         } else {
@@ -410,7 +410,7 @@ impl HttpConn {
             answered_continue: false,
             upgrade: head.upgrade().map(Bytes::copy_from_slice),
         };
-        let out = if interest.http {
+        let out = if interest.requests {
             match self.request_hooks(&mut ex, &head, &target).await {
                 Prepared::Send(out) => out,
                 Prepared::Answered(next) => return next,
@@ -584,7 +584,7 @@ impl HttpConn {
                 return self.upstream_failed(&mut ex, e, sent).await;
             }
         };
-        let mut response = if ex.interest.http || self.ctx.http_details {
+        let mut response = if ex.interest.http() || self.ctx.http_details {
             let mut view = head.view();
             view.request = Some(ex.request.line());
             view
@@ -601,7 +601,7 @@ impl HttpConn {
         let until_close = decode || framing == Framing::UntilClose;
         let upstream_keeps = head.keep_alive() && ex.body.is_done();
         let mut client_out = Vec::with_capacity(head.size() + 64);
-        if ex.interest.http {
+        if ex.interest.responses {
             let buffered = Pipe {
                 from: &mut up.stream,
                 buf: &mut up.buf,
