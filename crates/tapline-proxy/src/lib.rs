@@ -21,6 +21,8 @@ mod errors;
 mod flows;
 mod forward;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod head;
 mod hop_by_hop;
 pub mod mapping;
