@@ -623,12 +623,7 @@ fn a_plugin_that_reads_only_requests_does_not_hold_responses_back() {
     let origin = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
-        let tagged = String::from_utf8_lossy(&head)
+        let tagged = read_head(&mut s)
             .to_ascii_lowercase()
             .contains("x-lua-tag: early");
         let first = if tagged {

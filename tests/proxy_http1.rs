@@ -10,20 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{demo, start_proxy};
-
-/// Reads one head (through the empty line) byte by byte, so nothing after it is consumed.
-fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            other => panic!("head ended early ({other:?}): {head:?}"),
-        }
-    }
-    String::from_utf8(head).unwrap()
-}
+use common::{demo, read_head, start_proxy};
 
 /// The value of `name` in `head`.
 fn field<'a>(head: &'a str, name: &str) -> Option<&'a str> {

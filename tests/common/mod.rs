@@ -16,7 +16,7 @@ mod net;
 #[allow(unused_imports)]
 pub use capture::{can_capture, capture, is_root, shared_pcap, tshark_stdout};
 #[allow(unused_imports)]
-pub use net::{connect_tunnel, curl, curl_env, curl_ok, echo_server, local, tls_server};
+pub use net::{connect_tunnel, curl, curl_env, curl_ok, echo_server, local, read_head, tls_server};
 
 /// The tapline binary under test.
 pub fn tapline() -> Command {

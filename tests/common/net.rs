@@ -128,3 +128,17 @@ pub fn curl_env(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) 
 pub fn curl_ok(args: &[&str]) -> String {
     run_ok("curl", &mut curl_command(args, &[]))
 }
+
+/// Reads one HTTP head (through its empty line) byte by byte, so nothing after it is
+/// consumed; panics when the stream ends first.
+pub fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("head ended early ({other:?}): {head:?}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}

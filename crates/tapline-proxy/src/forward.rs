@@ -30,7 +30,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::context::Shared;
 use crate::errors::UpstreamError;
 use crate::flows::OpenFlow;
-use crate::framing::{BodyReader, Framing};
+use crate::framing::{self, BodyReader, Framing};
 use crate::head::{
     short_response, valid_fields, write_field, write_fields, write_length, write_response,
     write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
@@ -380,7 +380,7 @@ impl HttpConn {
             Ok(t) => t,
             Err((status, why)) => return Some(self.refuse(status, why).await),
         };
-        let framing = match Framing::of_request(&head.fields) {
+        let framing = match framing::of_request(&head.fields) {
             Ok(f) => f,
             Err(e) => return Some(self.refuse(400, &e.to_string()).await),
         };
@@ -577,7 +577,7 @@ impl HttpConn {
         // An answer that came before the whole request body: the rest is never read, so
         // neither connection can carry another request.
         ex.keep_client &= ex.body.is_done();
-        let framing = match Framing::of_response(&head.fields, head.status, ex.head_request) {
+        let framing = match framing::of_response(&head.fields, head.status, ex.head_request) {
             Ok(f) => f,
             Err(e) => {
                 let e = UpstreamError::Unreachable(format!("{addr} sent a bad response: {e}"));

@@ -3,22 +3,14 @@
 //! finds the end (and, for plugins, decodes chunked payloads); it never re-encodes.
 //!
 //! Written by hand rather than with hyper's body decoder because that decoder is private to
-//! hyper's connection types, which the proxy no longer uses (see `forward`).
+//! hyper's connection types, which the proxy no longer uses (see `forward`). The `Framing`
+//! type is the capture decoder's (`tapline-decode`); its chunk reader is not shared because
+//! a passive decoder must get past capture gaps and resync, where a proxy must refuse
+//! malformed framing outright.
+
+pub(crate) use tapline_decode::http::Framing;
 
 use crate::head::Fields;
-
-/// How a message's body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
-    /// No body.
-    Empty,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-    /// Everything until the sender closes (responses only).
-    UntilClose,
-}
 
 /// Why a message's framing is unusable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,39 +32,37 @@ pub(crate) enum FramingError {
     Incomplete,
 }
 
-impl Framing {
-    /// A request's framing: chunked, a length, or no body.
-    pub(crate) fn of_request(fields: &Fields) -> Result<Framing, FramingError> {
-        match (transfer_coding(fields), content_length(fields)?) {
-            (Some(_), Some(_)) => Err(FramingError::Ambiguous),
-            (Some(true), None) => Ok(Framing::Chunked),
-            (Some(false), None) => Err(FramingError::UnknownCoding),
-            (None, Some(0)) | (None, None) => Ok(Framing::Empty),
-            (None, Some(n)) => Ok(Framing::Length(n)),
-        }
+/// A request's framing: chunked, a length, or no body.
+pub(crate) fn of_request(fields: &Fields) -> Result<Framing, FramingError> {
+    match (transfer_coding(fields), content_length(fields)?) {
+        (Some(_), Some(_)) => Err(FramingError::Ambiguous),
+        (Some(true), None) => Ok(Framing::Chunked),
+        (Some(false), None) => Err(FramingError::UnknownCoding),
+        (None, Some(0)) | (None, None) => Ok(Framing::Empty),
+        (None, Some(n)) => Ok(Framing::Length(n)),
     }
+}
 
-    /// A response's framing; `head_request` when it answers a `HEAD`.
-    pub(crate) fn of_response(
-        fields: &Fields,
-        status: u16,
-        head_request: bool,
-    ) -> Result<Framing, FramingError> {
-        if head_request || status < 200 || status == 204 || status == 304 {
-            return Ok(Framing::Empty);
-        }
-        // Transfer-Encoding wins over Content-Length (which the proxy then drops).
-        match transfer_coding(fields) {
-            Some(true) => return Ok(Framing::Chunked),
-            Some(false) => return Ok(Framing::UntilClose),
-            None => {}
-        }
-        Ok(match content_length(fields)? {
-            Some(0) => Framing::Empty,
-            Some(n) => Framing::Length(n),
-            None => Framing::UntilClose,
-        })
+/// A response's framing; `head_request` when it answers a `HEAD`.
+pub(crate) fn of_response(
+    fields: &Fields,
+    status: u16,
+    head_request: bool,
+) -> Result<Framing, FramingError> {
+    if head_request || status < 200 || status == 204 || status == 304 {
+        return Ok(Framing::Empty);
     }
+    // Transfer-Encoding wins over Content-Length (which the proxy then drops).
+    match transfer_coding(fields) {
+        Some(true) => return Ok(Framing::Chunked),
+        Some(false) => return Ok(Framing::UntilClose),
+        None => {}
+    }
+    Ok(match content_length(fields)? {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
 }
 
 /// `Some(true)` when `Transfer-Encoding` is there and its last coding is chunked.

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use crate::framing::{BodyReader, Framing};
+use crate::framing::{self, BodyReader};
 use crate::head::{write_fields, FramingFields, RequestHead, ResponseHead};
 
 /// Parses `data` as the messages one side of a connection sends — a request stream, or a
@@ -43,7 +43,7 @@ pub fn http1(data: &[u8]) {
                     Ok(Some(head)) => {
                         let _ = head.view();
                         rewrite(head.fields.iter());
-                        Framing::of_response(&head.fields, head.status, head_request)
+                        framing::of_response(&head.fields, head.status, head_request)
                     }
                     Ok(None) => break,
                     Err(_) => return,
@@ -54,7 +54,7 @@ pub fn http1(data: &[u8]) {
                         let _ = (head.keep_alive(), head.expects_continue(), head.upgrade());
                         let _ = head.view(head.target(), String::new(), "h");
                         rewrite(head.fields.iter());
-                        Framing::of_request(&head.fields)
+                        framing::of_request(&head.fields)
                     }
                     Ok(None) => break,
                     Err(_) => return,

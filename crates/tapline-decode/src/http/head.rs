@@ -16,9 +16,9 @@ pub(crate) enum Parsed<T> {
     Invalid,
 }
 
-/// How a message's body is delimited.
+/// How a message's body is delimited (RFC 9112 §6); the proxy's relay uses it too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body.
     Empty,
     /// Exactly this many bytes.

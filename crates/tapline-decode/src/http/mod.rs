@@ -13,13 +13,15 @@
 
 mod head;
 
+pub use head::Framing;
+
 use bytes::Bytes;
 use tapline_core::{EventKind, HttpRequest, HttpResponse, Side, Timestamp};
 
 use crate::detect::starts_request;
 use crate::flow_decoder::feed_buffered;
 use crate::transaction::HttpPairing;
-use head::{Framing, Parsed};
+use head::Parsed;
 
 /// Largest head (or chunk trailer section) buffered; a longer one is garbage to resync past.
 pub const MAX_HEAD: usize = 64 * 1024;
