@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy speed, side by side in one run:
-#   - tcp mapping throughput vs a direct loopback connection (iperf3, both directions);
+#   - tcp mapping throughput vs a direct loopback connection (iperf3, both directions), with
+#     the TCP relays HAProxy (mode tcp, splice) and socat beside it when installed;
 #   - HTTP requests/s and p50/p99 latency with wrk at 50 connections: direct to an nginx
 #     origin, through nginx as a reverse proxy (upstream keep-alive), through tapline's
 #     forward proxy (absolute-form requests from a wrk Lua script), through a tapline `http`
@@ -23,6 +24,7 @@ bench_build
 
 origin=$(free_port); nginx_proxy=$(free_port); forward=$(free_port); mapping=$(free_port)
 iperf=$(free_port); tcp_map=$(free_port); grpc_forward=$(free_port); plugin=$(free_port)
+haproxy_port=$(free_port); socat_port=$(free_port)
 
 # nginx config: $1 name, $2 workers, $3 http block body.
 nginx_conf() {
@@ -55,6 +57,34 @@ nginx_conf reverse "$(nproc)" "upstream origin { server 127.0.0.1:$origin; keepa
 nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
 nginx -c "$work/reverse/nginx.conf" -p "$work/reverse" & pids+=($!)
 iperf3 -s -p "$iperf" >/dev/null 2>&1 & pids+=($!)
+# TCP relay peers, when installed (scripts/install-deps.sh bench): HAProxy as a plain TCP
+# relay with splice(2) on, one thread per core like tapline; socat as the simplest relay.
+tcp_peers=()
+if command -v haproxy >/dev/null; then
+    cat >"$work/haproxy.cfg" <<CFG
+global
+    nbthread $(nproc)
+    maxconn 1000
+defaults
+    mode tcp
+    option splice-auto
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen relay
+    bind 127.0.0.1:$haproxy_port
+    server iperf 127.0.0.1:$iperf
+CFG
+    haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 & pids+=($!)
+    wait_port "$haproxy_port"
+    tcp_peers+=("haproxy (mode tcp, splice):$haproxy_port")
+fi
+if command -v socat >/dev/null; then
+    socat "TCP-LISTEN:$socat_port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$iperf" \
+        2>"$work/socat.log" & pids+=($!)
+    wait_port "$socat_port"
+    tcp_peers+=("socat:$socat_port")
+fi
 
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$forward" \
     --proxy "$mapping=http://127.0.0.1:$origin" --proxy "$tcp_map=tcp://127.0.0.1:$iperf" \
@@ -116,12 +146,20 @@ added() { python3 -c "print('%+.3f' % ($1 - $2))"; }
 
 echo "tapline proxy bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ), load $(cut -d' ' -f1 /proc/loadavg)"
 echo
-echo "## TCP mapping throughput (iperf3, one stream)"
-direct_up=$(throughput "$iperf"); mapped_up=$(throughput "$tcp_map")
-direct_down=$(throughput "$iperf" -R); mapped_down=$(throughput "$tcp_map" -R)
-printf '%-28s %10s %10s %8s\n' "direction" "direct" "mapping" "ratio"
-printf '%-28s %10s %10s %8s\n' "client -> server (Gbit/s)" "$direct_up" "$mapped_up" "$(ratio "$mapped_up" "$direct_up")"
-printf '%-28s %10s %10s %8s\n' "server -> client (Gbit/s)" "$direct_down" "$mapped_down" "$(ratio "$mapped_down" "$direct_down")"
+echo "## TCP relay throughput (iperf3, one stream, Gbit/s received; ratio = relayed / direct)"
+direct_up=$(throughput "$iperf"); direct_down=$(throughput "$iperf" -R)
+printf '%-30s %10s %7s %10s %7s\n' "path" "c -> s" "ratio" "s -> c" "ratio"
+printf '%-30s %10s %7s %10s %7s\n' "direct" "$direct_up" "1.00" "$direct_down" "1.00"
+tcp_row() {
+    local up down
+    up=$(throughput "$2"); down=$(throughput "$2" -R)
+    printf '%-30s %10s %7s %10s %7s\n' "$1" "$up" "$(ratio "$up" "$direct_up")" "$down" "$(ratio "$down" "$direct_down")"
+}
+tcp_row "tapline tcp mapping" "$tcp_map"
+for peer in "${tcp_peers[@]}"; do
+    tcp_row "${peer%:*}" "${peer##*:}"
+done
+[ ${#tcp_peers[@]} -gt 0 ] || echo "(no haproxy or socat: the TCP peer rows are skipped; scripts/install-deps.sh bench installs them)"
 echo
 echo "## HTTP through proxies (wrk, $conns connections, small response)"
 read -r d_rps d_p50 d_p99 <<<"$(http "http://127.0.0.1:$origin/")"

@@ -3,7 +3,7 @@
 #   scripts/install-deps.sh build   libpcap (to build and run tapline)
 #   scripts/install-deps.sh test    + the real peers the tests start: PostgreSQL, psql, curl,
 #                                     openssl, tcpdump, tshark, rsyslog, Python grpcio, psycopg2
-#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, and mitmproxy in a venv
+#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, haproxy, socat, and mitmproxy in a venv
 #                                     (benchmark peers)
 set -euo pipefail
 level=${1:-build}
@@ -14,7 +14,7 @@ if [ "$level" = test ] || [ "$level" = bench ]; then
   pip_mods+=(grpcio grpcio-tools psycopg2-binary prometheus-client)
 fi
 if [ "$level" = bench ]; then
-  apt_pkgs+=(nginx-light wrk iperf3 hyperfine)
+  apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat)
 fi
 
 missing=()
