@@ -151,6 +151,26 @@ fn an_early_answer_ends_an_upload() {
 }
 
 #[test]
+fn credentials_in_the_url_do_not_become_the_host() {
+    let (_demo, origin) = demo();
+    let (mut p, proxy) = start_proxy(&[]);
+    let mut s = client(proxy);
+    let req = format!("GET http://user:secret@{origin}/echo HTTP/1.1\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let (code, _, body) = read_response(&mut s);
+    assert_eq!(code, 200);
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let host = echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0].as_str().unwrap().eq_ignore_ascii_case("host"))
+        .map(|h| h[1].as_str().unwrap().to_string());
+    assert_eq!(host, Some(origin.to_string()), "{echo}");
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
 fn conflicting_framing_is_refused() {
     let (_demo, origin) = demo();
     let (mut p, proxy) = start_proxy(&[]);

@@ -307,7 +307,11 @@ impl HttpConn {
                     host: authority.host().to_string(),
                     port: authority.port_u16().unwrap_or(80),
                     path: path_of(&uri),
-                    authority: authority.as_str().to_string(),
+                    // `host[:port]` without any `user:pass@`, which is no `Host` value.
+                    authority: match authority.port() {
+                        Some(port) => format!("{}:{port}", authority.host()),
+                        None => authority.host().to_string(),
+                    },
                     fixed: false,
                 })
             }
