@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::uri::Authority;
 use tapline_core::{Chunk, FlowEnd, FlowStats, HttpResponse, Protocol, Route, Side};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::context::Shared;
@@ -74,7 +74,7 @@ pub(crate) async fn tunnel(
     };
     let open = OpenFlow::start(&ctx.pipeline, &ctx.ids, protocol, Route::Tunnel, peer, addr).await;
     let (stats, end) = match first {
-        Ok(first) => relay(ctx, open.flow(), client, server, first, None).await,
+        Ok(first) => relay(ctx, open.flow(), &mut client, &mut server, first, None).await,
         Err(end) => (FlowStats::default(), end),
     };
     open.end(&ctx.pipeline, stats, end).await;
@@ -88,9 +88,9 @@ async fn answer(client: &mut TcpStream, resp: &HttpResponse) {
 }
 
 /// Waits for whichever side speaks first. `Ok(None)` when a side closed without a byte.
-async fn first_chunk<C: AsyncRead + Unpin>(
+async fn first_chunk(
     ctx: &Shared,
-    client: &mut C,
+    client: &mut TcpStream,
     server: &mut TcpStream,
 ) -> Result<Option<Chunk>, FlowEnd> {
     let mut cbuf = vec![0u8; FIRST_READ];

@@ -754,7 +754,15 @@ impl HttpConn {
             from: Side::Server,
             data: up.buf.split().freeze(),
         });
-        let (stats, end) = relay(&self.ctx, &flow, &mut self.client, up.stream, first, None).await;
+        let (stats, end) = relay(
+            &self.ctx,
+            &flow,
+            &mut self.client,
+            &mut up.stream,
+            first,
+            None,
+        )
+        .await;
         self.from_client.bytes += stats.bytes_from_client;
         self.from_client.calls += stats.packets_from_client;
         self.to_client.bytes += stats.bytes_from_server;

@@ -11,19 +11,19 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::context::Shared;
 use crate::flows::OpenFlow;
 use crate::mapping::{MappingSpec, Scheme};
-use crate::relay::relay_tcp;
+use crate::relay::relay;
 
 /// Relays one client connection of a raw mapping until it closes.
 pub(crate) async fn serve(
     ctx: Arc<Shared>,
-    client: TcpStream,
+    mut client: TcpStream,
     peer: SocketAddr,
     spec: Arc<MappingSpec>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = client.set_nodelay(true);
     let protocol = spec.scheme.protocol();
-    let (addr, server) = match ctx.connect(&spec.host, spec.port).await {
+    let (addr, mut server) = match ctx.connect(&spec.host, spec.port).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::warn!("--proxy '{spec}': {}", e.message());
@@ -66,6 +66,6 @@ pub(crate) async fn serve(
         )),
         Scheme::Tls | Scheme::Http => None,
     };
-    let (stats, end) = relay_tcp(&ctx, open.flow(), client, server, decoder).await;
+    let (stats, end) = relay(&ctx, open.flow(), &mut client, &mut server, None, decoder).await;
     open.end(&ctx.pipeline, stats, end).await;
 }

@@ -1,9 +1,10 @@
-//! Raw byte relays (CONNECT tunnels, tcp/psql mappings): two pumps, one per direction.
+//! Raw byte relays between two TCP connections (CONNECT tunnels, tcp/psql mappings, HTTP
+//! connections after a protocol switch): two pumps, one per direction.
 //!
 //! Each read goes to the chunk hooks when a stage wants chunks (pass, replace, hold, close),
 //! to the sink when it wants chunks, and to the flow's decoder (PostgreSQL messages, sniffed
-//! protocols) off the hot path. When nobody needs the bytes, a pump is a plain copy loop, or
-//! between two TCP sockets a `splice(2)` loop that never copies the bytes into the process.
+//! protocols) off the hot path. When nobody needs the bytes, a pump becomes a `splice(2)` loop
+//! that never copies them into the process (a copy loop if no pipe can be had).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +16,7 @@ use tapline_core::{
     Chunk, ChunkVerdict, Event, EventKind, Flow, FlowEnd, FlowStats, Pipeline, Side, Timestamp,
 };
 use tapline_decode::FlowDecoder;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
 use tokio::sync::mpsc;
 
@@ -35,52 +36,18 @@ const DECODE_QUEUE: usize = 256;
 /// Relays between `client` and `server` until both sides close, one fails, a plugin closes
 /// the flow, it idles out or the run is forced to stop. `first` is a chunk already read.
 /// With a `decoder`, forwarded bytes feed it (until it turns opaque) and its events go to the
-/// pipeline.
-pub(crate) async fn relay<C, S>(
+/// pipeline. Once nobody needs to see a direction's bytes, they move between the sockets
+/// inside the kernel (`splice(2)` through a pipe).
+pub(crate) async fn relay(
     ctx: &Shared,
     flow: &Arc<Flow>,
-    client: C,
-    server: S,
+    client: &mut TcpStream,
+    server: &mut TcpStream,
     first: Option<Chunk>,
-    decoder: Option<FlowDecoder>,
-) -> (FlowStats, FlowEnd)
-where
-    C: AsyncRead + AsyncWrite + Send + Unpin,
-    S: AsyncRead + AsyncWrite + Send + Unpin,
-{
-    let (cr, cw) = tokio::io::split(client);
-    let (sr, sw) = tokio::io::split(server);
-    relay_halves(ctx, flow, (cr, cw), (sr, sw), first, decoder).await
-}
-
-/// [`relay`] between two TCP connections: once nobody needs to see a direction's bytes, they
-/// move between the sockets inside the kernel (`splice(2)` through a pipe) where it can.
-pub(crate) async fn relay_tcp(
-    ctx: &Shared,
-    flow: &Arc<Flow>,
-    mut client: TcpStream,
-    mut server: TcpStream,
     decoder: Option<FlowDecoder>,
 ) -> (FlowStats, FlowEnd) {
-    let client = client.split();
-    let server = server.split();
-    relay_halves(ctx, flow, client, server, None, decoder).await
-}
-
-async fn relay_halves<CR, CW, SR, SW>(
-    ctx: &Shared,
-    flow: &Arc<Flow>,
-    (cr, cw): (CR, CW),
-    (sr, sw): (SR, SW),
-    first: Option<Chunk>,
-    decoder: Option<FlowDecoder>,
-) -> (FlowStats, FlowEnd)
-where
-    CR: AsyncRead + Socket + Unpin,
-    CW: AsyncWrite + Socket + Unpin,
-    SR: AsyncRead + Socket + Unpin,
-    SW: AsyncWrite + Socket + Unpin,
-{
+    let (cr, cw) = client.split();
+    let (sr, sw) = server.split();
     let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
     let decoder =
         decoder.map(|d| Decoder::spawn(ctx.pipeline.clone(), flow.clone(), d, decoding.clone()));
@@ -179,19 +146,15 @@ impl Tap<'_> {
 }
 
 /// Copies `from`'s bytes until EOF, then half-closes the other side.
-async fn pump<R, W>(
+async fn pump(
     tap: &Tap<'_>,
     from: Side,
-    mut reader: R,
-    mut writer: W,
+    mut reader: tcp::ReadHalf<'_>,
+    mut writer: tcp::WriteHalf<'_>,
     first: Option<Bytes>,
     activity: &Activity,
     stats: &Counters,
-) -> Result<(), FlowEnd>
-where
-    R: AsyncRead + Socket + Unpin,
-    W: AsyncWrite + Socket + Unpin,
-{
+) -> Result<(), FlowEnd> {
     if let Some(data) = first {
         stats.add(from, data.len());
         tap.forward(from, data, &mut writer).await?;
@@ -199,16 +162,14 @@ where
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         if tap.fast() {
-            if let (Some(from_socket), Some(to_socket)) = (reader.socket(), writer.socket()) {
-                if let Some(pipe) = splice::Pipe::new() {
-                    pipe.relay(from_socket, to_socket, |n| {
-                        stats.add(from, n);
-                        activity.touch();
-                    })
-                    .await
-                    .map_err(end_of)?;
-                    break;
-                }
+            if let Some(pipe) = splice::Pipe::new() {
+                pipe.relay(reader.as_ref(), writer.as_ref(), |n| {
+                    stats.add(from, n);
+                    activity.touch();
+                })
+                .await
+                .map_err(end_of)?;
+                break;
             }
         }
         let n = reader.read(&mut buf).await.map_err(end_of)?;
@@ -240,30 +201,6 @@ pub(crate) fn end_of(e: io::Error) -> FlowEnd {
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe => FlowEnd::Rst,
         _ => FlowEnd::Error(e.to_string()),
-    }
-}
-
-/// One direction's end of a relayed connection, and the TCP socket beneath it when there is
-/// one to splice from or to.
-pub(crate) trait Socket {
-    /// The socket, for moving bytes inside the kernel.
-    fn socket(&self) -> Option<&TcpStream> {
-        None
-    }
-}
-
-impl<T> Socket for tokio::io::ReadHalf<T> {}
-impl<T> Socket for tokio::io::WriteHalf<T> {}
-
-impl Socket for tcp::ReadHalf<'_> {
-    fn socket(&self) -> Option<&TcpStream> {
-        Some(self.as_ref())
-    }
-}
-
-impl Socket for tcp::WriteHalf<'_> {
-    fn socket(&self) -> Option<&TcpStream> {
-        Some(self.as_ref())
     }
 }
 
