@@ -275,7 +275,13 @@ return p
 
     let f = flow(7, Mode::Capture, Protocol::Postgres);
     let interest = plugin.interest(&f);
-    assert!(interest.chunks && interest.requests && interest.responses && interest.observe && interest.packets);
+    assert!(
+        interest.chunks
+            && interest.requests
+            && interest.responses
+            && interest.observe
+            && interest.packets
+    );
     let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
     block_on(async {
         pipeline.observe(event(&f, EventKind::FlowStart)).await;
