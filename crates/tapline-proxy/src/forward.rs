@@ -525,7 +525,12 @@ impl HttpConn {
         if buffered.complete || req.body != before.body {
             // The whole body is known (or replaced): framed by its length.
             write_request_fields(&mut out, fields, target, FramingFields::Drop, upgrade);
-            write_length(&mut out, req.body.len() as u64);
+            // A request that came without a body (a GET) does not gain a `Content-Length: 0`.
+            let framed = head.fields.get(b"content-length").is_some()
+                || head.fields.get(b"transfer-encoding").is_some();
+            if framed || !req.body.is_empty() {
+                write_length(&mut out, req.body.len() as u64);
+            }
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&req.body);
             req.body_len = req.body.len() as u64;
