@@ -171,6 +171,40 @@ fn credentials_in_the_url_do_not_become_the_host() {
 }
 
 #[test]
+fn a_head_dribbled_byte_by_byte_times_out_as_a_whole() {
+    let (mut p, proxy) = start_proxy(&["--idle-timeout", "1s"]);
+    let mut s = client(proxy);
+    let started = std::time::Instant::now();
+    s.write_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\n")
+        .unwrap();
+    // Every byte comes well within the idle timeout; the head as a whole does not.
+    let mut answer = Vec::new();
+    for byte in b"X-Slow: ".iter().cycle().take(40) {
+        std::thread::sleep(Duration::from_millis(100));
+        if s.write_all(&[*byte]).is_err() {
+            break;
+        }
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        s.set_nonblocking(false).unwrap();
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
 fn conflicting_framing_is_refused() {
     let (_demo, origin) = demo();
     let (mut p, proxy) = start_proxy(&[]);

@@ -208,10 +208,12 @@ impl HttpConn {
     }
 
     /// The next request head; between requests an idle connection closes at the idle
-    /// timeout or when the run drains.
+    /// timeout or when the run drains. A head must be whole within the idle timeout of its
+    /// first byte (a client dribbling a head byte by byte gets a 408, not a held connection).
     async fn next_head(&mut self) -> Result<RequestHead, FlowEnd> {
         let max = self.ctx.limits.max_header_size;
         let idle = self.ctx.limits.idle_timeout;
+        let mut deadline = None;
         loop {
             match RequestHead::parse(&mut self.buf) {
                 Ok(Some(head)) if head.size() > max => {
@@ -235,7 +237,15 @@ impl HttpConn {
                     _ = self.draining.as_mut() => return Err(FlowEnd::Fin),
                 }
             } else {
-                read.await
+                let by = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + idle);
+                match tokio::time::timeout_at(by, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.refuse(408, "the request head did not arrive in time")
+                            .await;
+                        return Err(FlowEnd::Timeout);
+                    }
+                }
             };
             match read {
                 Ok(0) if between => return Err(FlowEnd::Fin),
