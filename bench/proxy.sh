@@ -8,7 +8,8 @@
 #     mapping (the reverse proxy nginx is compared with), and through the forward proxy with
 #     a no-op Python gRPC plugin (tests/grpc_plugins/noop_plugin.py) when grpcio is there.
 #
-#   bench/proxy.sh [SECONDS_PER_RUN]    (default 10; needs wrk, iperf3, nginx, python3)
+#   bench/proxy.sh [SECONDS_PER_RUN] [TCP_ROUNDS]    (defaults 10 and 3; needs wrk, iperf3,
+#                                                    nginx, python3)
 #   TAPLINE_BIN=path/to/tapline bench/proxy.sh ...   measures that binary instead of building
 #                                                    (e.g. an older commit's, for before/after)
 #
@@ -16,6 +17,7 @@
 set -euo pipefail
 
 secs="${1:-10}"
+rounds="${2:-3}"
 conns=50
 . "$(dirname "$0")/lib.sh"
 bench_init proxy
@@ -146,18 +148,25 @@ added() { python3 -c "print('%+.3f' % ($1 - $2))"; }
 
 echo "tapline proxy bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ), load $(cut -d' ' -f1 /proc/loadavg)"
 echo
-echo "## TCP relay throughput (iperf3, one stream, Gbit/s received; ratio = relayed / direct)"
-direct_up=$(throughput "$iperf"); direct_down=$(throughput "$iperf" -R)
-printf '%-30s %10s %7s %10s %7s\n' "path" "c -> s" "ratio" "s -> c" "ratio"
-printf '%-30s %10s %7s %10s %7s\n' "direct" "$direct_up" "1.00" "$direct_down" "1.00"
-tcp_row() {
-    local up down
-    up=$(throughput "$2"); down=$(throughput "$2" -R)
-    printf '%-30s %10s %7s %10s %7s\n' "$1" "$up" "$(ratio "$up" "$direct_up")" "$down" "$(ratio "$down" "$direct_down")"
-}
-tcp_row "tapline tcp mapping" "$tcp_map"
-for peer in "${tcp_peers[@]}"; do
-    tcp_row "${peer%:*}" "${peer##*:}"
+echo "## TCP relay throughput (iperf3, one stream, Gbit/s received, median of $rounds rounds; ratio = relayed / direct)"
+# The paths take turns within each round, so a slow spell of the machine hits all of them;
+# each cell is the median of its rounds.
+tcp_paths=("direct:$iperf" "tapline tcp mapping:$tcp_map" "${tcp_peers[@]}")
+declare -A runs
+for ((r = 0; r < rounds; r++)); do
+    for path in "${tcp_paths[@]}"; do
+        runs["${path%:*}/up"]+=" $(throughput "${path##*:}")"
+        runs["${path%:*}/down"]+=" $(throughput "${path##*:}" -R)"
+    done
+done
+median() { python3 -c 'import statistics,sys; print("%.2f" % statistics.median(map(float, sys.argv[1:])))' $1; }
+direct_up=$(median "${runs[direct/up]}"); direct_down=$(median "${runs[direct/down]}")
+printf '%-30s %10s %7s %10s %7s   %s\n' "path" "c -> s" "ratio" "s -> c" "ratio" "rounds (c -> s | s -> c)"
+for path in "${tcp_paths[@]}"; do
+    name=${path%:*}
+    up=$(median "${runs[$name/up]}"); down=$(median "${runs[$name/down]}")
+    printf '%-30s %10s %7s %10s %7s  %s |%s\n' "$name" "$up" "$(ratio "$up" "$direct_up")" \
+        "$down" "$(ratio "$down" "$direct_down")" "${runs[$name/up]}" "${runs[$name/down]}"
 done
 [ ${#tcp_peers[@]} -gt 0 ] || echo "(no haproxy or socat: the TCP peer rows are skipped; scripts/install-deps.sh bench installs them)"
 echo
