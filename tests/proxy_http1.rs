@@ -205,6 +205,26 @@ fn a_head_dribbled_byte_by_byte_times_out_as_a_whole() {
 }
 
 #[test]
+fn an_answer_before_the_body_was_read_closes_the_connection() {
+    let (mut p, proxy) = start_proxy(&[]);
+    let dead = common::free_port();
+    let mut s = client(proxy);
+    let head = format!(
+        "POST http://127.0.0.1:{dead}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let (code, head, _) = read_response(&mut s);
+    assert_eq!(code, 502, "{head}");
+    // The other 90 bytes must not be taken for a request: the proxy closes instead.
+    assert_eq!(field(&head, "connection"), Some("close"), "{head}");
+    let _ = s.write_all(&[b'x'; 90]);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}
+
+#[test]
 fn conflicting_framing_is_refused() {
     let (_demo, origin) = demo();
     let (mut p, proxy) = start_proxy(&[]);

@@ -506,7 +506,6 @@ impl HttpConn {
         match self.ctx.pipeline.request(&ex.flow, &mut ex.request).await {
             RequestVerdict::Continue => {}
             RequestVerdict::Respond(resp) => {
-                ex.keep_client &= ex.body.is_done();
                 return Prepared::Answered(self.answer(ex, resp, None).await);
             }
             RequestVerdict::Close(reason) => {
@@ -865,19 +864,19 @@ impl HttpConn {
         sent: Instant,
     ) -> Option<FlowEnd> {
         tracing::debug!("{}", e.message());
-        ex.keep_client &= ex.body.is_done();
         self.answer(ex, e.response(), Some(sent.elapsed())).await
     }
 
     /// Answers the client with `resp` (from a plugin, or the proxy's own error) and reports
-    /// the exchange.
+    /// the exchange. The connection goes on only when the request body was read whole (what
+    /// is left of it would be taken for the next request).
     async fn answer(
         &mut self,
         ex: &mut Exchange,
         mut resp: HttpResponse,
         latency: Option<Duration>,
     ) -> Option<FlowEnd> {
-        ex.keep_client &= !self.ctx.stop.is(Phase::Draining);
+        ex.keep_client &= ex.body.is_done() && !self.ctx.stop.is(Phase::Draining);
         let mut out = Vec::new();
         write_response(&mut out, &resp, !ex.keep_client);
         if write(&mut self.client, &out, &mut self.to_client)
