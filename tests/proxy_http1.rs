@@ -333,3 +333,50 @@ fn a_protocol_switch_becomes_a_byte_relay_on_the_same_flow() {
         "{end}"
     );
 }
+
+#[test]
+fn a_download_cut_by_a_forced_stop_is_still_reported() {
+    // Streams a chunk every 100 ms for far longer than the stop's grace period.
+    let (origin, _) = origin(|mut s, _| {
+        read_head(&mut s);
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..300 {
+            out.extend_from_slice(b"a\r\n0123456789\r\n");
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let dir = common::temp_dir();
+    let events = dir.path().join("events.jsonl");
+    let (mut p, proxy) = start_proxy(&["--output", events.to_str().unwrap()]);
+    let mut s = client(proxy);
+    s.write_all(
+        format!("GET http://{origin}/stream HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got.len()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // The stop waits out its grace period (5 s) for the download, then forces the end.
+    assert_eq!(p.stop(Duration::from_secs(20)), Some(0), "{}", p.stderr());
+    let received = reader.join().unwrap();
+    let events = common::json_lines(&events);
+    let response = events
+        .iter()
+        .find(|e| e["kind"] == "http_response")
+        .unwrap_or_else(|| panic!("the cut download is reported: {events:?}"));
+    assert_eq!(response["status"], 200);
+    let body_len = response["body_len"].as_u64().unwrap();
+    assert!(
+        body_len > 200 && (body_len as usize) < received,
+        "{body_len} of {received}"
+    );
+    let end = events.iter().find(|e| e["kind"] == "flow_end").unwrap();
+    assert_eq!(end["end"], "shutdown", "{end}");
+}

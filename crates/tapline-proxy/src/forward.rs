@@ -21,7 +21,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::Uri;
 use tapline_core::{
     Chunk, Event, EventKind, Flow, FlowEnd, FlowStats, HttpRequest, HttpResponse, Interest,
-    Protocol, RequestVerdict, ResponseVerdict, Route, Side, Timestamp, Transaction,
+    Pipeline, Protocol, RequestVerdict, ResponseVerdict, Route, Side, Timestamp, Transaction,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -106,11 +106,15 @@ pub(crate) async fn serve(
         current: None,
         closed_by: None,
         upgraded: None,
+        streaming: None,
         draining: Box::pin(async move { draining.reached(Phase::Draining).await }),
     };
     let ending = tokio::select! {
         ending = conn.run() => ending,
-        _ = stop.reached(Phase::Forced) => Ending::Closed(FlowEnd::Shutdown),
+        _ = stop.reached(Phase::Forced) => {
+            conn.report_interrupted();
+            Ending::Closed(FlowEnd::Shutdown)
+        }
     };
     match ending {
         Ending::Closed(end) => conn.finish(end).await,
@@ -149,6 +153,8 @@ struct HttpConn {
     closed_by: Option<String>,
     /// The upstream connection that switched protocols with the last exchange.
     upgraded: Option<UpstreamConn>,
+    /// The response body being relayed, if any.
+    streaming: Option<Streaming>,
     /// Resolves once the run drains: idle connections close then.
     draining: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -701,7 +707,16 @@ impl HttpConn {
             }
         }
         let mut result = write(&mut self.client, &client_out, &mut self.to_client).await;
-        if result.is_ok() {
+        if result.is_ok() && !body.is_done() {
+            // Parked here while the body streams, for a forced stop to report.
+            self.streaming = Some(Streaming {
+                flow: ex.flow.clone(),
+                started: ex.started,
+                request: std::mem::take(&mut ex.request),
+                response: std::mem::take(&mut response),
+                response_ts: head_ts,
+                written: self.to_client.bytes,
+            });
             result = Pipe {
                 from: &mut up.stream,
                 buf: &mut up.buf,
@@ -712,6 +727,10 @@ impl HttpConn {
             }
             .pump(&mut body, decode)
             .await;
+            if let Some(parked) = self.streaming.take() {
+                ex.request = parked.request;
+                response = parked.response;
+            }
         }
         response.body_len = response.body_len.max(body.payload);
         if let Err(e) = &result {
@@ -895,33 +914,69 @@ impl HttpConn {
     fn report(
         &self,
         ex: &mut Exchange,
-        mut response: HttpResponse,
+        response: HttpResponse,
         response_ts: Timestamp,
     ) -> Option<FlowEnd> {
         let mut request = std::mem::take(&mut ex.request);
         request.body_len = request.body_len.max(ex.body.payload);
-        let latency = response.latency.unwrap_or_default();
-        if response.request.is_none() {
-            response.request = Some(request.line());
-        }
-        let pipeline = &self.ctx.pipeline;
-        let events = [
-            (ex.started, EventKind::HttpRequest(request.clone())),
-            (response_ts, EventKind::HttpResponse(response.clone())),
-            (
-                response_ts,
-                EventKind::Transaction(Transaction::Http {
-                    request: Box::new(request),
-                    response: Box::new(response),
-                    latency,
-                }),
-            ),
-        ];
-        for (ts, kind) in events {
-            pipeline.emit(&Event::on_flow(&ex.flow, ts, kind));
-        }
+        let times = (ex.started, response_ts);
+        emit_exchange(&self.ctx.pipeline, &ex.flow, times, request, response);
         (!ex.keep_client).then_some(FlowEnd::Fin)
     }
+
+    /// The run was forced to stop while a response body was on its way: the exchange is
+    /// reported with the bytes that made it.
+    fn report_interrupted(&mut self) {
+        let Some(s) = self.streaming.take() else {
+            return;
+        };
+        let mut response = s.response;
+        let sent = self.to_client.bytes - s.written;
+        response.body_len = response.body_len.max(sent);
+        let times = (s.started, s.response_ts);
+        emit_exchange(&self.ctx.pipeline, &s.flow, times, s.request, response);
+    }
+}
+
+/// Sends one exchange's events: the request, the response, and the transaction pairing them.
+fn emit_exchange(
+    pipeline: &Pipeline,
+    flow: &Arc<Flow>,
+    (request_ts, response_ts): (Timestamp, Timestamp),
+    request: HttpRequest,
+    mut response: HttpResponse,
+) {
+    let latency = response.latency.unwrap_or_default();
+    if response.request.is_none() {
+        response.request = Some(request.line());
+    }
+    let events = [
+        (request_ts, EventKind::HttpRequest(request.clone())),
+        (response_ts, EventKind::HttpResponse(response.clone())),
+        (
+            response_ts,
+            EventKind::Transaction(Transaction::Http {
+                request: Box::new(request),
+                response: Box::new(response),
+                latency,
+            }),
+        ),
+    ];
+    for (ts, kind) in events {
+        pipeline.emit(&Event::on_flow(flow, ts, kind));
+    }
+}
+
+/// A response body on its way to the client, and what to report if the run is forced to
+/// stop before it ends.
+struct Streaming {
+    flow: Arc<Flow>,
+    started: Timestamp,
+    request: HttpRequest,
+    response: HttpResponse,
+    response_ts: Timestamp,
+    /// The bytes written to the client when the body began.
+    written: u64,
 }
 
 /// What the request hooks decided.
