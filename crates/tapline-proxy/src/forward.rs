@@ -33,13 +33,13 @@ use crate::errors::UpstreamError;
 use crate::flows::OpenFlow;
 use crate::framing::{self, BodyReader, Framing};
 use crate::head::{
-    short_response, valid_fields, write_field, write_fields, write_length, write_response,
-    write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
+    is_token, short_response, valid_fields, write_field, write_fields, write_length,
+    write_response, write_status_line, FramingFields, HeadError, RequestHead, ResponseHead,
 };
 use crate::pool::UpstreamConn;
 use crate::relay::relay;
 use crate::stop::Phase;
-use crate::wire::{read_more, write, Buffered, Io, Pipe, PumpError};
+use crate::wire::{read_more, write, Buffered, Io, PumpError, Source};
 
 /// Where a connection's requests go.
 #[derive(Debug, Clone)]
@@ -488,12 +488,10 @@ impl HttpConn {
             }
             ex.answered_continue = true;
         }
-        let buffered = Pipe {
+        let buffered = Source {
             from: &mut self.client,
             buf: &mut self.buf,
-            to: &mut tokio::io::sink(),
             read: &mut self.from_client,
-            written: &mut Io::default(),
             idle: self.ctx.limits.idle_timeout,
         }
         .buffer(&mut ex.body, limit)
@@ -624,15 +622,13 @@ impl HttpConn {
         // Chunks are for HTTP/1.1 clients; an HTTP/1.0 one gets the payload until close.
         let decode = framing == Framing::Chunked && ex.client_minor == 0;
         let until_close = decode || framing == Framing::UntilClose;
-        let upstream_keeps = head.keep_alive() && ex.body.is_done();
+        let mut upstream_keeps = head.keep_alive() && ex.body.is_done();
         let mut client_out = Vec::with_capacity(head.size() + 64);
         if ex.interest.responses {
-            let buffered = Pipe {
+            let buffered = Source {
                 from: &mut up.stream,
                 buf: &mut up.buf,
-                to: &mut tokio::io::sink(),
                 read: &mut Io::default(),
-                written: &mut Io::default(),
                 idle,
             }
             .buffer(&mut body, self.ctx.limits.body_limit)
@@ -682,6 +678,9 @@ impl HttpConn {
                 self.end_head(&mut client_out, &mut ex, !buffered.complete);
                 client_out.extend_from_slice(&response.body);
                 response.body_len = response.body.len() as u64;
+                // What the upstream still has of a replaced long body is never read: its
+                // connection cannot carry another request.
+                upstream_keeps &= buffered.complete;
                 body = BodyReader::new(Framing::Empty);
             } else {
                 let kept = relayed_framing(&head.fields, decode);
@@ -718,15 +717,13 @@ impl HttpConn {
                 response_ts: head_ts,
                 written: self.to_client.bytes,
             });
-            result = Pipe {
+            result = Source {
                 from: &mut up.stream,
                 buf: &mut up.buf,
-                to: &mut self.client,
                 read: &mut Io::default(),
-                written: &mut self.to_client,
                 idle,
             }
-            .pump(&mut body, decode)
+            .pump(&mut body, &mut self.client, &mut self.to_client, decode)
             .await;
             if let Some(parked) = self.streaming.take() {
                 ex.request = parked.request;
@@ -836,22 +833,17 @@ impl HttpConn {
         }
         // The request body streams while the response may already come (an early error,
         // or interim responses such as 100 Continue).
-        let upload = Pipe {
+        let mut client = Source {
             from: &mut cr,
             buf: &mut self.buf,
-            to: &mut uw,
             read: &mut self.from_client,
-            written: &mut Io::default(),
             idle,
         };
-        let body = &mut ex.body;
-        let uploading = async move {
-            let mut upload = upload;
-            upload.pump(body, false).await
-        };
+        let mut uncounted = Io::default();
+        let uploading = client.pump(&mut ex.body, &mut uw, &mut uncounted, false);
         tokio::pin!(uploading);
         tokio::pin!(reading);
-        let head = tokio::select! {
+        tokio::select! {
             head = &mut reading => head,
             uploaded = &mut uploading => match uploaded {
                 Ok(()) => reading.await,
@@ -860,8 +852,7 @@ impl HttpConn {
                 )),
                 Err(e) => Err(Failure::Client(FlowEnd::Error(format!("request body: {e}")))),
             },
-        };
-        head
+        }
     }
 
     /// Ends a response head: says whether the connection stays open (it closes after an
@@ -1158,13 +1149,6 @@ fn path_of(uri: &Uri) -> String {
         .filter(|p| p.starts_with('/'))
         .unwrap_or("/")
         .to_string()
-}
-
-/// True for a valid method.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// True for a path a plugin may set: origin form, no spaces or line breaks.

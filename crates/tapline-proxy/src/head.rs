@@ -374,9 +374,7 @@ pub(crate) fn valid_fields(headers: &Headers) -> Vec<(&[u8], &[u8])> {
     headers
         .iter()
         .filter(|(name, value)| {
-            let ok = !name.is_empty()
-                && name.bytes().all(is_token_byte)
-                && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+            let ok = is_token(name) && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
             if !ok {
                 tracing::warn!("dropping invalid header field {name:?} set by a plugin");
             }
@@ -386,9 +384,11 @@ pub(crate) fn valid_fields(headers: &Headers) -> Vec<(&[u8], &[u8])> {
         .collect()
 }
 
-/// RFC 9110 `tchar`.
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// True for an RFC 9110 `token` (a field name, a method).
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A whole response from a plugin (or the proxy itself), framed by its body's length; with

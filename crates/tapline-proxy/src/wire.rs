@@ -88,28 +88,28 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// The two sockets of a body on the move and what each way is counted into.
-pub(crate) struct Pipe<'a, R, W> {
+/// The side a body comes from: its socket, what was read from it and not used yet, what the
+/// reads are counted into, and how long it may keep the reader waiting.
+pub(crate) struct Source<'a, R> {
     /// The sending side.
     pub(crate) from: &'a mut R,
     /// What was read from it and not used yet.
     pub(crate) buf: &'a mut BytesMut,
-    /// The receiving side.
-    pub(crate) to: &'a mut W,
     /// Counts reads from `from`.
     pub(crate) read: &'a mut Io,
-    /// Counts writes to `to`.
-    pub(crate) written: &'a mut Io,
     /// Longest wait for the sender.
     pub(crate) idle: Duration,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipe<'_, R, W> {
-    /// Moves the rest of `body` across, as framed; with `decode`, only its payload (a
-    /// chunked body for a client that cannot take chunks). Ends when the body does.
-    pub(crate) async fn pump(
+impl<R: AsyncRead + Unpin> Source<'_, R> {
+    /// Moves the rest of `body` to `to` (writes counted into `written`), as framed; with
+    /// `decode`, only its payload (a chunked body for a client that cannot take chunks).
+    /// Ends when the body does.
+    pub(crate) async fn pump<W: AsyncWrite + Unpin>(
         &mut self,
         body: &mut BodyReader,
+        to: &mut W,
+        written: &mut Io,
         decode: bool,
     ) -> Result<(), PumpError> {
         let mut payload = Vec::new();
@@ -125,7 +125,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Pipe<'_, R, W> {
             };
             let out = if decode { &payload[..] } else { &self.buf[..n] };
             if !out.is_empty() {
-                write(self.to, out, self.written).await?;
+                write(to, out, written).await?;
             }
             self.buf.advance(n);
         }
