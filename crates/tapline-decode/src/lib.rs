@@ -6,6 +6,7 @@
 pub mod detect;
 pub mod flow_decoder;
 pub mod http;
+pub mod http1;
 pub mod packet;
 pub mod pgsql;
 pub mod reassembly;

@@ -1,32 +1,27 @@
-//! HTTP/1.x stream decoder, both directions of one connection.
+//! HTTP/1.x stream decoder, both directions of one connection, on the shared HTTP/1 codec
+//! ([`crate::http1`]) read leniently.
 //!
-//! Heads are parsed with httparse; bodies are delimited by Content-Length, chunked coding
-//! (trailers appended to the headers) or the end of the connection, with no body for HEAD,
-//! 1xx, 204 and 304. Requests wait in a queue (pipelining) for the responses that answer them.
-//! A 101 answer or a successful CONNECT makes the rest of the flow opaque (raw chunks only);
-//! the client's bytes after such a request are held until the answer says which it is.
+//! Heads are parsed in place; bodies are delimited as a server would read them (trailers
+//! appended to the headers), with no body for HEAD, 1xx, 204 and 304. Requests wait in a
+//! queue (pipelining) for the responses that answer them. A 101 answer or a successful
+//! CONNECT makes the rest of the flow opaque (raw chunks only); the client's bytes after such
+//! a request are held until the answer says which it is.
 //!
-//! Bytes are parsed in place; only an incomplete head, chunk-size line or trailer is buffered,
-//! and never beyond [`MAX_HEAD`]. Bodies are kept up to the body limit and counted past it.
-//! Garbage or a capture gap that breaks framing makes that side resynchronise on the next
-//! request line (client) or status line (server).
-
-mod head;
-
-pub use head::Framing;
+//! Only an incomplete head, chunk-size line or trailer is buffered, and never beyond
+//! [`MAX_HEAD`]. Bodies are kept up to the body limit and counted past it. Garbage or a
+//! capture gap that breaks framing makes that side resynchronise on the next request line
+//! (client) or status line (server).
 
 use bytes::Bytes;
-use tapline_core::{EventKind, HttpRequest, HttpResponse, Side, Timestamp};
+use tapline_core::{EventKind, Headers, HttpRequest, HttpResponse, Side, Timestamp};
 
 use crate::detect::starts_request;
 use crate::flow_decoder::feed_buffered;
+use crate::http1::{BodyReader, Framing, RequestHead, ResponseHead, Strictness};
 use crate::transaction::HttpPairing;
-use head::Parsed;
 
 /// Largest head (or chunk trailer section) buffered; a longer one is garbage to resync past.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// Longest chunk-size line accepted (extensions included).
-const MAX_CHUNK_LINE: usize = 4096;
 /// Bytes kept while resynchronising, so a start line split across reads is still found.
 const RESYNC_TAIL: usize = 16;
 
@@ -36,7 +31,7 @@ enum State {
     /// Expecting a request or status line.
     Head,
     /// Inside a body.
-    Body(Body),
+    Body(BodyReader),
     /// Framing was lost: skipping to the next start line.
     Resync,
     /// (Client) sent an Upgrade or CONNECT request: what follows is held until the answer.
@@ -46,28 +41,13 @@ enum State {
 }
 
 #[derive(Debug)]
-enum Body {
-    Length(u64),
-    Chunked(Chunk),
-    UntilClose,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Chunk {
-    Size,
-    Data(u64),
-    DataEnd,
-    Trailers,
-}
-
-#[derive(Debug)]
 enum Head {
     Request(HttpRequest),
     Response(HttpResponse),
 }
 
 impl Head {
-    fn headers_mut(&mut self) -> &mut tapline_core::Headers {
+    fn headers_mut(&mut self) -> &mut Headers {
         match self {
             Head::Request(r) => &mut r.headers,
             Head::Response(r) => &mut r.headers,
@@ -81,7 +61,6 @@ impl Head {
 struct InFlight {
     head: Head,
     body: Vec<u8>,
-    body_len: u64,
     truncated: bool,
 }
 
@@ -110,99 +89,25 @@ impl Direction {
         }
     }
 
-    fn append_body(&mut self, data: &[u8], limit: usize) {
-        if let Some(m) = self.msg.as_mut() {
-            m.body_len += data.len() as u64;
-            let room = limit.saturating_sub(m.body.len());
-            if data.len() > room {
-                m.truncated = true;
-            }
-            m.body.extend_from_slice(&data[..data.len().min(room)]);
-        }
-    }
-
-    /// Consumes body bytes from `rest`; returns how many and where it stopped.
+    /// Consumes body bytes from `rest`, keeping the payload up to `limit`; returns how many
+    /// and where it stopped.
     fn body_step(&mut self, rest: &[u8], limit: usize) -> (usize, Step) {
-        let mut pos = 0;
-        loop {
-            let input = &rest[pos..];
-            let State::Body(body) = &mut self.state else {
-                return (pos, Step::Done);
-            };
-            match body {
-                Body::UntilClose => {
-                    self.append_body(input, limit);
-                    return (rest.len(), Step::NeedMore);
-                }
-                Body::Length(remaining) => {
-                    let take = (*remaining).min(input.len() as u64) as usize;
-                    *remaining -= take as u64;
-                    let done = *remaining == 0;
-                    self.append_body(&input[..take], limit);
-                    pos += take;
-                    return (pos, if done { Step::Done } else { Step::NeedMore });
-                }
-                Body::Chunked(chunk) => match *chunk {
-                    Chunk::Size => match httparse::parse_chunk_size(input) {
-                        Ok(httparse::Status::Complete((n, size))) => {
-                            pos += n;
-                            *chunk = if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            };
-                        }
-                        Ok(httparse::Status::Partial) if input.len() <= MAX_CHUNK_LINE => {
-                            return (pos, Step::NeedMore)
-                        }
-                        _ => return (pos, Step::Invalid),
-                    },
-                    Chunk::Data(remaining) => {
-                        let take = remaining.min(input.len() as u64) as usize;
-                        *chunk = if remaining == take as u64 {
-                            Chunk::DataEnd
-                        } else {
-                            Chunk::Data(remaining - take as u64)
-                        };
-                        self.append_body(&input[..take], limit);
-                        pos += take;
-                        if take == input.len() {
-                            return (pos, Step::NeedMore);
-                        }
-                    }
-                    Chunk::DataEnd => {
-                        if input.starts_with(b"\r\n") {
-                            pos += 2;
-                        } else if input.starts_with(b"\n") {
-                            pos += 1;
-                        } else if input == b"\r" || input.is_empty() {
-                            return (pos, Step::NeedMore);
-                        } else {
-                            return (pos, Step::Invalid);
-                        }
-                        *chunk = Chunk::Size;
-                    }
-                    Chunk::Trailers => {
-                        let Some(nl) = memchr::memchr(b'\n', input) else {
-                            return if input.len() <= MAX_HEAD {
-                                (pos, Step::NeedMore)
-                            } else {
-                                (pos, Step::Invalid)
-                            };
-                        };
-                        pos += nl + 1;
-                        let line = input[..nl].strip_suffix(b"\r").unwrap_or(&input[..nl]);
-                        if line.is_empty() {
-                            return (pos, Step::Done);
-                        }
-                        let line = String::from_utf8_lossy(line);
-                        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
-                        if let Some(m) = self.msg.as_mut() {
-                            m.head.headers_mut().add(name.trim(), value.trim());
-                        }
-                    }
-                },
+        let State::Body(reader) = &mut self.state else {
+            return (0, Step::Done);
+        };
+        let mut msg = self.msg.as_deref_mut();
+        let mut keep = |payload: &[u8]| {
+            if let Some(m) = msg.as_deref_mut() {
+                let room = limit.saturating_sub(m.body.len());
+                m.truncated |= payload.len() > room;
+                m.body
+                    .extend_from_slice(&payload[..payload.len().min(room)]);
             }
+        };
+        match reader.take(rest, &mut keep) {
+            Ok(n) if reader.is_done() => (n, Step::Done),
+            Ok(n) => (n, Step::NeedMore),
+            Err(_) => (rest.len(), Step::Invalid),
         }
     }
 }
@@ -267,27 +172,15 @@ impl HttpDecoder {
     pub fn gap(&mut self, side: Side, len: u64, out: &mut Vec<EventKind>) {
         let dir = self.dir(side);
         let ts = dir.last_ts;
-        let skipped_inside_body = match &mut dir.state {
+        let skipped = match &mut dir.state {
             State::Opaque | State::HoldForUpgrade => return,
-            State::Body(Body::Length(remaining)) if len <= *remaining => {
-                *remaining -= len;
-                Some(*remaining == 0)
-            }
-            State::Body(Body::Chunked(Chunk::Data(remaining))) if len <= *remaining => {
-                *remaining -= len;
-                if *remaining == 0 {
-                    dir.state = State::Body(Body::Chunked(Chunk::DataEnd));
-                }
-                Some(false)
-            }
-            State::Body(Body::UntilClose) => Some(false),
+            State::Body(reader) => reader.skip(len).then(|| reader.is_done()),
             _ => None,
         };
-        match skipped_inside_body {
+        match skipped {
             Some(done) => {
                 if let Some(m) = dir.msg.as_mut() {
                     m.truncated = true;
-                    m.body_len += len;
                 }
                 if done {
                     self.complete(side, ts, out);
@@ -317,7 +210,7 @@ impl HttpDecoder {
         for side in [Side::Client, Side::Server] {
             let dir = self.dir(side);
             if dir.msg.is_some() {
-                let until_close = matches!(dir.state, State::Body(Body::UntilClose));
+                let until_close = matches!(&dir.state, State::Body(r) if r.is_until_close());
                 if let Some(m) = dir.msg.as_mut() {
                     m.truncated |= !until_close;
                 }
@@ -342,6 +235,7 @@ impl HttpDecoder {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
+            let answers_head = side == Side::Server && self.answers_head();
             let dir = self.dir(side);
             match dir.state {
                 State::Opaque => return input.len(),
@@ -353,27 +247,21 @@ impl HttpDecoder {
                     }
                     None => return input.len() - rest.len().min(RESYNC_TAIL),
                 },
-                State::Head => {
-                    let parsed = match side {
-                        Side::Client => head::parse_request(rest).map(Head::Request),
-                        Side::Server => head::parse_response(rest).map(Head::Response),
-                    };
-                    match parsed {
-                        Parsed::Complete(head, n) => {
-                            pos += n;
-                            match head {
-                                Head::Request(req) => self.request_head(req, ts, out),
-                                Head::Response(resp) => self.response_head(resp, ts, out),
-                            }
-                        }
-                        Parsed::Partial if rest.len() <= MAX_HEAD => return pos,
-                        _ => {
-                            tracing::debug!(side = side.as_str(), "http: not a head, resyncing");
-                            pos += 1;
-                            dir.state = State::Resync;
+                State::Head => match parse_head(side, rest, answers_head) {
+                    Ok(Some((head, framing, n))) => {
+                        pos += n;
+                        match head {
+                            Head::Request(req) => self.request_head(req, framing, ts, out),
+                            Head::Response(resp) => self.response_head(resp, framing, ts, out),
                         }
                     }
-                }
+                    Ok(None) if rest.len() <= MAX_HEAD => return pos,
+                    _ => {
+                        tracing::debug!(side = side.as_str(), "http: not a head, resyncing");
+                        pos += 1;
+                        dir.state = State::Resync;
+                    }
+                },
                 State::Body(_) => {
                     let (n, step) = dir.body_step(rest, limit);
                     pos += n;
@@ -395,13 +283,31 @@ impl HttpDecoder {
         pos
     }
 
-    fn request_head(&mut self, req: HttpRequest, ts: Timestamp, out: &mut Vec<EventKind>) {
-        let framing = head::request_framing(&req).unwrap_or(Framing::Empty);
+    /// True when the next response answers a `HEAD` (and so has no body).
+    fn answers_head(&self) -> bool {
+        self.pairing
+            .front()
+            .is_some_and(|p| method_kind(&p.request.method) == MethodKind::Head)
+    }
+
+    fn request_head(
+        &mut self,
+        req: HttpRequest,
+        framing: Framing,
+        ts: Timestamp,
+        out: &mut Vec<EventKind>,
+    ) {
         self.pairing.push(&req, ts);
         self.start_body(Side::Client, Head::Request(req), framing, ts, out);
     }
 
-    fn response_head(&mut self, mut resp: HttpResponse, ts: Timestamp, out: &mut Vec<EventKind>) {
+    fn response_head(
+        &mut self,
+        mut resp: HttpResponse,
+        framing: Framing,
+        ts: Timestamp,
+        out: &mut Vec<EventKind>,
+    ) {
         let request = self.pairing.front();
         let method = request.map(|p| method_kind(&p.request.method));
         if let Some(p) = request {
@@ -424,7 +330,6 @@ impl HttpDecoder {
             out.push(EventKind::HttpResponse(resp));
             return;
         }
-        let framing = head::response_framing(&resp, method == Some(MethodKind::Head));
         self.start_body(Side::Server, Head::Response(resp), framing, ts, out);
     }
 
@@ -439,36 +344,43 @@ impl HttpDecoder {
         let msg = InFlight {
             head,
             body: Vec::new(),
-            body_len: 0,
             truncated: false,
         };
-        let state = match framing {
+        if framing == Framing::Empty {
             // No body (most requests): out at once, never boxed.
-            Framing::Empty => {
-                self.dir(side).msg = None;
-                return self.emit_message(side, ts, msg, out);
-            }
-            Framing::Length(n) => State::Body(Body::Length(n)),
-            Framing::Chunked => State::Body(Body::Chunked(Chunk::Size)),
-            Framing::UntilClose => State::Body(Body::UntilClose),
-        };
+            self.dir(side).msg = None;
+            return self.emit_message(side, ts, msg, 0, out);
+        }
         let dir = self.dir(side);
         dir.msg = Some(Box::new(msg));
-        dir.state = state;
+        dir.state = State::Body(BodyReader::keeping_trailers(framing));
     }
 
     /// The message on `side` is complete at `ts`: emit it (and its transaction).
     fn complete(&mut self, side: Side, ts: Timestamp, out: &mut Vec<EventKind>) {
         let dir = self.dir(side);
-        dir.state = State::Head;
-        if let Some(m) = dir.msg.take() {
-            self.emit_message(side, ts, *m, out);
+        let (body_len, trailers) = match std::mem::replace(&mut dir.state, State::Head) {
+            State::Body(reader) => (reader.payload(), reader.trailers()),
+            _ => (0, Vec::new()),
+        };
+        if let Some(mut m) = dir.msg.take() {
+            for (name, value) in trailers {
+                m.head.headers_mut().add(name, value);
+            }
+            self.emit_message(side, ts, *m, body_len, out);
         }
     }
 
     /// Emits the complete message `m` from `side` (and its transaction); the side expects a
     /// new head next (or holds bytes for an upgrade).
-    fn emit_message(&mut self, side: Side, ts: Timestamp, m: InFlight, out: &mut Vec<EventKind>) {
+    fn emit_message(
+        &mut self,
+        side: Side,
+        ts: Timestamp,
+        m: InFlight,
+        body_len: u64,
+        out: &mut Vec<EventKind>,
+    ) {
         let dir = self.dir(side);
         dir.state = State::Head;
         let body = Bytes::from(m.body);
@@ -480,14 +392,14 @@ impl HttpDecoder {
                     dir.state = State::HoldForUpgrade;
                 }
                 req.body = body;
-                req.body_len = m.body_len;
+                req.body_len = body_len;
                 req.body_truncated = m.truncated;
-                self.pairing.request_done(ts, m.body_len, m.truncated);
+                self.pairing.request_done(ts, body_len, m.truncated);
                 out.push(EventKind::HttpRequest(req));
             }
             Head::Response(mut resp) => {
                 resp.body = body;
-                resp.body_len = m.body_len;
+                resp.body_len = body_len;
                 resp.body_truncated = m.truncated;
                 let tx = self.pairing.answer(&resp);
                 out.push(EventKind::HttpResponse(resp));
@@ -521,14 +433,61 @@ fn method_kind(method: &str) -> MethodKind {
     }
 }
 
-impl<T> Parsed<T> {
-    fn map<U>(self, f: impl FnOnce(T) -> U) -> Parsed<U> {
-        match self {
-            Parsed::Complete(t, n) => Parsed::Complete(f(t), n),
-            Parsed::Partial => Parsed::Partial,
-            Parsed::Invalid => Parsed::Invalid,
-        }
+/// A head at the start of `data` from `side`, with its size and how its body is framed
+/// (`answers_head`: a response answers a `HEAD`). `Ok(None)` while incomplete; an error for
+/// garbage.
+fn parse_head(
+    side: Side,
+    data: &[u8],
+    answers_head: bool,
+) -> Result<Option<(Head, Framing, usize)>, ()> {
+    match side {
+        Side::Client => match RequestHead::parse(data, Strictness::Lenient) {
+            Ok(Some(head)) => {
+                let mut req = head.to_request(head.target(), None);
+                req.url = request_url(&req.method, &req.path, &req.headers);
+                // A request whose framing cannot be read is taken as bodiless: what follows
+                // is garbage to resync past, as a server would refuse it.
+                let framing = head.framing(Strictness::Lenient).unwrap_or(Framing::Empty);
+                Ok(Some((Head::Request(req), framing, head.size())))
+            }
+            Ok(None) => Ok(None),
+            Err(_) => Err(()),
+        },
+        Side::Server => match ResponseHead::parse(data, Strictness::Lenient) {
+            Ok(Some(head)) => {
+                let framing = head
+                    .framing(answers_head, Strictness::Lenient)
+                    .unwrap_or(Framing::UntilClose);
+                Ok(Some((
+                    Head::Response(head.to_response()),
+                    framing,
+                    head.size(),
+                )))
+            }
+            Ok(None) => Ok(None),
+            Err(_) => Err(()),
+        },
     }
+}
+
+/// The absolute URL of a request: its target when in absolute form, else `http://Host/path`.
+fn request_url(method: &str, path: &str, headers: &Headers) -> Option<String> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return None;
+    }
+    if path.starts_with("http://") || path.starts_with("https://") {
+        return Some(path.to_string());
+    }
+    let host = headers.get("host")?;
+    if !path.starts_with('/') || host.is_empty() {
+        return None;
+    }
+    let mut url = String::with_capacity("http://".len() + host.len() + path.len());
+    url.push_str("http://");
+    url.push_str(host);
+    url.push_str(path);
+    Some(url)
 }
 
 /// Where the next start line begins: a request line at a line start (client), or `HTTP/1.`

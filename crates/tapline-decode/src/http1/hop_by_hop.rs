@@ -3,10 +3,11 @@
 //! header names.
 //!
 //! `Transfer-Encoding` and `Content-Length` are not in this list: they frame the body, which
-//! the proxy relays in its own framing, so `head::FramingFields` decides about them.
+//! a proxy relays in its own framing, so [`FramingFields`](super::write::FramingFields)
+//! decides about them.
 
 /// Fields that are always hop-by-hop (lower case). `Upgrade` is among them: when a client asks
-/// to switch protocols the proxy asks the upstream itself (`forward`);
+/// to switch protocols the proxy asks the upstream itself;
 /// `Proxy-Authorization`/`Proxy-Authenticate` concern this hop.
 const ALWAYS: [&[u8]; 7] = [
     b"connection",
@@ -19,7 +20,7 @@ const ALWAYS: [&[u8]; 7] = [
 ];
 
 /// The hop-by-hop fields of one message.
-pub(crate) struct HopByHop<'a> {
+pub struct HopByHop<'a> {
     /// The names `Connection` and `Proxy-Connection` list (most messages list none but
     /// `keep-alive` or `close`, so this rarely allocates).
     named: Vec<&'a [u8]>,
@@ -27,7 +28,7 @@ pub(crate) struct HopByHop<'a> {
 
 impl<'a> HopByHop<'a> {
     /// The hop-by-hop fields of a message with `fields`.
-    pub(crate) fn of(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HopByHop<'a> {
+    pub fn of(fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> HopByHop<'a> {
         let named = fields
             .filter(|(n, _)| {
                 n.eq_ignore_ascii_case(b"connection") || n.eq_ignore_ascii_case(b"proxy-connection")
@@ -45,7 +46,7 @@ impl<'a> HopByHop<'a> {
     }
 
     /// True when the field `name` stays on this hop.
-    pub(crate) fn drops(&self, name: &[u8]) -> bool {
+    pub fn drops(&self, name: &[u8]) -> bool {
         ALWAYS.iter().any(|a| a.eq_ignore_ascii_case(name))
             || self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
