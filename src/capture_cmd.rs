@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, LiveStats, SourceSpec};
-use tapline_core::{Mode, Pipeline, StageContext};
+use tapline_core::{Mode, StageContext};
 use tapline_decode::DecodeConfig;
 
 use crate::cli::CaptureArgs;
@@ -55,7 +55,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         Mode::Capture,
         &ctx,
     ))?;
-    let pipeline = Pipeline::new(stages, outputs.sink.clone());
+    let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let _entered = runtime.enter();

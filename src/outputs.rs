@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
 use tapline_output::metrics::{self, Metrics, MetricsServer};
-use tapline_output::syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
+use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 use tapline_output::{stats, LineFormat, LineSink, PcapExport};
 
 use crate::cli::{self, OutputArgs};
@@ -73,7 +73,7 @@ fn syslog(url: &str, args: &OutputArgs) -> anyhow::Result<SyslogSink> {
         Ok(t) => t,
         Err(e) => usage!("--syslog: {e}"),
     };
-    let kinds = match KindSet::parse(&args.syslog_events) {
+    let kinds = match parse_kinds(&args.syslog_events) {
         Ok(k) => k,
         Err(e) => usage!("--syslog-events: {e}"),
     };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tapline_core::{Mode, Pipeline, StageContext};
+use tapline_core::{Mode, StageContext};
 use tapline_decode::DecodeConfig;
 use tapline_proxy::{Limits, MappingSpec, Proxy, ProxyConfig};
 
@@ -43,7 +43,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         &ctx,
     )
     .await?;
-    let pipeline = Pipeline::new(stages, outputs.sink.clone());
+    let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
     let proxy = match Proxy::bind(config, pipeline.clone()).await {
         Ok(proxy) => proxy,
         Err(e) if e.is_config() => usage!("{e}"),

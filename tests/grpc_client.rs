@@ -9,25 +9,26 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{free_port, grpc_plugin, grpc_stubs, json_lines, temp_dir};
 use tapline_core::{
-    block_on, Chunk, ChunkVerdict, Flow, FlowId, HttpRequest, HttpResponse, Mode, Protocol,
-    RequestVerdict, ResponseVerdict, Route, Side, Stage, StageCounters, Timestamp,
+    block_on, Chunk, ChunkVerdict, FailurePolicy, Flow, FlowId, HttpRequest, HttpResponse, Mode,
+    NullSink, Pipeline, Protocol, RequestVerdict, ResponseVerdict, Route, Side, Stage,
+    StageCounters, Timestamp,
 };
-use tapline_grpc::{probe, GrpcConfig, GrpcError, GrpcStage, OnFailure};
+use tapline_grpc::{probe, GrpcConfig, GrpcError, GrpcStage};
 
 fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
 fn flow(id: u64, route: Route, protocol: Protocol, mode: Mode) -> Arc<Flow> {
-    Arc::new(Flow {
-        id: FlowId(id),
+    Arc::new(Flow::new(
+        FlowId(id),
         mode,
         protocol,
         route,
-        client: "127.0.0.1:40000".parse().unwrap(),
-        server: "127.0.0.1:5432".parse().unwrap(),
-        started: Timestamp(0),
-    })
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:5432".parse().unwrap(),
+        Timestamp(0),
+    ))
 }
 
 fn chunk(from: Side, data: &'static [u8]) -> Chunk {
@@ -56,6 +57,13 @@ async fn connect(port: u16, mode: Mode, tune: impl FnOnce(&mut GrpcConfig)) -> A
     config.timeout = Duration::from_secs(10);
     tune(&mut config);
     GrpcStage::connect(config).await.expect("connect")
+}
+
+/// A pipeline of `stage` alone with failure policy `policy` (`--plugin-failure`): the
+/// dispatch counts failed calls and applies the policy.
+fn pipeline(stage: &Arc<GrpcStage>, policy: FailurePolicy) -> Pipeline {
+    Pipeline::new(vec![stage.clone() as Arc<dyn Stage>], Arc::new(NullSink))
+        .with_failure_policy(policy)
 }
 
 fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -121,14 +129,14 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
     assert!(interest.http() && !interest.chunks);
     let mut req = request("/echo?a=1");
     assert_eq!(
-        stage.on_request(&forward, &mut req).await,
+        stage.on_request(&forward, &mut req).await.unwrap(),
         RequestVerdict::Continue
     );
     assert_eq!(req, request("/echo?a=1"), "an echoed request is unchanged");
     let mut resp = HttpResponse::new(200, Default::default(), Bytes::from_static(b"hello"));
     let before = resp.clone();
     assert_eq!(
-        stage.on_response(&forward, &mut resp).await,
+        stage.on_response(&forward, &mut resp).await.unwrap(),
         ResponseVerdict::Continue
     );
     assert_eq!(resp, before);
@@ -137,8 +145,14 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
     assert!(stage.interest(&tunnel).chunks);
     let up = chunk(Side::Client, b"\x16\x03\x01hello");
     let down = chunk(Side::Server, b"\x16\x03\x03world");
-    assert_eq!(stage.on_chunk(&tunnel, &up).await, ChunkVerdict::Pass);
-    assert_eq!(stage.on_chunk(&tunnel, &down).await, ChunkVerdict::Pass);
+    assert_eq!(
+        stage.on_chunk(&tunnel, &up).await.unwrap(),
+        ChunkVerdict::Pass
+    );
+    assert_eq!(
+        stage.on_chunk(&tunnel, &down).await.unwrap(),
+        ChunkVerdict::Pass
+    );
 
     let seen = json_lines(&record);
     assert_eq!(seen.len(), 4, "{seen:?}");
@@ -147,14 +161,18 @@ async fn echo_plugin_sees_http_and_both_directions_of_tunnel_bytes() {
     assert_eq!(seen[0]["headers"][0][0], "Host");
     assert_eq!(seen[1]["status"], 200);
     assert_eq!(seen[1]["body"], "hello");
-    // The echo plugin declares the CLIENT leg: client->server bytes are INGRESS.
+    // The tunnel id is the flow's UUID. The echo plugin declares the CLIENT leg:
+    // client->server bytes are INGRESS.
     assert_eq!(
         (&seen[2]["id"], &seen[2]["side"], &seen[2]["direction"]),
-        (&"8".into(), &"CLIENT".into(), &"INGRESS".into())
+        (
+            &tunnel.uid.to_string().into(),
+            &"CLIENT".into(),
+            &"INGRESS".into()
+        )
     );
     assert!(seen[2]["chunk"].as_str().unwrap().ends_with("hello"));
     assert_eq!(seen[3]["direction"], "EGRESS");
-    assert_eq!(count(&stage.counters().errors), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,29 +180,39 @@ async fn lueur_guide_echo_plugin_fails_open_on_its_broken_tunnel_answer() {
     let Some(stubs) = grpc_stubs() else { return };
     let port = free_port();
     let plugin = grpc_plugin(&stubs, "lueur_echo_plugin.py", port, &[]);
-    let open = connect(port, Mode::Proxy, |_| {}).await;
+    let stage = connect(port, Mode::Proxy, |_| {}).await;
+    let open = pipeline(&stage, FailurePolicy::Open);
     let tunnel = flow(1, Route::Tunnel, Protocol::Tls, Mode::Proxy);
-    let data = chunk(Side::Client, b"bytes");
-    assert_eq!(open.on_chunk(&tunnel, &data).await, ChunkVerdict::Pass);
-    assert_eq!(count(&open.counters().errors), 1);
+    assert_eq!(
+        open.dispatch(&tunnel)
+            .chunk(Timestamp(0), chunk(Side::Client, b"bytes"))
+            .await,
+        ChunkVerdict::Pass
+    );
+    assert_eq!(count(&stage.counters().errors), 1);
     assert!(
-        open.is_online(),
+        stage.is_online(),
         "an erroring call does not disable the plugin"
     );
     // Its HTTP hooks work.
     let forward = flow(2, Route::Forward, Protocol::Http, Mode::Proxy);
     let mut req = request("/");
     assert_eq!(
-        open.on_request(&forward, &mut req).await,
+        open.dispatch(&forward).request(&mut req).await,
         RequestVerdict::Continue
     );
-    assert_eq!(count(&open.counters().errors), 1);
+    assert_eq!(count(&stage.counters().errors), 1);
 
-    let closed = connect(port, Mode::Proxy, |c| c.on_failure = OnFailure::Closed).await;
-    let ChunkVerdict::Close(reason) = closed.on_chunk(&tunnel, &data).await else {
+    let closed = pipeline(&stage, FailurePolicy::Closed);
+    let ChunkVerdict::Close(reason) = closed
+        .dispatch(&tunnel)
+        .chunk(Timestamp(0), chunk(Side::Client, b"bytes"))
+        .await
+    else {
         panic!("--plugin-failure closed must close the flow");
     };
     assert!(reason.contains("EchoPlugin"), "{reason}");
+    assert_eq!(count(&stage.counters().errors), 2);
     let mut p = plugin;
     p.wait_output("tunnel 5", Duration::from_secs(5));
 }
@@ -215,7 +243,8 @@ async fn abort_and_rewrite_plugins_answer_and_edit_requests() {
     let forward = flow(1, Route::Forward, Protocol::Http, Mode::Proxy);
 
     let abort = connect(abort_port, Mode::Proxy, |_| {}).await;
-    let RequestVerdict::Respond(answer) = abort.on_request(&forward, &mut request("/")).await
+    let RequestVerdict::Respond(answer) =
+        abort.on_request(&forward, &mut request("/")).await.unwrap()
     else {
         panic!("ABORT must answer");
     };
@@ -226,7 +255,7 @@ async fn abort_and_rewrite_plugins_answer_and_edit_requests() {
     let rewrite = connect(rewrite_port, Mode::Proxy, |_| {}).await;
     let mut req = request("/orig?q=1");
     assert_eq!(
-        rewrite.on_request(&forward, &mut req).await,
+        rewrite.on_request(&forward, &mut req).await.unwrap(),
         RequestVerdict::Continue
     );
     assert_eq!(req.path, "/echo?rewritten=yes&was=%2Forig%3Fq%3D1");
@@ -237,7 +266,10 @@ async fn abort_and_rewrite_plugins_answer_and_edit_requests() {
     assert_eq!(req.headers.get("x-rewritten"), Some("yes"));
     assert_eq!(req.headers.get("user-agent"), Some("test"));
     let mut resp = HttpResponse::new(201, Default::default(), Bytes::new());
-    rewrite.on_response(&forward, &mut resp).await;
+    assert_eq!(
+        rewrite.on_response(&forward, &mut resp).await.unwrap(),
+        ResponseVerdict::Continue
+    );
     assert_eq!(resp.headers.get("x-plugin-saw"), Some("201"));
 }
 
@@ -253,27 +285,42 @@ async fn tunnel_plugin_replaces_closes_and_buffers() {
     let replace = connect(rp, Mode::Proxy, |_| {}).await;
     assert!(replace.interest(&tcp).chunks);
     assert_eq!(
-        replace.on_chunk(&tcp, &chunk(Side::Client, b"ping")).await,
+        replace
+            .on_chunk(&tcp, &chunk(Side::Client, b"ping"))
+            .await
+            .unwrap(),
         ChunkVerdict::Replace(Bytes::from_static(b"PING"))
     );
     assert_eq!(
-        replace.on_chunk(&tcp, &chunk(Side::Server, b"pong")).await,
+        replace
+            .on_chunk(&tcp, &chunk(Side::Server, b"pong"))
+            .await
+            .unwrap(),
         ChunkVerdict::Pass
     );
 
     let close = connect(cp, Mode::Proxy, |_| {}).await;
     assert_eq!(
-        close.on_chunk(&tcp, &chunk(Side::Client, b"x")).await,
+        close
+            .on_chunk(&tcp, &chunk(Side::Client, b"x"))
+            .await
+            .unwrap(),
         ChunkVerdict::Close("tunnel_plugin says bye".into())
     );
 
     let buffer = connect(bp, Mode::Proxy, |_| {}).await;
     assert_eq!(
-        buffer.on_chunk(&tcp, &chunk(Side::Client, b"one\n")).await,
+        buffer
+            .on_chunk(&tcp, &chunk(Side::Client, b"one\n"))
+            .await
+            .unwrap(),
         ChunkVerdict::Hold
     );
     assert_eq!(
-        buffer.on_chunk(&tcp, &chunk(Side::Client, b"two\n")).await,
+        buffer
+            .on_chunk(&tcp, &chunk(Side::Client, b"two\n"))
+            .await
+            .unwrap(),
         ChunkVerdict::Replace(Bytes::from_static(b"one\ntwo\n"))
     );
 }
@@ -284,30 +331,29 @@ async fn a_plugin_past_its_timeout_fails_open_or_closes() {
     let port = free_port();
     let _p = grpc_plugin(&stubs, "sleepy_plugin.py", port, &["30"]);
     let tcp = flow(1, Route::Mapping, Protocol::Tcp, Mode::Proxy);
-    let open = connect(port, Mode::Proxy, |c| {
+    let stage = connect(port, Mode::Proxy, |c| {
         c.timeout = Duration::from_millis(300)
     })
     .await;
+    let open = pipeline(&stage, FailurePolicy::Open);
     let started = Instant::now();
     assert_eq!(
-        open.on_chunk(&tcp, &chunk(Side::Client, b"x")).await,
+        open.dispatch(&tcp)
+            .chunk(Timestamp(0), chunk(Side::Client, b"x"))
+            .await,
         ChunkVerdict::Pass
     );
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "the timeout bounds the call"
     );
-    assert_eq!(count(&open.counters().timeouts), 1);
-    assert_eq!(count(&open.counters().errors), 1);
+    assert_eq!(count(&stage.counters().timeouts), 1);
+    assert_eq!(count(&stage.counters().errors), 1);
 
-    let closed = connect(port, Mode::Proxy, |c| {
-        c.timeout = Duration::from_millis(300);
-        c.on_failure = OnFailure::Closed;
-    })
-    .await;
+    let closed = pipeline(&stage, FailurePolicy::Closed);
     let forward = flow(2, Route::Forward, Protocol::Http, Mode::Proxy);
     assert!(matches!(
-        closed.on_request(&forward, &mut request("/")).await,
+        closed.dispatch(&forward).request(&mut request("/")).await,
         RequestVerdict::Close(_)
     ));
 }
@@ -331,7 +377,10 @@ async fn supervisor_enables_a_late_plugin_and_disables_a_dead_one() {
     assert_eq!(stage.name(), "EchoPlugin");
     assert!(stage.interest(&tcp).chunks);
     assert_eq!(
-        stage.on_chunk(&tcp, &chunk(Side::Client, b"seen")).await,
+        stage
+            .on_chunk(&tcp, &chunk(Side::Client, b"seen"))
+            .await
+            .unwrap(),
         ChunkVerdict::Pass
     );
     assert_eq!(json_lines(&record).len(), 1);
@@ -343,7 +392,10 @@ async fn supervisor_enables_a_late_plugin_and_disables_a_dead_one() {
     })
     .await;
     assert_eq!(
-        stage.on_chunk(&tcp, &chunk(Side::Client, b"lost")).await,
+        stage
+            .on_chunk(&tcp, &chunk(Side::Client, b"lost"))
+            .await
+            .unwrap(),
         ChunkVerdict::Pass
     );
     assert!(count(&stage.counters().dropped) >= 1);
@@ -355,7 +407,10 @@ async fn supervisor_enables_a_late_plugin_and_disables_a_dead_one() {
     })
     .await;
     assert_eq!(
-        stage.on_chunk(&tcp, &chunk(Side::Client, b"again")).await,
+        stage
+            .on_chunk(&tcp, &chunk(Side::Client, b"again"))
+            .await
+            .unwrap(),
         ChunkVerdict::Pass
     );
     let seen = json_lines(&record);
@@ -391,11 +446,11 @@ async fn capture_mode_enqueues_from_outside_the_runtime_and_drops_when_full() {
                 from: Side::Client,
                 data: Bytes::from_static(data),
             };
-            assert_eq!(block_on(e.on_chunk(&f, &c)), ChunkVerdict::Pass);
+            assert_eq!(block_on(e.on_chunk(&f, &c)).unwrap(), ChunkVerdict::Pass);
         }
         for _ in 0..20 {
             let c = chunk(Side::Server, b"R");
-            assert_eq!(block_on(s.on_chunk(&f, &c)), ChunkVerdict::Pass);
+            assert_eq!(block_on(s.on_chunk(&f, &c)).unwrap(), ChunkVerdict::Pass);
         }
     })
     .join()
@@ -407,7 +462,7 @@ async fn capture_mode_enqueues_from_outside_the_runtime_and_drops_when_full() {
     );
 
     // on_stop makes the calls still queued.
-    echo.on_stop().await;
+    echo.on_stop().await.unwrap();
     let chunks: Vec<String> = json_lines(&record)
         .iter()
         .map(|v| v["chunk"].as_str().unwrap().to_string())

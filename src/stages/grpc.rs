@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use tapline_core::{Mode, Stage, StageContext};
-use tapline_grpc::{GrpcConfig, GrpcError, GrpcStage, OnFailure};
+use tapline_grpc::{GrpcConfig, GrpcError, GrpcStage};
 
-use crate::cli::{FailurePolicy, PluginArgs};
+use crate::cli::PluginArgs;
 use crate::exit::usage;
 
 /// Connects to one gRPC plugin (registered offline, with a warning, if unreachable). A bad
@@ -18,10 +18,6 @@ pub async fn connect(
 ) -> anyhow::Result<Arc<dyn Stage>> {
     let mut config = GrpcConfig::new(url, mode);
     config.timeout = args.plugin_timeout;
-    config.on_failure = match args.plugin_failure {
-        FailurePolicy::Open => OnFailure::Open,
-        FailurePolicy::Closed => OnFailure::Closed,
-    };
     match GrpcStage::connect(config).await {
         Ok(stage) => Ok(stage),
         Err(GrpcError::InvalidAddress { reason, .. }) => {

@@ -7,9 +7,9 @@ mod lua;
 
 use std::sync::Arc;
 
-use tapline_core::{Mode, Stage, StageContext};
+use tapline_core::{EventSink, FailurePolicy, Mode, Pipeline, Stage, StageContext};
 
-use crate::cli::{FaultArgs, PluginArgs, PluginSpec};
+use crate::cli::{self, FaultArgs, PluginArgs, PluginSpec};
 
 /// Loads and connects every plugin, in order, then appends the faults (proxy only).
 pub async fn build(
@@ -30,4 +30,18 @@ pub async fn build(
         stages.extend(faults::build(fault_args, duration)?);
     }
     Ok(stages)
+}
+
+/// The run's pipeline: `stages` in order, delivering to `sink`, failing as
+/// `--plugin-failure` says (for every stage alike).
+pub fn pipeline(
+    stages: Vec<Arc<dyn Stage>>,
+    sink: Arc<dyn EventSink>,
+    args: &PluginArgs,
+) -> Pipeline {
+    let policy = match args.plugin_failure {
+        cli::FailurePolicy::Open => FailurePolicy::Open,
+        cli::FailurePolicy::Closed => FailurePolicy::Closed,
+    };
+    Pipeline::new(stages, sink).with_failure_policy(policy)
 }

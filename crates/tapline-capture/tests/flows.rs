@@ -3,8 +3,7 @@
 //! port reuse, mid-stream pickup and the total buffer bound.
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,77 +11,13 @@ use std::time::Duration;
 use etherparse::PacketBuilder;
 use tapline_capture::{Capture, CaptureConfig, Limits, RunOutcome, SourceSpec};
 use tapline_core::{
-    BoxFuture, Event, EventKind, EventSink, Flow, Interest, Pipeline, Protocol, Side, Stage,
-    StageCounters,
+    BoxFuture, Event, EventKind, EventSink, Flow, HookResult, Interest, Pipeline, Protocol, Side,
+    Stage, StageCounters,
 };
 use tapline_decode::DecodeConfig;
 
-const CLIENT: [u8; 4] = [10, 0, 0, 1];
-const SERVER: [u8; 4] = [10, 0, 0, 2];
-
-/// Writes a classic little-endian Ethernet pcap.
-#[derive(Default)]
-struct PcapFile(Vec<u8>);
-
-impl PcapFile {
-    fn new() -> Self {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        b.extend_from_slice(&2u16.to_le_bytes());
-        b.extend_from_slice(&4u16.to_le_bytes());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&262_144u32.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes());
-        PcapFile(b)
-    }
-
-    fn frame(&mut self, micros: u64, frame: &[u8]) {
-        self.0
-            .extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
-        self.0
-            .extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
-        self.0
-            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.0
-            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(frame);
-    }
-
-    fn save(&self, name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tapline-flows-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        fs::write(&path, &self.0).unwrap();
-        path
-    }
-}
-
-/// A TCP segment from `src` to `dst` with these flags (`S`, `A`, `F`, `R`, `P`).
-fn tcp(
-    src: ([u8; 4], u16),
-    dst: ([u8; 4], u16),
-    seq: u32,
-    ack: u32,
-    flags: &str,
-    data: &[u8],
-) -> Vec<u8> {
-    let mut b = PacketBuilder::ethernet2([1; 6], [2; 6])
-        .ipv4(src.0, dst.0, 64)
-        .tcp(src.1, dst.1, seq, 65535);
-    for f in flags.chars() {
-        b = match f {
-            'S' => b.syn(),
-            'A' => b.ack(ack),
-            'F' => b.fin(),
-            'R' => b.rst(),
-            'P' => b.psh(),
-            _ => b,
-        };
-    }
-    let mut out = Vec::new();
-    b.write(&mut out, data).unwrap();
-    out
-}
+mod common;
+use common::{tcp, PcapFile, CLIENT, SERVER};
 
 /// Handshake, one request and one answer on `cport` → `sport`, starting at `t` µs.
 fn exchange(pcap: &mut PcapFile, t: u64, cport: u16, sport: u16, fin: bool) {
@@ -167,6 +102,9 @@ impl Stage for PacketCounter {
     fn name(&self) -> &str {
         "packet-counter"
     }
+    fn family(&self) -> &'static str {
+        "test"
+    }
     fn interest(&self, _flow: &Flow) -> Interest {
         Interest {
             packets: true,
@@ -179,11 +117,11 @@ impl Stage for PacketCounter {
     fn counters(&self) -> &StageCounters {
         &self.counters
     }
-    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
         if matches!(event.kind, EventKind::Packet(_)) {
             self.seen.fetch_add(1, Ordering::Relaxed);
         }
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::flow::{Flow, FlowEnd, FlowStats, Mode, Protocol, Side};
 use crate::http::{HttpRequest, HttpResponse};
+use crate::kind::Kind;
 use crate::time::Timestamp;
 
 /// One thing that happened, with when, in which mode, and (for flow events) on which flow.
@@ -35,9 +36,14 @@ impl Event {
         }
     }
 
+    /// The event's kind, without its payload.
+    pub fn kind(&self) -> Kind {
+        self.kind.kind()
+    }
+
     /// The event's kind name as used in JSON and syslog (`flow_start`, `http_request`, …).
     pub fn kind_name(&self) -> &'static str {
-        self.kind.name()
+        self.kind.kind().name()
     }
 }
 
@@ -81,21 +87,26 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind, without the payload.
+    pub fn kind(&self) -> Kind {
+        match self {
+            EventKind::FlowStart => Kind::FlowStart,
+            EventKind::FlowEnd { .. } => Kind::FlowEnd,
+            EventKind::Packet(_) => Kind::Packet,
+            EventKind::Chunk(_) => Kind::Chunk,
+            EventKind::Gap { .. } => Kind::Gap,
+            EventKind::HttpRequest(_) => Kind::HttpRequest,
+            EventKind::HttpResponse(_) => Kind::HttpResponse,
+            EventKind::Message(_) => Kind::Message,
+            EventKind::Transaction(_) => Kind::Transaction,
+            EventKind::Record(_) => Kind::Record,
+            EventKind::Alert(_) => Kind::Alert,
+        }
+    }
+
     /// The kind name as used in JSON and syslog.
     pub fn name(&self) -> &'static str {
-        match self {
-            EventKind::FlowStart => "flow_start",
-            EventKind::FlowEnd { .. } => "flow_end",
-            EventKind::Packet(_) => "packet",
-            EventKind::Chunk(_) => "chunk",
-            EventKind::Gap { .. } => "gap",
-            EventKind::HttpRequest(_) => "http_request",
-            EventKind::HttpResponse(_) => "http_response",
-            EventKind::Message(_) => "message",
-            EventKind::Transaction(_) => "transaction",
-            EventKind::Record(_) => "record",
-            EventKind::Alert(_) => "alert",
-        }
+        self.kind().name()
     }
 }
 

@@ -25,6 +25,42 @@ impl From<FlowId> for String {
     }
 }
 
+/// A flow's identifier unique beyond one run (across runs, agents and hosts): a random
+/// version 4 UUID, shown as its hyphenated text. fault (lueur) sends such an id to gRPC
+/// plugins, and JSON events carry it as `flow_uid`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowUid(uuid::Uuid);
+
+impl FlowUid {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        FlowUid(uuid::Uuid::new_v4())
+    }
+
+    /// The id's 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for FlowUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for FlowUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlowUid({self})")
+    }
+}
+
+impl Serialize for FlowUid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Hands out [`FlowId`]s, starting at 1.
 #[derive(Debug, Default)]
 pub struct FlowIds(AtomicU64);
@@ -154,8 +190,10 @@ impl Route {
 /// (`Arc<Flow>`); counters live in [`FlowStats`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flow {
-    /// Unique in the run.
+    /// Unique in the run; short, for people (human output).
     pub id: FlowId,
+    /// Unique beyond the run (`flow_uid` in JSON, the gRPC tunnel id).
+    pub uid: FlowUid,
     /// Proxy or capture.
     pub mode: Mode,
     /// What the flow carries.
@@ -168,6 +206,30 @@ pub struct Flow {
     pub server: SocketAddr,
     /// When the flow started.
     pub started: Timestamp,
+}
+
+impl Flow {
+    /// A flow with a fresh [`FlowUid`].
+    pub fn new(
+        id: FlowId,
+        mode: Mode,
+        protocol: Protocol,
+        route: Route,
+        client: SocketAddr,
+        server: SocketAddr,
+        started: Timestamp,
+    ) -> Flow {
+        Flow {
+            id,
+            uid: FlowUid::random(),
+            mode,
+            protocol,
+            route,
+            client,
+            server,
+            started,
+        }
+    }
 }
 
 /// Bytes and packets each way, as totalled at the end of a flow.

@@ -33,6 +33,7 @@ impl Headers {
     }
 
     /// Replaces every `name` field by one with `value`, in place of the first (or at the end).
+    /// The field takes the case of `name` as given: what a plugin writes is what goes out.
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let value = value.into();
         match self
@@ -41,6 +42,9 @@ impl Headers {
             .position(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some(i) => {
+                if self.0[i].0 != name {
+                    self.0[i].0 = name.to_string();
+                }
                 self.0[i].1 = value;
                 let mut j = i + 1;
                 while j < self.0.len() {
@@ -68,7 +72,7 @@ impl Headers {
     }
 
     /// All fields in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
@@ -243,10 +247,11 @@ mod tests {
             .collect();
         assert_eq!(h.get("X-a"), Some("1"));
         assert_eq!(h.get_all("x-A").collect::<Vec<_>>(), ["1", "2"]);
-        h.set("X-A", "3");
+        h.set("x-a", "3");
         assert_eq!(
             h.0,
-            vec![("Host".into(), "a".into()), ("X-A".into(), "3".into())]
+            vec![("Host".into(), "a".into()), ("x-a".into(), "3".into())],
+            "the first field takes the new value and the case it was set with"
         );
         h.add("X-B", "4");
         assert!(h.remove("x-b"));

@@ -7,22 +7,28 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod counters;
+pub mod dispatch;
 pub mod event;
 pub mod flow;
 pub mod http;
+pub mod kind;
 pub mod pipeline;
 pub mod sink;
 pub mod stage;
 pub mod time;
 pub mod verdict;
 
+pub use counters::{StageCounters, LATENCY_BUCKETS_MICROS};
+pub use dispatch::{Dispatch, Verdicts};
 pub use event::{
     Chunk, Event, EventKind, Message, PacketInfo, PgTransaction, Record, RecordLevel, Transaction,
 };
-pub use flow::{Flow, FlowEnd, FlowId, FlowIds, FlowStats, Mode, Protocol, Route, Side};
+pub use flow::{Flow, FlowEnd, FlowId, FlowIds, FlowStats, FlowUid, Mode, Protocol, Route, Side};
 pub use http::{Headers, HttpRequest, HttpResponse, RequestLine};
-pub use pipeline::{block_on, Pipeline, StageCounters, LATENCY_BUCKETS_MICROS};
+pub use kind::{Kind, KindSet};
+pub use pipeline::{block_on, FailurePolicy, Pipeline};
 pub use sink::{EventSink, Fanout, NullSink};
-pub use stage::{BoxFuture, Interest, Stage, StageContext};
+pub use stage::{BoxFuture, Hook, HookFailure, HookResult, Interest, Stage, StageContext};
 pub use time::Timestamp;
 pub use verdict::{ChunkVerdict, RequestVerdict, ResponseVerdict};

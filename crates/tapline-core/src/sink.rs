@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::event::Event;
+use crate::kind::Kind;
 
 /// A consumer of finished events (text, JSON lines, syslog, pcap, metrics).
 ///
@@ -19,7 +20,7 @@ pub trait EventSink: Send + Sync {
     /// Whether the sink reads the contents of `kind` events (`message`, `http_request`, …),
     /// not just counts them. When neither a sink nor a stage does, decoders may hand over
     /// such events without their details (a `message` without `fields` and `raw`).
-    fn wants_details(&self, kind: &str) -> bool {
+    fn wants_details(&self, kind: Kind) -> bool {
         let _ = kind;
         true
     }
@@ -48,7 +49,7 @@ impl EventSink for Fanout {
         self.0.iter().any(|s| s.wants_chunks())
     }
 
-    fn wants_details(&self, kind: &str) -> bool {
+    fn wants_details(&self, kind: Kind) -> bool {
         self.0.iter().any(|s| s.wants_details(kind))
     }
 }
@@ -60,7 +61,7 @@ pub struct NullSink;
 impl EventSink for NullSink {
     fn emit(&self, _event: &Event) {}
 
-    fn wants_details(&self, _kind: &str) -> bool {
+    fn wants_details(&self, _kind: Kind) -> bool {
         false
     }
 }

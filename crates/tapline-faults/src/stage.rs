@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tapline_core::{
-    BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, FlowId, Headers, HttpRequest,
-    HttpResponse, Interest, Mode, Protocol, RequestVerdict, ResponseVerdict, Route, Side, Stage,
-    StageCounters,
+    BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, FlowId, Headers, HookResult,
+    HttpRequest, HttpResponse, Interest, Kind, KindSet, Mode, Protocol, RequestVerdict,
+    ResponseVerdict, Route, Side, Stage, StageCounters,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -340,6 +340,10 @@ impl Stage for FaultStage {
         self.spec.kind.name()
     }
 
+    fn family(&self) -> &'static str {
+        "fault"
+    }
+
     fn interest(&self, flow: &Flow) -> Interest {
         if flow.mode != Mode::Proxy {
             return Interest::default();
@@ -353,8 +357,9 @@ impl Stage for FaultStage {
             chunks: !http,
             requests: http,
             responses: http,
-            observe: true,
             packets: false,
+            // Flow state is dropped at the flow's end.
+            observe: KindSet::of(&[Kind::FlowEnd]),
         }
     }
 
@@ -362,7 +367,7 @@ impl Stage for FaultStage {
         &self.counters
     }
 
-    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
         if let (EventKind::FlowEnd { .. }, Some(flow)) = (&event.kind, &event.flow) {
             if let Some(state) = self.flows.lock().remove(&flow.id) {
                 if let Some(ended) = state.ended {
@@ -371,17 +376,17 @@ impl Stage for FaultStage {
                 }
             }
         }
-        Box::pin(async {})
+        Box::pin(async { Ok(()) })
     }
 
     fn on_chunk<'a>(
         &'a self,
         flow: &'a Arc<Flow>,
         chunk: &'a Chunk,
-    ) -> BoxFuture<'a, ChunkVerdict> {
+    ) -> BoxFuture<'a, HookResult<ChunkVerdict>> {
         let action = self.decide_chunk(flow, chunk.from, chunk.data.len());
         Box::pin(async move {
-            match action {
+            Ok(match action {
                 Action::Pass | Action::Respond(_) => ChunkVerdict::Pass,
                 Action::Delay(d) => {
                     tokio::time::sleep(d).await;
@@ -392,7 +397,7 @@ impl Stage for FaultStage {
                     ChunkVerdict::Close(reason)
                 }
                 Action::Blackhole => ChunkVerdict::Hold,
-            }
+            })
         })
     }
 
@@ -400,10 +405,10 @@ impl Stage for FaultStage {
         &'a self,
         flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
-    ) -> BoxFuture<'a, RequestVerdict> {
+    ) -> BoxFuture<'a, HookResult<RequestVerdict>> {
         let action = self.decide_http(flow, Point::Request, request_len(request));
         Box::pin(async move {
-            match action {
+            Ok(match action {
                 Action::Pass => RequestVerdict::Continue,
                 Action::Delay(d) => {
                     tokio::time::sleep(d).await;
@@ -418,7 +423,7 @@ impl Stage for FaultStage {
                     RequestVerdict::Close("blackhole".into())
                 }
                 Action::Respond(response) => RequestVerdict::Respond(response),
-            }
+            })
         })
     }
 
@@ -426,10 +431,10 @@ impl Stage for FaultStage {
         &'a self,
         flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
-    ) -> BoxFuture<'a, ResponseVerdict> {
+    ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
         let action = self.decide_http(flow, Point::Response, response_len(response));
         Box::pin(async move {
-            match action {
+            Ok(match action {
                 Action::Pass | Action::Respond(_) => ResponseVerdict::Continue,
                 Action::Delay(d) => {
                     tokio::time::sleep(d).await;
@@ -443,7 +448,7 @@ impl Stage for FaultStage {
                     self.until_flow_ends(flow.id).await;
                     ResponseVerdict::Close("blackhole".into())
                 }
-            }
+            })
         })
     }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tapline_core::{
-    Chunk, ChunkVerdict, Event, EventKind, Flow, FlowEnd, FlowId, FlowStats, HttpRequest,
+    Chunk, ChunkVerdict, Dispatch, EventKind, Flow, FlowEnd, FlowId, FlowStats, HttpRequest,
     HttpResponse, Mode, NullSink, Pipeline, Protocol, RequestVerdict, ResponseVerdict, Route, Side,
-    Stage, Timestamp,
+    Stage, StageCounters, Timestamp,
 };
 use tapline_faults::{
     Direction, DistributionParams, FaultKind, FaultSpec, FaultStage, LatencyDistribution, Leg,
@@ -17,15 +17,15 @@ use tapline_faults::{
 use tokio::time::Instant;
 
 fn flow(id: u64, route: Route, protocol: Protocol) -> Arc<Flow> {
-    Arc::new(Flow {
-        id: FlowId(id),
-        mode: Mode::Proxy,
+    Arc::new(Flow::new(
+        FlowId(id),
+        Mode::Proxy,
         protocol,
         route,
-        client: "127.0.0.1:40000".parse().unwrap(),
-        server: "127.0.0.1:5432".parse().unwrap(),
-        started: Timestamp(0),
-    })
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:5432".parse().unwrap(),
+        Timestamp(0),
+    ))
 }
 
 fn http_flow(id: u64) -> Arc<Flow> {
@@ -71,9 +71,9 @@ fn response(body: usize) -> HttpResponse {
     HttpResponse::new(200, Default::default(), Bytes::from(vec![b'y'; body]))
 }
 
-fn flow_end(flow: &Arc<Flow>) -> Event {
-    Event::on_flow(
-        flow,
+/// The flow of `d` ends (the fault drops what it kept for it).
+async fn end(d: &Dispatch) {
+    d.event(
         Timestamp(0),
         EventKind::FlowEnd {
             stats: FlowStats::default(),
@@ -81,17 +81,15 @@ fn flow_end(flow: &Arc<Flow>) -> Event {
             duration: Duration::ZERO,
         },
     )
+    .await;
 }
 
-/// One request and its response through the pipeline; returns the time they took.
-async fn exchange(p: &Pipeline, flow: &Arc<Flow>) -> Duration {
+/// One request and its response through the flow's dispatch; returns the time they took.
+async fn exchange(d: &Dispatch) -> Duration {
     let start = Instant::now();
+    assert_eq!(d.request(&mut request()).await, RequestVerdict::Continue);
     assert_eq!(
-        p.request(flow, &mut request()).await,
-        RequestVerdict::Continue
-    );
-    assert_eq!(
-        p.response(flow, &mut response(10)).await,
+        d.response(&mut response(10)).await,
         ResponseVerdict::Continue
     );
     start.elapsed()
@@ -115,10 +113,10 @@ fn latency(name: &str, params: DistributionParams) -> FaultKind {
 /// Added latency over 200 requests, in ms.
 async fn measure(kind: FaultKind) -> Vec<f64> {
     let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Both));
-    let f = http_flow(1);
+    let d = p.dispatch(&http_flow(1));
     let mut out = Vec::new();
     for _ in 0..200 {
-        out.push(exchange(&p, &f).await.as_secs_f64() * 1000.0);
+        out.push(exchange(&d).await.as_secs_f64() * 1000.0);
     }
     out
 }
@@ -226,7 +224,10 @@ async fn per_read_write_latency_delays_both_messages_of_an_exchange() {
         *per_read_write = true;
     }
     let (p, _) = pipeline(s);
-    assert_eq!(exchange(&p, &http_flow(1)).await, Duration::from_millis(60));
+    assert_eq!(
+        exchange(&p.dispatch(&http_flow(1))).await,
+        Duration::from_millis(60)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,15 +241,18 @@ async fn byte_latency_applies_once_per_direction_unless_per_read_write() {
     };
     for (per_rw, expected) in [(false, [100, 0, 100, 0]), (true, [100, 100, 100, 100])] {
         let (p, stage) = pipeline(spec(fixed(per_rw), Leg::Server, Direction::Both));
-        let f = tcp_flow(7);
+        let d = p.dispatch(&tcp_flow(7));
         let mut took = Vec::new();
         for from in [Side::Client, Side::Client, Side::Server, Side::Server] {
             let start = Instant::now();
-            assert_eq!(p.chunk(&f, &chunk(from, 10)).await, ChunkVerdict::Pass);
+            assert_eq!(
+                d.chunk(Timestamp(0), chunk(from, 10)).await,
+                ChunkVerdict::Pass
+            );
             took.push(start.elapsed().as_millis() as u64);
         }
         assert_eq!(took, expected, "per_read_write={per_rw}");
-        p.observe(flow_end(&f)).await;
+        end(&d).await;
         assert_eq!(stage.tracked_flows(), 0);
     }
 }
@@ -263,11 +267,11 @@ async fn ingress_on_the_server_leg_delays_only_server_bytes() {
         per_read_write: true,
     };
     let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Ingress));
-    let f = tcp_flow(1);
+    let d = p.dispatch(&tcp_flow(1));
     let start = Instant::now();
-    p.chunk(&f, &chunk(Side::Client, 10)).await;
+    d.chunk(Timestamp(0), chunk(Side::Client, 10)).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
-    p.chunk(&f, &chunk(Side::Server, 10)).await;
+    d.chunk(Timestamp(0), chunk(Side::Server, 10)).await;
     assert_eq!(start.elapsed(), Duration::from_millis(50));
 }
 
@@ -277,13 +281,13 @@ async fn bandwidth_paces_two_megabytes_at_one_megabyte_per_second() {
         rate: Rate::new(1.0, "MBps").unwrap(),
     };
     let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Ingress));
-    let f = tcp_flow(1);
+    let d = p.dispatch(&tcp_flow(1));
     let start = Instant::now();
     let mut sent = 0;
     while sent < 2_000_000 {
         let n = (2_000_000 - sent).min(65_536);
         assert_eq!(
-            p.chunk(&f, &chunk(Side::Server, n)).await,
+            d.chunk(Timestamp(0), chunk(Side::Server, n)).await,
             ChunkVerdict::Pass
         );
         sent += n;
@@ -292,7 +296,7 @@ async fn bandwidth_paces_two_megabytes_at_one_megabyte_per_second() {
     assert!((1.8..=2.2).contains(&secs), "took {secs} s");
     // The other direction is not limited.
     let start = Instant::now();
-    p.chunk(&f, &chunk(Side::Client, 1_000_000)).await;
+    d.chunk(Timestamp(0), chunk(Side::Client, 1_000_000)).await;
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
@@ -311,7 +315,7 @@ async fn bandwidth_on_http_pays_for_the_declared_body_length() {
     r.body_len = 0;
     let start = Instant::now();
     assert_eq!(
-        p.response(&http_flow(1), &mut r).await,
+        p.dispatch(&http_flow(1)).response(&mut r).await,
         ResponseVerdict::Continue
     );
     let secs = start.elapsed().as_secs_f64();
@@ -326,12 +330,12 @@ async fn http_errors_answer_a_binomial_share_of_requests() {
     };
     let mut s = spec(kind, Leg::Server, Direction::Ingress);
     s.probability = 0.3;
-    let (p, _) = pipeline(s);
-    let f = http_flow(1);
+    let (p, stage) = pipeline(s);
+    let d = p.dispatch(&http_flow(1));
     let n = 1000;
     let mut errors = 0;
     for _ in 0..n {
-        match p.request(&f, &mut request()).await {
+        match d.request(&mut request()).await {
             RequestVerdict::Respond(r) => {
                 assert_eq!((r.status, &r.body[..]), (503, &b"unavailable"[..]));
                 errors += 1;
@@ -346,38 +350,41 @@ async fn http_errors_answer_a_binomial_share_of_requests() {
         "{errors} errors"
     );
     // Byte flows are not HTTP: the fault does not look at them.
-    assert!(!p.interest(&tcp_flow(2)).chunks);
+    assert!(!p.dispatch(&tcp_flow(2)).interest().chunks);
+    // The dispatch counted every call, none failed.
+    assert_eq!(StageCounters::get(&stage.counters().calls), n);
+    assert_eq!(StageCounters::get(&stage.counters().errors), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn blackholed_bytes_are_held_for_the_life_of_the_flow() {
     let (p, stage) = pipeline(spec(FaultKind::Blackhole, Leg::Server, Direction::Ingress));
-    let f = tcp_flow(3);
+    let d = p.dispatch(&tcp_flow(3));
     assert_eq!(
-        p.chunk(&f, &chunk(Side::Client, 5)).await,
+        d.chunk(Timestamp(0), chunk(Side::Client, 5)).await,
         ChunkVerdict::Pass
     );
     for _ in 0..3 {
         assert_eq!(
-            p.chunk(&f, &chunk(Side::Server, 5)).await,
+            d.chunk(Timestamp(0), chunk(Side::Server, 5)).await,
             ChunkVerdict::Hold
         );
     }
-    p.observe(flow_end(&f)).await;
+    end(&d).await;
     assert_eq!(stage.tracked_flows(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_http_blackhole_never_answers_until_the_flow_ends() {
     let (p, stage) = pipeline(spec(FaultKind::Blackhole, Leg::Client, Direction::Ingress));
-    let f = http_flow(9);
+    let d = p.dispatch(&http_flow(9));
     let waiting = {
-        let (p, f) = (p.clone(), f.clone());
-        tokio::spawn(async move { p.request(&f, &mut request()).await })
+        let d = d.clone();
+        tokio::spawn(async move { d.request(&mut request()).await })
     };
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!waiting.is_finished(), "a blackhole answered");
-    p.observe(flow_end(&f)).await;
+    end(&d).await;
     let verdict = tokio::time::timeout(Duration::from_secs(1), waiting)
         .await
         .expect("the blackhole let go when the flow ended")
@@ -392,12 +399,12 @@ async fn packet_loss_delays_but_never_alters_bytes() {
         model: LossModel::new(0.2),
     };
     let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Both));
-    let f = tcp_flow(1);
+    let d = p.dispatch(&tcp_flow(1));
     let start = Instant::now();
     let mut delayed = 0;
     for i in 0..200 {
         let before = Instant::now();
-        let verdict = p.chunk(&f, &chunk(Side::Server, 100 + i)).await;
+        let verdict = d.chunk(Timestamp(0), chunk(Side::Server, 100 + i)).await;
         assert_eq!(verdict, ChunkVerdict::Pass);
         if before.elapsed() > Duration::ZERO {
             assert!(before.elapsed() >= Duration::from_millis(200));
@@ -419,7 +426,7 @@ async fn certain_loss_aborts_the_exchange_as_tcp_gives_up() {
     };
     let (p, _) = pipeline(spec(kind, Leg::Client, Direction::Ingress));
     let start = Instant::now();
-    let verdict = p.request(&http_flow(1), &mut request()).await;
+    let verdict = p.dispatch(&http_flow(1)).request(&mut request()).await;
     assert!(matches!(verdict, RequestVerdict::Close(_)), "{verdict:?}");
     // 15 timeouts from 200 ms, doubling up to 120 s: 204.6 s + 5 x 120 s.
     assert_eq!(start.elapsed(), Duration::from_millis(804_600));
@@ -437,11 +444,11 @@ async fn a_schedule_switches_the_fault_on_and_off() {
     let mut s = spec(kind, Leg::Server, Direction::Ingress);
     s.schedule = Schedule::parse("start:10%,duration:30%", Some(Duration::from_secs(10))).unwrap();
     let (p, _) = pipeline(s);
-    let f = http_flow(1);
+    let d = p.dispatch(&http_flow(1));
     let mut on = Vec::new();
     for _ in 0..10 {
         let start = Instant::now();
-        p.response(&f, &mut response(1)).await;
+        d.response(&mut response(1)).await;
         on.push(start.elapsed() > Duration::ZERO);
         tokio::time::sleep(Duration::from_secs(1) - start.elapsed()).await;
     }
@@ -458,13 +465,13 @@ async fn jitter_applies_at_most_frequency_times_a_second_within_its_amplitude() 
         frequency: 5.0,
     };
     let (p, _) = pipeline(spec(kind, Leg::Server, Direction::Ingress));
-    let f = tcp_flow(1);
+    let d = p.dispatch(&tcp_flow(1));
     let start = Instant::now();
     let mut jittered = 0;
     // A chunk every 10 ms for 2 s: at most 5 jitters a second, so about 10.
     while start.elapsed() < Duration::from_secs(2) {
         let before = Instant::now();
-        p.chunk(&f, &chunk(Side::Server, 10)).await;
+        d.chunk(Timestamp(0), chunk(Side::Server, 10)).await;
         let took = before.elapsed();
         assert!(took <= Duration::from_millis(20), "{took:?}");
         if took > Duration::ZERO {
@@ -482,5 +489,5 @@ async fn capture_flows_are_never_faulted() {
         mode: Mode::Capture,
         ..(*tcp_flow(1)).clone()
     });
-    assert_eq!(p.interest(&f), Default::default());
+    assert_eq!(p.dispatch(&f).interest(), Default::default());
 }

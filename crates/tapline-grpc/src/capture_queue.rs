@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tapline_core::{ChunkVerdict, StageCounters};
+use tapline_core::{ChunkVerdict, Hook};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -92,6 +92,11 @@ async fn drain(
 /// Makes one call; the answer is observed, never applied (non-pass answers are counted).
 async fn observe(plugin: &Plugin, call: Call) {
     let remote = plugin.remote();
+    let hook = match &call {
+        Call::Request(_) => Hook::Request,
+        Call::Response(_) => Hook::Response,
+        Call::Tunnel(_) | Call::Stop(_) => Hook::Data,
+    };
     let applied = match call {
         Call::Request(message) => {
             let sent = message.clone();
@@ -121,8 +126,8 @@ async fn observe(plugin: &Plugin, call: Call) {
         }
     };
     match applied {
-        Ok(true) => StageCounters::bump(&plugin.counters().ignored_verdicts),
+        Ok(true) => plugin.counters().ignored(plugin.name(), "gRPC plugin"),
         Ok(false) => {}
-        Err(e) => plugin.failed(&e, "the capture goes on"),
+        Err(e) => plugin.failed_unseen(hook, &e),
     }
 }

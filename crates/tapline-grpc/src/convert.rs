@@ -114,7 +114,8 @@ pub(crate) fn tunnel_message(
         Direction::Egress
     };
     proto::ProcessTunnelDataRequest {
-        id: flow.id.to_string(),
+        // The flow's UUID, as fault sends it (its example plugins parse it as one).
+        id: flow.uid.to_string(),
         side: side.into(),
         direction: direction.into(),
         chunk: chunk.data.clone(),
@@ -423,6 +424,7 @@ mod tests {
         use process_tunnel_data_request::Direction;
         let flow = Flow {
             id: FlowId(42),
+            uid: tapline_core::FlowUid::random(),
             mode: Mode::Proxy,
             protocol: Protocol::Tcp,
             route: Route::Mapping,
@@ -439,7 +441,11 @@ mod tests {
             data: Bytes::from_static(b"a"),
         };
         let m = tunnel_message(&flow, &up, Side::Client);
-        assert_eq!(m.id, "42");
+        assert_eq!(
+            m.id,
+            flow.uid.to_string(),
+            "the flow's UUID, as fault sends it"
+        );
         assert_eq!(m.direction(), Direction::Ingress);
         assert_eq!(
             tunnel_message(&flow, &down, Side::Client).direction(),

@@ -3,10 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 
 use tapline_core::{Chunk, ChunkVerdict, Flow, HttpRequest, HttpResponse, StageCounters};
-use tapline_core::{RequestVerdict, ResponseVerdict};
+use tapline_core::{Hook, HookFailure, RequestVerdict, ResponseVerdict};
 
 use crate::convert;
 use crate::description::PluginDescription;
@@ -14,7 +13,6 @@ use crate::error::GrpcError;
 use crate::proto;
 use crate::remote::Remote;
 use crate::routing::{Routing, RoutingCell};
-use crate::warn::WarnLimiter;
 
 /// A remote plugin and its state.
 pub(crate) struct Plugin {
@@ -24,7 +22,6 @@ pub(crate) struct Plugin {
     name: OnceLock<String>,
     description: Mutex<Option<PluginDescription>>,
     counters: StageCounters,
-    failures: WarnLimiter,
 }
 
 impl Plugin {
@@ -37,7 +34,6 @@ impl Plugin {
             name: OnceLock::new(),
             description: Mutex::new(None),
             counters: StageCounters::default(),
-            failures: WarnLimiter::default(),
         }
     }
 
@@ -116,27 +112,24 @@ impl Plugin {
         StageCounters::bump(&self.counters.dropped);
     }
 
-    /// Counts and reports a failed call (rate-limited); a plugin that went away is disabled
-    /// for the supervisor to bring back.
-    pub(crate) fn failed(&self, error: &GrpcError, consequence: &str) {
-        StageCounters::bump(&self.counters.errors);
-        if error.is_timeout() {
-            StageCounters::bump(&self.counters.timeouts);
-        }
+    /// Disables a plugin that went away (connection refused or lost), for the supervisor
+    /// to bring back.
+    pub(crate) fn gone_if_unavailable(&self, error: &GrpcError) {
         if error.is_unavailable() {
             self.disable(error);
         }
-        self.failures.warn(|held_back| {
-            let more = if held_back > 0 {
-                format!(" ({held_back} similar failures not shown)")
-            } else {
-                String::new()
-            };
-            tracing::warn!(
-                plugin = self.name(),
-                "gRPC plugin call failed: {error}; {consequence}{more}"
-            );
-        });
+    }
+
+    /// Counts and reports a call that failed where no dispatch sees it (capture mode's queue).
+    pub(crate) fn failed_unseen(&self, hook: Hook, error: &GrpcError) {
+        self.gone_if_unavailable(error);
+        let failure = HookFailure {
+            timed_out: error.is_timeout(),
+            message: error.to_string(),
+        };
+        let label = format!("gRPC plugin {}", self.name());
+        self.counters
+            .failed(&label, hook, &failure, "observed only; the capture goes on");
     }
 
     /// `ProcessHttpRequest`, applied to `request`.
@@ -145,9 +138,7 @@ impl Plugin {
         request: &mut HttpRequest,
         message: proto::HttpRequest,
     ) -> Result<RequestVerdict, GrpcError> {
-        let answer = self
-            .timed(self.remote.http_request(message.clone()))
-            .await?;
+        let answer = self.remote.http_request(message.clone()).await?;
         convert::request_verdict(answer, request, &message)
     }
 
@@ -157,9 +148,7 @@ impl Plugin {
         response: &mut HttpResponse,
         message: proto::HttpResponse,
     ) -> Result<ResponseVerdict, GrpcError> {
-        let answer = self
-            .timed(self.remote.http_response(message.clone()))
-            .await?;
+        let answer = self.remote.http_response(message.clone()).await?;
         convert::response_verdict(answer, response, &message)
     }
 
@@ -171,14 +160,7 @@ impl Plugin {
         routing: Routing,
     ) -> Result<ChunkVerdict, GrpcError> {
         let message = convert::tunnel_message(flow, chunk, routing.leg());
-        let answer = self.timed(self.remote.tunnel_data(message)).await?;
+        let answer = self.remote.tunnel_data(message).await?;
         convert::chunk_verdict(answer, &chunk.data, self.name())
-    }
-
-    async fn timed<T>(&self, call: impl std::future::Future<Output = T>) -> T {
-        let started = Instant::now();
-        let out = call.await;
-        self.counters.record_call(started.elapsed());
-        out
     }
 }

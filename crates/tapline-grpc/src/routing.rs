@@ -144,6 +144,7 @@ mod tests {
     fn flow(route: Route, protocol: Protocol) -> Flow {
         Flow {
             id: FlowId(1),
+            uid: tapline_core::FlowUid::random(),
             mode: Mode::Proxy,
             protocol,
             route,

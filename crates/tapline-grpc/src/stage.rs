@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapline_core::{
-    BoxFuture, Chunk, ChunkVerdict, Flow, HttpRequest, HttpResponse, Interest, Mode,
-    RequestVerdict, ResponseVerdict, Stage, StageCounters,
+    BoxFuture, Chunk, ChunkVerdict, Flow, HookFailure, HookResult, HttpRequest, HttpResponse,
+    Interest, Mode, RequestVerdict, ResponseVerdict, Stage, StageCounters,
 };
 use tokio::runtime::Handle;
 
@@ -18,16 +18,6 @@ use crate::plugin::Plugin;
 use crate::remote::Remote;
 use crate::supervisor;
 
-/// What a failed call (error, timeout, unusable answer) does to the flow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum OnFailure {
-    /// Forward the original data (counted, warned with a rate limit).
-    #[default]
-    Open,
-    /// Close the flow.
-    Closed,
-}
-
 /// How to reach one plugin and how to treat it.
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
@@ -37,8 +27,6 @@ pub struct GrpcConfig {
     pub mode: Mode,
     /// The time limit of one call (`--plugin-timeout`).
     pub timeout: Duration,
-    /// What a failed call does (`--plugin-failure`).
-    pub on_failure: OnFailure,
     /// How often the supervisor polls `HealthCheck`.
     pub health_every: Duration,
     /// How many calls the capture-mode queue holds before dropping.
@@ -46,13 +34,12 @@ pub struct GrpcConfig {
 }
 
 impl GrpcConfig {
-    /// The defaults: 2 s timeout, fail open, health every second, 1024 queued calls.
+    /// The defaults: 2 s timeout, health every second, 1024 queued calls.
     pub fn new(url: impl Into<String>, mode: Mode) -> Self {
         GrpcConfig {
             url: url.into(),
             mode,
             timeout: Duration::from_secs(2),
-            on_failure: OnFailure::Open,
             health_every: Duration::from_secs(1),
             queue_capacity: 1024,
         }
@@ -60,10 +47,10 @@ impl GrpcConfig {
 }
 
 /// One gRPC plugin in the pipeline. Calls go to it while it answers its health checks;
-/// its capabilities and the flow's route and protocol decide what it gets.
+/// its capabilities and the flow's route and protocol decide what it gets. A call that fails
+/// is answered with a [`HookFailure`]; the dispatch applies `--plugin-failure`.
 pub struct GrpcStage {
     plugin: Arc<Plugin>,
-    on_failure: OnFailure,
     capture: Option<CaptureQueue>,
 }
 
@@ -90,11 +77,7 @@ impl GrpcStage {
                 &runtime,
             )
         });
-        Ok(Arc::new(GrpcStage {
-            plugin,
-            on_failure: config.on_failure,
-            capture,
-        }))
+        Ok(Arc::new(GrpcStage { plugin, capture }))
     }
 
     /// What the plugin last said about itself (None until it answered once).
@@ -116,20 +99,13 @@ impl GrpcStage {
         online
     }
 
-    /// The failure policy applied: `open` forwards the original, or the flow is closed.
-    fn failed<T>(&self, error: &GrpcError, open: T, close: impl FnOnce(String) -> T) -> T {
-        match self.on_failure {
-            OnFailure::Open => {
-                self.plugin.failed(error, "forwarding the original data");
-                open
-            }
-            OnFailure::Closed => {
-                self.plugin.failed(error, "closing the flow");
-                close(format!(
-                    "gRPC plugin {} failed: {error}",
-                    self.plugin.name()
-                ))
-            }
+    /// A failed call as the dispatch takes it; a plugin that went away is disabled for the
+    /// supervisor to bring back.
+    fn failed(&self, error: GrpcError) -> HookFailure {
+        self.plugin.gone_if_unavailable(&error);
+        HookFailure {
+            timed_out: error.is_timeout(),
+            message: error.to_string(),
         }
     }
 }
@@ -137,6 +113,10 @@ impl GrpcStage {
 impl Stage for GrpcStage {
     fn name(&self) -> &str {
         self.plugin.name()
+    }
+
+    fn family(&self) -> &'static str {
+        "gRPC"
     }
 
     fn interest(&self, flow: &Flow) -> Interest {
@@ -154,22 +134,22 @@ impl Stage for GrpcStage {
         &'a self,
         flow: &'a Arc<Flow>,
         chunk: &'a Chunk,
-    ) -> BoxFuture<'a, ChunkVerdict> {
+    ) -> BoxFuture<'a, HookResult<ChunkVerdict>> {
         let Some(routing) = self.plugin.routing() else {
-            return Box::pin(ready(ChunkVerdict::Pass));
+            return Box::pin(ready(Ok(ChunkVerdict::Pass)));
         };
         if let Some(queue) = &self.capture {
             queue.offer(|| Call::Tunnel(convert::tunnel_message(flow, chunk, routing.leg())));
-            return Box::pin(ready(ChunkVerdict::Pass));
+            return Box::pin(ready(Ok(ChunkVerdict::Pass)));
         }
         if !self.reachable() {
-            return Box::pin(ready(ChunkVerdict::Pass));
+            return Box::pin(ready(Ok(ChunkVerdict::Pass)));
         }
         Box::pin(async move {
-            match self.plugin.process_chunk(flow, chunk, routing).await {
-                Ok(verdict) => verdict,
-                Err(e) => self.failed(&e, ChunkVerdict::Pass, ChunkVerdict::Close),
-            }
+            self.plugin
+                .process_chunk(flow, chunk, routing)
+                .await
+                .map_err(|e| self.failed(e))
         })
     }
 
@@ -177,20 +157,20 @@ impl Stage for GrpcStage {
         &'a self,
         _flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
-    ) -> BoxFuture<'a, RequestVerdict> {
+    ) -> BoxFuture<'a, HookResult<RequestVerdict>> {
         if let Some(queue) = &self.capture {
             queue.offer(|| Call::Request(convert::request_message(request)));
-            return Box::pin(ready(RequestVerdict::Continue));
+            return Box::pin(ready(Ok(RequestVerdict::Continue)));
         }
         if !self.reachable() {
-            return Box::pin(ready(RequestVerdict::Continue));
+            return Box::pin(ready(Ok(RequestVerdict::Continue)));
         }
         Box::pin(async move {
             let message = convert::request_message(request);
-            match self.plugin.process_request(request, message).await {
-                Ok(verdict) => verdict,
-                Err(e) => self.failed(&e, RequestVerdict::Continue, RequestVerdict::Close),
-            }
+            self.plugin
+                .process_request(request, message)
+                .await
+                .map_err(|e| self.failed(e))
         })
     }
 
@@ -198,28 +178,29 @@ impl Stage for GrpcStage {
         &'a self,
         _flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
-    ) -> BoxFuture<'a, ResponseVerdict> {
+    ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
         if let Some(queue) = &self.capture {
             queue.offer(|| Call::Response(convert::response_message(response)));
-            return Box::pin(ready(ResponseVerdict::Continue));
+            return Box::pin(ready(Ok(ResponseVerdict::Continue)));
         }
         if !self.reachable() {
-            return Box::pin(ready(ResponseVerdict::Continue));
+            return Box::pin(ready(Ok(ResponseVerdict::Continue)));
         }
         Box::pin(async move {
             let message = convert::response_message(response);
-            match self.plugin.process_response(response, message).await {
-                Ok(verdict) => verdict,
-                Err(e) => self.failed(&e, ResponseVerdict::Continue, ResponseVerdict::Close),
-            }
+            self.plugin
+                .process_response(response, message)
+                .await
+                .map_err(|e| self.failed(e))
         })
     }
 
-    fn on_stop(&self) -> BoxFuture<'_, ()> {
+    fn on_stop(&self) -> BoxFuture<'_, HookResult<()>> {
         Box::pin(async move {
             if let Some(queue) = &self.capture {
                 queue.stop().await;
             }
+            Ok(())
         })
     }
 }

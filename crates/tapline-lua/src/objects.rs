@@ -17,11 +17,12 @@ use tapline_core::{
 use crate::api::{display, to_lua_options};
 use mlua::LuaSerdeExt;
 
-/// A new flow table: `id`, `mode`, `protocol`, `route`, `client`, `server`, `started`,
-/// byte totals (filled at the end) and the private `state` table.
+/// A new flow table: `id`, `uid`, `mode`, `protocol`, `route`, `client`, `server`,
+/// `started`, byte totals (filled at the end) and the private `state` table.
 pub(crate) fn flow_table(lua: &Lua, flow: &Flow) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 10)?;
+    let t = lua.create_table_with_capacity(0, 11)?;
     t.raw_set("id", flow.id.to_string())?;
+    t.raw_set("uid", flow.uid.to_string())?;
     t.raw_set("mode", flow.mode.as_str())?;
     t.raw_set("protocol", flow.protocol.as_str())?;
     t.raw_set("route", flow.route.as_str())?;

@@ -1,20 +1,20 @@
 //! [`LuaPlugin`]: one plugin file as a pipeline [`Stage`], with one Lua state per worker.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mlua::{AnyUserData, Function, Value};
 use parking_lot::{Mutex, MutexGuard};
 use tapline_core::{
-    BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, HttpRequest, HttpResponse, Interest,
-    Mode, RequestVerdict, ResponseVerdict, Stage, StageCounters,
+    BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, Hook, HookFailure, HookResult,
+    HttpRequest, HttpResponse, Interest, Kind, KindSet, Mode, RequestVerdict, ResponseVerdict,
+    Stage, StageCounters,
 };
 
 use crate::api::Verdict;
 use crate::host::PluginInfo;
 use crate::objects;
-use crate::state::{HookFailure, PluginState};
+use crate::state::PluginState;
 
 /// Which hooks a plugin defines (the same in every state), to answer `interest` cheaply.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,17 +32,29 @@ struct Defined {
 }
 
 impl Defined {
-    /// Whether the plugin has anything to do for an observe-only event: a hook for it, or
-    /// (at a flow's end) a flow table to drop.
-    fn handles(&self, kind: &EventKind) -> bool {
-        match kind {
-            EventKind::FlowStart => self.flow_start,
-            EventKind::FlowEnd { .. } => true,
-            EventKind::Packet(_) => self.packet || self.riff,
-            EventKind::Message(_) => self.message,
-            EventKind::Transaction(_) => self.transaction,
-            _ => false,
-        }
+    /// The observe-only events the plugin has a use for: those it has a hook for, and the
+    /// ends of flows whose table it keeps.
+    fn observed(&self) -> KindSet {
+        let mut kinds = KindSet::EMPTY;
+        let mut add = |on: bool, kind: Kind| {
+            if on {
+                kinds = kinds.with(kind);
+            }
+        };
+        add(self.flow_start, Kind::FlowStart);
+        add(self.message, Kind::Message);
+        add(self.transaction, Kind::Transaction);
+        // Any per-flow hook keeps a flow table, dropped at the flow's end.
+        let per_flow = self.flow_start
+            || self.flow_end
+            || self.packet
+            || self.data
+            || self.request
+            || self.response
+            || self.message
+            || self.transaction;
+        add(per_flow, Kind::FlowEnd);
+        kinds
     }
 }
 
@@ -53,7 +65,6 @@ pub struct LuaPlugin {
     defined: Defined,
     states: Vec<Mutex<PluginState>>,
     counters: StageCounters,
-    errors: ErrorLog,
 }
 
 impl LuaPlugin {
@@ -77,7 +88,6 @@ impl LuaPlugin {
             defined,
             states: states.into_iter().map(Mutex::new).collect(),
             counters: StageCounters::default(),
-            errors: ErrorLog::default(),
         }
     }
 
@@ -97,20 +107,7 @@ impl LuaPlugin {
         self.states[i].lock()
     }
 
-    /// Counts and logs (rate-limited) a failed hook call; the event goes on unchanged.
-    fn failed(&self, hook: &str, failure: HookFailure) {
-        StageCounters::bump(&self.counters.errors);
-        if failure.timed_out {
-            StageCounters::bump(&self.counters.timeouts);
-        }
-        self.errors.log(&self.info.name, hook, &failure.message);
-    }
-
-    fn busy(&self, since: Instant) {
-        self.counters.record_call(since.elapsed());
-    }
-
-    fn observe(&self, event: &Event) {
+    fn observe(&self, event: &Event) -> HookResult<()> {
         let flow = event.flow.as_ref();
         let mut state = self.state(flow.map(|f| f.as_ref()));
         let result = match (&event.kind, flow) {
@@ -160,9 +157,8 @@ impl LuaPlugin {
                     })();
                 }
                 if self.defined.riff && self.mode == Mode::Capture && !pkt.payload.is_empty() {
-                    if let Err(f) = run_riff(&state, flow, &pkt.payload) {
-                        self.failed("riff", f);
-                    }
+                    let riff = run_riff(&state, flow, &pkt.payload);
+                    result = result.and(riff.map_err(|f| ("riff", f)));
                 }
                 result
             }
@@ -184,38 +180,39 @@ impl LuaPlugin {
             },
             _ => Ok(()),
         };
-        drop(state);
-        if let Err((hook, failure)) = result {
-            self.failed(hook, failure);
-        }
+        result.map_err(tagged)
     }
 
-    fn chunk(&self, flow: &Arc<Flow>, chunk: &Chunk) -> ChunkVerdict {
+    fn chunk(&self, flow: &Arc<Flow>, chunk: &Chunk) -> HookResult<ChunkVerdict> {
         let mut state = self.state(Some(flow));
         if self.defined.riff && flow.mode == Mode::Proxy && !chunk.data.is_empty() {
-            if let Err(f) = run_riff(&state, Some(flow), &chunk.data) {
-                self.failed("riff", f);
+            if let Err(failure) = run_riff(&state, Some(flow), &chunk.data) {
+                let failure = tagged(("riff", failure));
+                if !self.defined.data {
+                    return Err(failure);
+                }
+                // Both a riff chain and on_data: the riff failure is this stage's to count,
+                // and on_data still gets the chunk.
+                let label = format!("lua plugin {}", self.info.name);
+                self.counters
+                    .failed(&label, Hook::Data, &failure, "on_data still runs");
             }
         }
         let Some(hook) = state.hooks.on_data.clone() else {
-            return ChunkVerdict::Pass;
+            return Ok(ChunkVerdict::Pass);
         };
         let result = call_with_flow(&mut state, "on_data", flow, |s, ft| {
             let c = objects::chunk_table(&s.lua, chunk).map_err(|e| lua_failure(&e))?;
             let answer = s.call::<Value>(&hook, Some(flow), (c, ft))?;
             chunk_verdict(&hook, answer)
         });
-        drop(state);
-        result.unwrap_or_else(|(hook, failure)| {
-            self.failed(hook, failure);
-            ChunkVerdict::Pass
-        })
+        result.map_err(tagged)
     }
 
-    fn request(&self, flow: &Arc<Flow>, request: &mut HttpRequest) -> RequestVerdict {
+    fn request(&self, flow: &Arc<Flow>, request: &mut HttpRequest) -> HookResult<RequestVerdict> {
         let mut state = self.state(Some(flow));
         let Some(hook) = state.hooks.on_request.clone() else {
-            return RequestVerdict::Continue;
+            return Ok(RequestVerdict::Continue);
         };
         let result = call_with_flow(&mut state, "on_request", flow, |s, ft| {
             let obj = s.request_slot.lend(request);
@@ -230,17 +227,17 @@ impl LuaPlugin {
             }
         });
         state.request_slot.give_back(request, result.is_ok());
-        drop(state);
-        result.unwrap_or_else(|(hook, failure)| {
-            self.failed(hook, failure);
-            RequestVerdict::Continue
-        })
+        result.map_err(tagged)
     }
 
-    fn response(&self, flow: &Arc<Flow>, response: &mut HttpResponse) -> ResponseVerdict {
+    fn response(
+        &self,
+        flow: &Arc<Flow>,
+        response: &mut HttpResponse,
+    ) -> HookResult<ResponseVerdict> {
         let mut state = self.state(Some(flow));
         let Some(hook) = state.hooks.on_response.clone() else {
-            return ResponseVerdict::Continue;
+            return Ok(ResponseVerdict::Continue);
         };
         let result = call_with_flow(&mut state, "on_response", flow, |s, ft| {
             let obj = s.response_slot.lend(response);
@@ -255,26 +252,38 @@ impl LuaPlugin {
             }
         });
         state.response_slot.give_back(response, result.is_ok());
-        drop(state);
-        result.unwrap_or_else(|(hook, failure)| {
-            self.failed(hook, failure);
-            ResponseVerdict::Continue
-        })
+        result.map_err(tagged)
     }
 
-    fn stop(&self) {
+    /// Runs `on_stop` in every state; the first failure is the answer (all states run).
+    fn stop(&self) -> HookResult<()> {
+        let mut result = Ok(());
         if !self.defined.stop {
-            return;
+            return result;
         }
         for state in &self.states {
             let state = state.lock();
             if let Some(hook) = state.hooks.on_stop.clone() {
-                if let Err(f) = state.call::<()>(&hook, None, ()) {
-                    drop(state);
-                    self.failed("on_stop", f);
+                let call = state.call::<()>(&hook, None, ());
+                if result.is_ok() {
+                    result = call;
                 }
             }
         }
+        result
+    }
+}
+
+/// A failure of a hook other than the one the dispatch called (riff's functions), named in
+/// its message.
+fn tagged((hook, failure): (&'static str, HookFailure)) -> HookFailure {
+    if hook == "riff" {
+        HookFailure {
+            message: format!("riff: {}", failure.message),
+            ..failure
+        }
+    } else {
+        failure
     }
 }
 
@@ -303,24 +312,18 @@ fn run_riff(
 }
 
 fn lua_failure(e: &mlua::Error) -> HookFailure {
-    HookFailure {
-        message: crate::error::first_line(e),
-        timed_out: false,
-    }
+    HookFailure::new(crate::error::first_line(e))
 }
 
 /// A hook that answered with something its caller cannot use, located at the hook's
 /// definition (`file:line`).
 fn misuse(hook: &Function, message: &str) -> HookFailure {
     let info = hook.info();
-    HookFailure {
-        message: format!(
-            "{}:{}: {message}",
-            info.short_src.as_deref().unwrap_or("?"),
-            info.line_defined.unwrap_or(0)
-        ),
-        timed_out: false,
-    }
+    HookFailure::new(format!(
+        "{}:{}: {message}",
+        info.short_src.as_deref().unwrap_or("?"),
+        info.line_defined.unwrap_or(0)
+    ))
 }
 
 /// The `tap.*` verdict a hook returned, if any; `nil` is none, other values are mistakes.
@@ -371,15 +374,18 @@ impl Stage for LuaPlugin {
         &self.info.name
     }
 
+    fn family(&self) -> &'static str {
+        "lua"
+    }
+
     fn interest(&self, flow: &Flow) -> Interest {
         let d = &self.defined;
-        let uses_flows = d.data || d.request || d.response || d.packet;
         Interest {
             chunks: d.data || (d.riff && flow.mode == Mode::Proxy),
             requests: d.request,
             responses: d.response,
-            observe: d.flow_start || d.flow_end || d.message || d.transaction || uses_flows,
             packets: flow.mode == Mode::Capture && (d.packet || d.riff),
+            observe: d.observed(),
         }
     }
 
@@ -391,101 +397,35 @@ impl Stage for LuaPlugin {
         &self.counters
     }
 
-    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
-        if self.defined.handles(&event.kind) {
-            let start = Instant::now();
-            self.observe(event);
-            self.busy(start);
-        }
-        Box::pin(std::future::ready(()))
+    fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
+        Box::pin(std::future::ready(self.observe(event)))
     }
 
     fn on_chunk<'a>(
         &'a self,
         flow: &'a Arc<Flow>,
         chunk: &'a Chunk,
-    ) -> BoxFuture<'a, ChunkVerdict> {
-        if !self.interest(flow).chunks {
-            return Box::pin(std::future::ready(ChunkVerdict::Pass));
-        }
-        let start = Instant::now();
-        let verdict = self.chunk(flow, chunk);
-        self.busy(start);
-        Box::pin(std::future::ready(verdict))
+    ) -> BoxFuture<'a, HookResult<ChunkVerdict>> {
+        Box::pin(std::future::ready(self.chunk(flow, chunk)))
     }
 
     fn on_request<'a>(
         &'a self,
         flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
-    ) -> BoxFuture<'a, RequestVerdict> {
-        if !self.defined.request {
-            return Box::pin(std::future::ready(RequestVerdict::Continue));
-        }
-        let start = Instant::now();
-        let verdict = self.request(flow, request);
-        self.busy(start);
-        Box::pin(std::future::ready(verdict))
+    ) -> BoxFuture<'a, HookResult<RequestVerdict>> {
+        Box::pin(std::future::ready(self.request(flow, request)))
     }
 
     fn on_response<'a>(
         &'a self,
         flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
-    ) -> BoxFuture<'a, ResponseVerdict> {
-        if !self.defined.response {
-            return Box::pin(std::future::ready(ResponseVerdict::Continue));
-        }
-        let start = Instant::now();
-        let verdict = self.response(flow, response);
-        self.busy(start);
-        Box::pin(std::future::ready(verdict))
+    ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
+        Box::pin(std::future::ready(self.response(flow, response)))
     }
 
-    fn on_stop(&self) -> BoxFuture<'_, ()> {
-        self.stop();
-        Box::pin(std::future::ready(()))
-    }
-}
-
-/// Rate-limited warnings for failing hooks: the first few, then one per interval with the
-/// number left unsaid.
-#[derive(Default)]
-struct ErrorLog(Mutex<ErrorLogState>);
-
-#[derive(Default)]
-struct ErrorLogState {
-    logged: u64,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-/// Warnings logged before rate limiting starts.
-const FREE_WARNINGS: u64 = 5;
-/// At most one warning per this interval afterwards.
-const WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-impl ErrorLog {
-    fn log(&self, plugin: &str, hook: &str, message: &str) {
-        let mut s = self.0.lock();
-        let now = Instant::now();
-        let due = s.logged < FREE_WARNINGS
-            || s.last
-                .is_none_or(|t| now.duration_since(t) >= WARN_INTERVAL);
-        if !due {
-            s.suppressed += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut s.suppressed);
-        s.logged += 1;
-        s.last = Some(now);
-        drop(s);
-        if suppressed > 0 {
-            tracing::warn!(
-                "lua plugin {plugin}: {hook}: {message} ({suppressed} similar errors not shown)"
-            );
-        } else {
-            tracing::warn!("lua plugin {plugin}: {hook}: {message}");
-        }
+    fn on_stop(&self) -> BoxFuture<'_, HookResult<()>> {
+        Box::pin(std::future::ready(self.stop()))
     }
 }

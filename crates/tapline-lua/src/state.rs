@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value};
-use tapline_core::{Flow, HttpRequest, HttpResponse};
+use tapline_core::{Flow, HookFailure, HttpRequest, HttpResponse};
 
 use crate::api::{self, Emitter};
 use crate::budget::Budget;
@@ -99,13 +99,6 @@ pub(crate) struct StateSetup<'a> {
     pub(crate) emitter: Arc<Emitter>,
     pub(crate) shared: SharedDict,
     pub(crate) budget: Duration,
-}
-
-/// A hook call that failed: its message (with `file:line`) and whether it ran out of time.
-#[derive(Debug)]
-pub(crate) struct HookFailure {
-    pub(crate) message: String,
-    pub(crate) timed_out: bool,
 }
 
 /// One Lua state running one plugin.

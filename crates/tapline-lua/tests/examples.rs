@@ -8,7 +8,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tapline_core::{
     block_on, Event, EventKind, EventSink, Flow, FlowId, HttpRequest, HttpResponse, Message, Mode,
-    PgTransaction, Protocol, RequestVerdict, Route, Side, Stage, StageCounters, Timestamp,
+    PgTransaction, Protocol, RequestVerdict, ResponseVerdict, Route, Side, Stage, Timestamp,
     Transaction,
 };
 use tapline_lua::{Host, HostConfig, LuaPlugin, PluginArg};
@@ -53,15 +53,15 @@ fn load(name: &str, mode: Mode, args: &[&str]) -> (Arc<LuaPlugin>, Arc<Collect>)
 }
 
 fn flow(id: u64, mode: Mode, protocol: Protocol) -> Arc<Flow> {
-    Arc::new(Flow {
-        id: FlowId(id),
+    Arc::new(Flow::new(
+        FlowId(id),
         mode,
         protocol,
-        route: Route::Mapping,
-        client: "127.0.0.1:50000".parse().unwrap(),
-        server: "127.0.0.1:5432".parse().unwrap(),
-        started: Timestamp::from_secs_micros(1_700_000_000, 0),
-    })
+        Route::Mapping,
+        "127.0.0.1:50000".parse().unwrap(),
+        "127.0.0.1:5432".parse().unwrap(),
+        Timestamp::from_secs_micros(1_700_000_000, 0),
+    ))
 }
 
 fn get(path: &str, ua: &str) -> HttpRequest {
@@ -76,17 +76,16 @@ fn get(path: &str, ua: &str) -> HttpRequest {
     }
 }
 
-fn errors(p: &LuaPlugin) -> u64 {
-    StageCounters::get(&p.counters().errors)
-}
-
 #[test]
 fn ua_watch_alerts_on_the_configured_word() {
     let (plugin, sink) = load("ua_watch.lua", Mode::Capture, &["ua-watch.word=pcap"]);
     let f = flow(1, Mode::Capture, Protocol::Http);
     block_on(async {
-        plugin.on_request(&f, &mut get("/", "curl/8.0")).await;
-        plugin.on_request(&f, &mut get("/x", "pcap testcase")).await;
+        // Hooks that raise answer Err: unwrapping checks that none did.
+        for req in [get("/", "curl/8.0"), get("/x", "pcap testcase")] {
+            let verdict = plugin.on_request(&f, &mut req.clone()).await.unwrap();
+            assert_eq!(verdict, RequestVerdict::Continue);
+        }
     });
     let r = sink.take();
     assert_eq!(r.len(), 1, "{r:?}");
@@ -94,7 +93,6 @@ fn ua_watch_alerts_on_the_configured_word() {
     assert_eq!(r[0].1, "User-Agent contains pcap");
     assert_eq!(r[0].2["user_agent"], "pcap testcase");
     assert_eq!(r[0].2["path"], "/x");
-    assert_eq!(errors(&plugin), 0);
 }
 
 #[test]
@@ -149,11 +147,10 @@ fn sql_log_records_each_statement_with_outcome_and_latency() {
                 serde_json::json!({"code": "42P01", "message": "relation \"nope\" does not exist"}),
             ),
         ] {
-            plugin.on_event(&e).await;
+            plugin.on_event(&e).await.unwrap();
         }
     });
     let r = sink.take();
-    assert_eq!(errors(&plugin), 0);
     assert_eq!(r.len(), 2, "{r:?}");
     assert_eq!(r[0].1, "select 1");
     assert_eq!(r[0].2["outcome"], "ok");
@@ -173,7 +170,8 @@ fn add_header_adds_the_configured_header() {
         &["add-header.name=X-Debug", "add-header.value=on"],
     );
     let mut req = get("/", "curl");
-    let verdict = block_on(plugin.on_request(&flow(3, Mode::Proxy, Protocol::Http), &mut req));
+    let verdict =
+        block_on(plugin.on_request(&flow(3, Mode::Proxy, Protocol::Http), &mut req)).unwrap();
     assert_eq!(verdict, RequestVerdict::Continue);
     assert_eq!(req.headers.get("x-debug"), Some("on"));
     assert_eq!(req.headers.len(), 3);
@@ -187,7 +185,7 @@ fn block_path_answers_403_under_the_prefix() {
         &["block-path.prefix=/private"],
     );
     let f = flow(4, Mode::Proxy, Protocol::Http);
-    match block_on(plugin.on_request(&f, &mut get("/private/x", "curl"))) {
+    match block_on(plugin.on_request(&f, &mut get("/private/x", "curl"))).unwrap() {
         RequestVerdict::Respond(r) => {
             assert_eq!(r.status, 403);
             assert_eq!(&r.body[..], b"forbidden by tapline\n");
@@ -195,7 +193,7 @@ fn block_path_answers_403_under_the_prefix() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        block_on(plugin.on_request(&f, &mut get("/public", "curl"))),
+        block_on(plugin.on_request(&f, &mut get("/public", "curl"))).unwrap(),
         RequestVerdict::Continue
     );
 }
@@ -218,8 +216,11 @@ fn slow_queries_alerts_over_the_threshold() {
         )
     };
     block_on(async {
-        plugin.on_event(&tx(10, "select 1")).await;
-        plugin.on_event(&tx(120, "select pg_sleep(0.12)")).await;
+        plugin.on_event(&tx(10, "select 1")).await.unwrap();
+        plugin
+            .on_event(&tx(120, "select pg_sleep(0.12)"))
+            .await
+            .unwrap();
     });
     let r = sink.take();
     assert_eq!(r.len(), 1, "{r:?}");
@@ -235,12 +236,12 @@ fn http_stats_summarises_once_across_states() {
         for (id, status) in [(1, 200), (2, 200), (3, 404), (4, 200), (5, 500)] {
             let f = flow(id, Mode::Capture, Protocol::Http);
             let mut resp = HttpResponse::new(status, Default::default(), Bytes::new());
-            plugin.on_response(&f, &mut resp).await;
+            let verdict = plugin.on_response(&f, &mut resp).await.unwrap();
+            assert_eq!(verdict, ResponseVerdict::Continue);
         }
-        plugin.on_stop().await;
+        plugin.on_stop().await.unwrap();
     });
     let r = sink.take();
-    assert_eq!(errors(&plugin), 0);
     assert_eq!(r.len(), 1, "one summary though two states stop: {r:?}");
     assert_eq!(r[0].1, "http status summary");
     assert_eq!(r[0].2["total"], 5);

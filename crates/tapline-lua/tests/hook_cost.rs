@@ -30,15 +30,15 @@ fn report(what: &str, started: Instant) {
 #[test]
 #[ignore]
 fn hook_call_cost() {
-    let flow = Arc::new(Flow {
-        id: FlowId(1),
-        mode: Mode::Proxy,
-        protocol: Protocol::Http,
-        route: Route::Forward,
-        client: "127.0.0.1:1".parse().unwrap(),
-        server: "127.0.0.1:2".parse().unwrap(),
-        started: Timestamp(0),
-    });
+    let flow = Arc::new(Flow::new(
+        FlowId(1),
+        Mode::Proxy,
+        Protocol::Http,
+        Route::Forward,
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+        Timestamp(0),
+    ));
     let request = HttpRequest {
         method: "GET".into(),
         path: "/index.html".into(),
@@ -74,10 +74,10 @@ fn hook_call_cost() {
         block_on(async {
             for _ in 0..CALLS {
                 if what.starts_with("on_data") {
-                    stage.on_chunk(&flow, &chunk).await;
+                    stage.on_chunk(&flow, &chunk).await.unwrap();
                 } else {
                     let mut r = request.clone();
-                    stage.on_request(&flow, &mut r).await;
+                    stage.on_request(&flow, &mut r).await.unwrap();
                 }
             }
         });

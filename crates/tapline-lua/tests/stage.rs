@@ -9,10 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tapline_core::{
-    block_on, Chunk, ChunkVerdict, Event, EventKind, EventSink, Flow, FlowEnd, FlowId, FlowStats,
-    Headers, HttpRequest, HttpResponse, Message, Mode, PacketInfo, PgTransaction, Pipeline,
-    Protocol, RequestLine, RequestVerdict, ResponseVerdict, Route, Side, Stage, StageCounters,
-    Timestamp, Transaction,
+    block_on, Chunk, ChunkVerdict, Event, EventKind, EventSink, FailurePolicy, Flow, FlowEnd,
+    FlowId, FlowStats, Headers, HttpRequest, HttpResponse, Kind, KindSet, Message, Mode,
+    PacketInfo, PgTransaction, Pipeline, Protocol, RequestLine, RequestVerdict, ResponseVerdict,
+    Route, Side, Stage, StageCounters, Timestamp, Transaction,
 };
 use tapline_lua::{Host, HostConfig, LuaError, LuaPlugin, PluginArg, PluginKind};
 
@@ -115,43 +115,45 @@ impl Drop for Fixture {
 }
 
 fn flow(id: u64, mode: Mode, protocol: Protocol) -> Arc<Flow> {
-    Arc::new(Flow {
-        id: FlowId(id),
+    Arc::new(Flow::new(
+        FlowId(id),
         mode,
         protocol,
-        route: if mode == Mode::Proxy {
+        if mode == Mode::Proxy {
             Route::Forward
         } else {
             Route::Capture
         },
-        client: "127.0.0.1:40000".parse().unwrap(),
-        server: "127.0.0.1:8080".parse().unwrap(),
-        started: Timestamp::from_secs_micros(1_700_000_000, 0),
-    })
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:8080".parse().unwrap(),
+        Timestamp::from_secs_micros(1_700_000_000, 0),
+    ))
+}
+
+/// When the test's events happen.
+fn ts() -> Timestamp {
+    Timestamp::from_secs_micros(1_700_000_001, 500_000)
 }
 
 fn event(flow: &Arc<Flow>, kind: EventKind) -> Event {
-    Event::on_flow(
-        flow,
-        Timestamp::from_secs_micros(1_700_000_001, 500_000),
-        kind,
-    )
+    Event::on_flow(flow, ts(), kind)
+}
+
+fn flow_end_kind() -> EventKind {
+    EventKind::FlowEnd {
+        stats: FlowStats {
+            bytes_from_client: 120,
+            bytes_from_server: 3400,
+            packets_from_client: 3,
+            packets_from_server: 4,
+        },
+        end: FlowEnd::Fin,
+        duration: Duration::from_millis(25),
+    }
 }
 
 fn flow_end(flow: &Arc<Flow>) -> Event {
-    event(
-        flow,
-        EventKind::FlowEnd {
-            stats: FlowStats {
-                bytes_from_client: 120,
-                bytes_from_server: 3400,
-                packets_from_client: 3,
-                packets_from_server: 4,
-            },
-            end: FlowEnd::Fin,
-            duration: Duration::from_millis(25),
-        },
-    )
+    event(flow, flow_end_kind())
 }
 
 fn request(path: &str) -> HttpRequest {
@@ -275,66 +277,70 @@ return p
 
     let f = flow(7, Mode::Capture, Protocol::Postgres);
     let interest = plugin.interest(&f);
-    assert!(
-        interest.chunks
-            && interest.requests
-            && interest.responses
-            && interest.observe
-            && interest.packets
+    assert!(interest.chunks && interest.requests && interest.responses && interest.packets);
+    assert_eq!(
+        interest.observe,
+        KindSet::of(&[
+            Kind::FlowStart,
+            Kind::FlowEnd,
+            Kind::Message,
+            Kind::Transaction
+        ])
     );
     let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&f);
     block_on(async {
-        pipeline.observe(event(&f, EventKind::FlowStart)).await;
-        pipeline
-            .observe(event(
-                &f,
-                EventKind::Packet(PacketInfo {
-                    len: 60,
-                    caplen: 60,
-                    data: Bytes::from(vec![0u8; 60]),
-                    payload: Bytes::from_static(b"ping"),
-                    src: Some("127.0.0.1".parse::<IpAddr>().unwrap()),
-                    dst: Some("127.0.0.2".parse::<IpAddr>().unwrap()),
-                    sport: 40000,
-                    dport: 5432,
-                    proto: "tcp".into(),
-                    tcp_flags: 0x18,
-                }),
-            ))
-            .await;
-        pipeline
-            .chunk(&f, &chunk(Side::Client, b"\x00\x01bytes"))
-            .await;
-        pipeline.request(&f, &mut request("/a?b=1")).await;
-        pipeline.response(&f, &mut response(404)).await;
-        pipeline
-            .observe(event(
-                &f,
-                EventKind::Message(Message {
-                    protocol: Protocol::Postgres,
-                    from: Side::Server,
-                    type_name: "DataRow".into(),
-                    fields: serde_json::json!({"sql": "select 1", "values": ["1", null, "3"]}),
-                    raw: Bytes::from_static(b"\xde\xad"),
-                }),
-            ))
-            .await;
-        pipeline
-            .observe(event(
-                &f,
-                EventKind::Transaction(Transaction::Postgres(PgTransaction {
-                    sql: "select 1".into(),
-                    rows: 1,
-                    tag: "SELECT 1".into(),
-                    latency: Duration::from_micros(2500),
-                    ..Default::default()
-                })),
-            ))
-            .await;
-        pipeline.observe(flow_end(&f)).await;
-        plugin.on_stop().await;
+        d.event(ts(), EventKind::FlowStart).await;
+        d.event(
+            ts(),
+            EventKind::Packet(PacketInfo {
+                len: 60,
+                caplen: 60,
+                data: Bytes::from(vec![0u8; 60]),
+                payload: Bytes::from_static(b"ping"),
+                src: Some("127.0.0.1".parse::<IpAddr>().unwrap()),
+                dst: Some("127.0.0.2".parse::<IpAddr>().unwrap()),
+                sport: 40000,
+                dport: 5432,
+                proto: "tcp".into(),
+                tcp_flags: 0x18,
+            }),
+        )
+        .await;
+        d.chunk(ts(), chunk(Side::Client, b"\x00\x01bytes")).await;
+        d.request(&mut request("/a?b=1")).await;
+        d.response(&mut response(404)).await;
+        d.event(
+            ts(),
+            EventKind::Message(Message {
+                protocol: Protocol::Postgres,
+                from: Side::Server,
+                type_name: "DataRow".into(),
+                fields: serde_json::json!({"sql": "select 1", "values": ["1", null, "3"]}),
+                raw: Bytes::from_static(b"\xde\xad"),
+            }),
+        )
+        .await;
+        d.event(
+            ts(),
+            EventKind::Transaction(Transaction::Postgres(PgTransaction {
+                sql: "select 1".into(),
+                rows: 1,
+                tag: "SELECT 1".into(),
+                latency: Duration::from_micros(2500),
+                ..Default::default()
+            })),
+        )
+        .await;
+        d.event(ts(), flow_end_kind()).await;
+        pipeline.stop().await;
     });
     assert_eq!(count(&plugin.counters().errors), 0);
+    assert_eq!(
+        count(&plugin.counters().calls),
+        9,
+        "the dispatch counts one call per event, and on_stop"
+    );
     assert_eq!(
         fx.host.shared().get_int("stops"),
         Some(2),
@@ -461,7 +467,8 @@ return p
     block_on(reader.on_event(&event(
         &flow(1, Mode::Proxy, Protocol::Http),
         EventKind::FlowStart,
-    )));
+    )))
+    .unwrap();
     let r = fx.sink.records();
     assert_eq!(r[0].3, serde_json::json!({"word": "hi", "extra": "x=y"}));
     assert_eq!(r[0].1, "reader");
@@ -491,7 +498,9 @@ return p
 "#,
     );
     let f = flow(3, Mode::Proxy, Protocol::Tcp);
-    let run = |data: &'static [u8]| block_on(plugin.on_chunk(&f, &chunk(Side::Client, data)));
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&f);
+    let run = |data: &'static [u8]| block_on(d.chunk(ts(), chunk(Side::Client, data)));
     assert_eq!(run(b"pass"), ChunkVerdict::Pass);
     assert_eq!(
         run(b"abc"),
@@ -510,6 +519,12 @@ return p
         count(&plugin.counters().errors),
         2,
         "misused verdicts count as errors"
+    );
+    // The stage answers a misused verdict with a failure located at the hook.
+    let failure = block_on(plugin.on_chunk(&f, &chunk(Side::Client, b"respond"))).unwrap_err();
+    assert!(
+        failure.message.contains("chunks.lua:3:") && failure.message.contains("cannot tap.respond"),
+        "{failure:?}"
     );
 }
 
@@ -538,7 +553,7 @@ return p
     let f = flow(1, Mode::Proxy, Protocol::Http);
     let mut req = request("/orig");
     assert_eq!(
-        block_on(plugin.on_request(&f, &mut req)),
+        block_on(plugin.on_request(&f, &mut req)).unwrap(),
         RequestVerdict::Continue
     );
     assert_eq!(req.method, "POST");
@@ -548,7 +563,8 @@ return p
     assert_eq!(
         req.headers.0,
         vec![
-            ("Host".to_string(), "example.test".to_string()),
+            // `set` keeps the field's place and takes the case the plugin wrote.
+            ("host".to_string(), "example.test".to_string()),
             ("Accept".into(), "text/html".into()),
             ("Accept".into(), "*/*".into()),
             (
@@ -593,7 +609,7 @@ return p
 "#,
     );
     let f = flow(1, Mode::Proxy, Protocol::Http);
-    match block_on(plugin.on_request(&f, &mut request("/deny"))) {
+    match block_on(plugin.on_request(&f, &mut request("/deny"))).unwrap() {
         RequestVerdict::Respond(r) => {
             assert_eq!((r.status, r.reason.as_str()), (403, "Forbidden"));
             assert_eq!(&r.body[..], b"no");
@@ -603,10 +619,10 @@ return p
         other => panic!("expected Respond, got {other:?}"),
     }
     assert_eq!(
-        block_on(plugin.on_request(&f, &mut request("/close"))),
+        block_on(plugin.on_request(&f, &mut request("/close"))).unwrap(),
         RequestVerdict::Close("go away".into())
     );
-    match block_on(plugin.on_response(&f, &mut response(500))) {
+    match block_on(plugin.on_response(&f, &mut response(500))).unwrap() {
         ResponseVerdict::Replace(r) => {
             assert_eq!(r.status, 503);
             assert_eq!(r.headers.get("retry-after"), Some("5"));
@@ -616,7 +632,7 @@ return p
     }
     let mut resp = response(404);
     assert_eq!(
-        block_on(plugin.on_response(&f, &mut resp)),
+        block_on(plugin.on_response(&f, &mut resp)).unwrap(),
         ResponseVerdict::Continue
     );
     assert_eq!((resp.status, resp.reason.as_str()), (200, "OK"));
@@ -624,7 +640,7 @@ return p
     assert_eq!(resp.body_len, 15);
     assert_eq!(resp.headers.get("content-type"), Some("text/html"));
     assert_eq!(
-        block_on(plugin.on_response(&f, &mut response(418))),
+        block_on(plugin.on_response(&f, &mut response(418))).unwrap(),
         ResponseVerdict::Close("teapot".into())
     );
 }
@@ -646,25 +662,24 @@ function p.on_flow_start(flow) os.exit(3) end
 return p
 "#,
     );
-    block_on(plugin.on_event(&event(
-        &flow(2, Mode::Proxy, Protocol::Http),
-        EventKind::FlowStart,
-    )));
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    block_on(
+        pipeline
+            .dispatch(&flow(2, Mode::Proxy, Protocol::Http))
+            .event(ts(), EventKind::FlowStart),
+    );
     assert_eq!(
         count(&plugin.counters().errors),
         1,
         "os.exit is an error, not an exit"
     );
-    let f = flow(1, Mode::Proxy, Protocol::Http);
+    let d = pipeline.dispatch(&flow(1, Mode::Proxy, Protocol::Http));
     let original = request("/keep");
     let mut req = original.clone();
-    assert_eq!(
-        block_on(plugin.on_request(&f, &mut req)),
-        RequestVerdict::Continue
-    );
+    assert_eq!(block_on(d.request(&mut req)), RequestVerdict::Continue);
     assert_eq!(req, original, "edits before the error are undone");
     assert_eq!(
-        block_on(plugin.on_chunk(&f, &chunk(Side::Server, b"x"))),
+        block_on(d.chunk(ts(), chunk(Side::Server, b"x"))),
         ChunkVerdict::Pass
     );
     assert_eq!(count(&plugin.counters().errors), 3);
@@ -686,17 +701,22 @@ return p
 "#,
     );
     let f = flow(1, Mode::Proxy, Protocol::Tcp);
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&f);
     let started = std::time::Instant::now();
     assert_eq!(
-        block_on(plugin.on_chunk(&f, &chunk(Side::Client, b"spin"))),
+        block_on(d.chunk(ts(), chunk(Side::Client, b"spin"))),
         ChunkVerdict::Pass
     );
     assert!(started.elapsed() < Duration::from_secs(30), "safety net");
     assert_eq!(count(&plugin.counters().errors), 1);
     assert_eq!(count(&plugin.counters().timeouts), 1);
+    // The stage itself says the call ran out of time.
+    let failure = block_on(plugin.on_chunk(&f, &chunk(Side::Client, b"spin"))).unwrap_err();
+    assert!(failure.timed_out, "{failure:?}");
     // The state is usable afterwards.
     assert_eq!(
-        block_on(plugin.on_chunk(&f, &chunk(Side::Client, b"x"))),
+        block_on(d.chunk(ts(), chunk(Side::Client, b"x"))),
         ChunkVerdict::Replace(Bytes::from_static(b"ok"))
     );
 }
@@ -756,10 +776,16 @@ return p
     );
     block_on(async {
         for f in [&a, &a, &b, &a] {
-            plugin.on_chunk(f, &chunk(Side::Client, b"x")).await;
+            plugin
+                .on_chunk(f, &chunk(Side::Client, b"x"))
+                .await
+                .unwrap();
         }
-        plugin.on_event(&flow_end(&a)).await;
-        plugin.on_chunk(&a, &chunk(Side::Client, b"x")).await;
+        plugin.on_event(&flow_end(&a)).await.unwrap();
+        plugin
+            .on_chunk(&a, &chunk(Side::Client, b"x"))
+            .await
+            .unwrap();
     });
     let ns: Vec<(String, i64)> = fx
         .sink
@@ -802,7 +828,10 @@ return p
     block_on(async {
         for _ in 0..3 {
             for f in &flows {
-                plugin.on_chunk(f, &chunk(Side::Client, b"x")).await;
+                plugin
+                    .on_chunk(f, &chunk(Side::Client, b"x"))
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -852,8 +881,8 @@ return p
     block_on(plugin.on_event(&event(
         &flow(9, Mode::Proxy, Protocol::Http),
         EventKind::FlowStart,
-    )));
-    assert_eq!(count(&plugin.counters().errors), 0);
+    )))
+    .unwrap();
     let r = &fx.sink.records()[0];
     assert_eq!(
         (r.0, r.1.as_str(), r.2.as_str()),
@@ -950,13 +979,14 @@ return pipeline
             .on_event(&packet(
                 b"GET / HTTP/1.1\r\nUser-Agent: pcap testcase\r\n\r\n",
             ))
-            .await;
-        plugin.on_event(&packet(b"")).await;
+            .await
+            .unwrap();
+        plugin.on_event(&packet(b"")).await.unwrap();
         plugin
             .on_event(&packet(b"GET / HTTP/1.1\r\nUser-Agent: curl\r\n\r\n"))
-            .await;
+            .await
+            .unwrap();
     });
-    assert_eq!(count(&plugin.counters().errors), 0);
     let r = fx.sink.records();
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(r[0].2, "###########[ OK ]#############");
@@ -983,10 +1013,14 @@ return m
     let pf = flow(6, Mode::Proxy, Protocol::Tcp);
     assert!(bool_style.interest(&pf).chunks);
     block_on(async {
-        bool_style.on_chunk(&pf, &chunk(Side::Client, b"hay")).await;
+        bool_style
+            .on_chunk(&pf, &chunk(Side::Client, b"hay"))
+            .await
+            .unwrap();
         bool_style
             .on_chunk(&pf, &chunk(Side::Client, b"a needle"))
-            .await;
+            .await
+            .unwrap();
     });
     let r = fx.sink.records();
     assert_eq!(r.len(), 1, "{r:?}");
@@ -1002,7 +1036,7 @@ fn capture_mode_verdicts_are_returned_for_the_pipeline_to_count() {
     );
     let f = flow(1, Mode::Capture, Protocol::Http);
     let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
-    let verdict = block_on(pipeline.request(&f, &mut request("/a")));
+    let verdict = block_on(pipeline.dispatch(&f).request(&mut request("/a")));
     assert_eq!(verdict, RequestVerdict::Continue);
     assert_eq!(count(&plugin.counters().ignored_verdicts), 1);
 }
@@ -1014,7 +1048,9 @@ fn respond_builds_a_response_with_a_map_of_headers() {
         "map_headers.lua",
         "local p = {}\nfunction p.on_request(req) return tap.respond{ status = 201, headers = { ['X-List'] = {'a', 'b'} } } end\nreturn p\n",
     );
-    match block_on(plugin.on_request(&flow(1, Mode::Proxy, Protocol::Http), &mut request("/"))) {
+    match block_on(plugin.on_request(&flow(1, Mode::Proxy, Protocol::Http), &mut request("/")))
+        .unwrap()
+    {
         RequestVerdict::Respond(r) => {
             assert_eq!(r.status, 201);
             assert_eq!(
@@ -1028,4 +1064,128 @@ fn respond_builds_a_response_with_a_map_of_headers() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_raising_on_request_closes_the_flow_only_when_closed_and_verdicts_apply() {
+    let source = r#"
+local p = { name = "strict" }
+function p.on_request(req)
+  req.path = "/half-edited"
+  req.headers:add("X-Partial", "1")
+  error("boom")
+end
+return p
+"#;
+    let fx = Fixture::new(Mode::Proxy);
+    let plugin = fx.load("strict.lua", source);
+    let stages = || vec![plugin.clone() as Arc<dyn Stage>];
+    let f = flow(1, Mode::Proxy, Protocol::Http);
+    let original = request("/keep");
+
+    // The stage answers with the failure and leaves the request as it found it.
+    let mut req = original.clone();
+    let failure = block_on(plugin.on_request(&f, &mut req)).unwrap_err();
+    assert!(
+        failure.message.contains("strict.lua:6: boom") && !failure.timed_out,
+        "{failure:?}"
+    );
+    assert_eq!(req, original, "the failed hook's edits are rolled back");
+    assert_eq!(
+        count(&plugin.counters().errors),
+        0,
+        "the stage counts nothing"
+    );
+
+    // --plugin-failure closed, proxy mode: the flow closes, naming the plugin.
+    let closed =
+        Pipeline::new(stages(), fx.sink.clone()).with_failure_policy(FailurePolicy::Closed);
+    let mut req = original.clone();
+    let RequestVerdict::Close(reason) = block_on(closed.dispatch(&f).request(&mut req)) else {
+        panic!("a failing hook must close the flow under --plugin-failure closed");
+    };
+    assert!(reason.contains("lua plugin strict"), "{reason}");
+    assert!(
+        reason.contains("on_request") && reason.contains("boom"),
+        "{reason}"
+    );
+    assert_eq!(req, original);
+    assert_eq!(count(&plugin.counters().errors), 1);
+    assert_eq!(count(&plugin.counters().calls), 1);
+
+    // --plugin-failure open (the default): the request goes on unchanged.
+    let open = Pipeline::new(stages(), fx.sink.clone());
+    assert_eq!(open.failure_policy(), FailurePolicy::Open);
+    let mut req = original.clone();
+    assert_eq!(
+        block_on(open.dispatch(&f).request(&mut req)),
+        RequestVerdict::Continue
+    );
+    assert_eq!(req, original, "the failed hook's edits are rolled back");
+    assert_eq!(count(&plugin.counters().errors), 2);
+
+    // Capture mode: verdicts are observed, so even `closed` only counts the failure.
+    let fx = Fixture::new(Mode::Capture);
+    let plugin = fx.load("strict.lua", source);
+    let closed = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone())
+        .with_failure_policy(FailurePolicy::Closed);
+    let d = closed.dispatch(&flow(1, Mode::Capture, Protocol::Http));
+    let mut req = original.clone();
+    assert_eq!(block_on(d.request(&mut req)), RequestVerdict::Continue);
+    assert_eq!(req, original);
+    assert_eq!(d.close_requested(), None);
+    assert_eq!(count(&plugin.counters().errors), 1);
+    assert_eq!(count(&plugin.counters().timeouts), 0);
+    assert_eq!(
+        count(&plugin.counters().ignored_verdicts),
+        0,
+        "a failure is not a verdict"
+    );
+}
+
+#[test]
+fn on_transaction_fires_for_a_transaction_event_in_proxy_mode() {
+    let fx = Fixture::new(Mode::Proxy);
+    let plugin = fx.load(
+        "tx.lua",
+        r#"
+local p = { name = "tx" }
+function p.on_transaction(tx, flow)
+  tap.emit{ kind = tx.kind, method = tx.request.method, path = tx.request.path,
+            status = tx.response.status, latency_ms = tx.latency_ms, ts = tx.ts,
+            mode = flow.mode, uid = flow.uid }
+end
+return p
+"#,
+    );
+    let f = flow(4, Mode::Proxy, Protocol::Http);
+    assert_eq!(f.mode, Mode::Proxy);
+    assert!(plugin.interest(&f).wants(Kind::Transaction));
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let tx = Transaction::Http {
+        request: Box::new(request("/tx?x=1")),
+        response: Box::new(response(201)),
+        latency: Duration::from_millis(7),
+    };
+    block_on(
+        pipeline
+            .dispatch(&f)
+            .event(ts(), EventKind::Transaction(tx.clone())),
+    );
+    assert_eq!(count(&plugin.counters().calls), 1);
+    assert_eq!(count(&plugin.counters().errors), 0);
+    let records = fx.sink.records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!((records[0].0, records[0].1.as_str()), ("record", "tx"));
+    assert_eq!(
+        records[0].3,
+        serde_json::json!({"kind": "http", "method": "GET", "path": "/tx?x=1", "status": 201,
+            "latency_ms": 7.0, "ts": 1_700_000_001.5, "mode": "proxy",
+            "uid": f.uid.to_string()})
+    );
+    // The hook ran first, then the sink got the transaction itself.
+    let events = fx.sink.0.lock();
+    let kinds: Vec<Kind> = events.iter().map(Event::kind).collect();
+    assert_eq!(kinds, [Kind::Record, Kind::Transaction]);
+    assert!(matches!(&events[1].kind, EventKind::Transaction(t) if *t == tx));
 }

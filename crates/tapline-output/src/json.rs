@@ -1,7 +1,8 @@
 //! JSON lines: one object per event, with the field names of `docs/events.md`.
 //!
 //! Every object has `kind`, `ts` (RFC 3339, UTC, microseconds) and `mode`; flow events add
-//! `flow` (the id as a string), `route`, `protocol`, `client` and `server`; then each kind adds
+//! `flow` (the run-local id as a string), `flow_uid` (the flow's UUID), `route`, `protocol`,
+//! `client` and `server`; then each kind adds
 //! its own fields. Field names are a contract: new fields may be added, none renamed.
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ impl Serialize for JsonEvent<'_> {
         m.serialize_entry("mode", event.mode.as_str())?;
         if let Some(flow) = &event.flow {
             m.serialize_entry("flow", &flow.id)?;
+            m.serialize_entry("flow_uid", &flow.uid)?;
             m.serialize_entry("route", flow.route.as_str())?;
             m.serialize_entry("protocol", flow.protocol.as_str())?;
             m.serialize_entry("client", &flow.client)?;
@@ -237,8 +239,8 @@ mod tests {
         serde_json::from_slice(&out).unwrap()
     }
 
-    const FLOW_KEYS: [&str; 8] = [
-        "kind", "ts", "mode", "flow", "route", "protocol", "client", "server",
+    const FLOW_KEYS: [&str; 9] = [
+        "kind", "ts", "mode", "flow", "flow_uid", "route", "protocol", "client", "server",
     ];
 
     fn with_flow_keys(extra: &[&'static str]) -> Vec<&'static str> {
@@ -247,12 +249,20 @@ mod tests {
 
     #[test]
     fn flow_events_carry_the_common_fields() {
-        let v = line(&event(EventKind::FlowStart));
+        let start = event(EventKind::FlowStart);
+        let v = line(&start);
         assert_eq!(keys(&v), with_flow_keys(&[]));
         assert_eq!(v["kind"], "flow_start");
         assert_eq!(v["ts"], "2026-11-21T06:39:45.123456Z");
         assert_eq!(v["mode"], "proxy");
         assert_eq!(v["flow"], "7");
+        let uid = v["flow_uid"].as_str().unwrap();
+        assert_eq!(uid, start.flow.as_ref().unwrap().uid.to_string());
+        assert_eq!(
+            (uid.len(), &uid[14..15]),
+            (36, "4"),
+            "UUID version 4 text: {uid}"
+        );
         assert_eq!(v["protocol"], "http");
         assert_eq!(v["client"], "127.0.0.1:51234");
         assert_eq!(v["server"], "127.0.0.1:7070");

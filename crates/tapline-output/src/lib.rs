@@ -17,7 +17,7 @@ pub mod syslog;
 pub use lines::{LineFormat, LineSink};
 pub use metrics::{Metrics, MetricsServer};
 pub use pcap_export::PcapExport;
-pub use syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
+pub use syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 
 #[cfg(test)]
 mod testing;

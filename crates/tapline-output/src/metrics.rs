@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tapline_core::{
-    Event, EventKind, EventSink, Mode, Pipeline, Protocol, StageCounters, LATENCY_BUCKETS_MICROS,
+    Event, EventKind, EventSink, Headers, HttpResponse, Kind, Mode, Pipeline, Protocol,
+    StageCounters, LATENCY_BUCKETS_MICROS,
 };
-
-use crate::syslog::KINDS;
+use tapline_decode::http1::write::write_response;
+use tapline_decode::http1::{RequestHead, Strictness};
 
 const MODES: [Mode; 2] = [Mode::Proxy, Mode::Capture];
 const PROTOCOLS: [Protocol; 5] = [
@@ -50,7 +51,7 @@ pub struct Metrics {
     flows_ended: ByFlowKind,
     bytes_from_client: ByFlowKind,
     bytes_from_server: ByFlowKind,
-    events: [AtomicU64; KINDS.len()],
+    events: [AtomicU64; Kind::COUNT],
     external: Mutex<Vec<External>>,
 }
 
@@ -97,12 +98,12 @@ impl Metrics {
         counter
     }
 
-    /// Events seen, by kind name, in [`KINDS`] order.
-    pub fn event_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        KINDS
-            .iter()
+    /// Events seen, by kind, in [`Kind::ALL`] order.
+    pub fn event_counts(&self) -> impl Iterator<Item = (Kind, u64)> + '_ {
+        Kind::ALL
+            .into_iter()
             .zip(&self.events)
-            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .map(|(k, n)| (k, n.load(Ordering::Relaxed)))
     }
 
     /// The registered counters as `help (label values)` and value, for the end-of-run stats.
@@ -127,25 +128,9 @@ fn slot(counters: &ByFlowKind, mode: Mode, protocol: Protocol) -> &AtomicU64 {
     &counters[m][p]
 }
 
-fn kind_index(kind: &EventKind) -> usize {
-    match kind {
-        EventKind::FlowStart => 0,
-        EventKind::FlowEnd { .. } => 1,
-        EventKind::Packet(_) => 2,
-        EventKind::Chunk(_) => 3,
-        EventKind::Gap { .. } => 4,
-        EventKind::HttpRequest(_) => 5,
-        EventKind::HttpResponse(_) => 6,
-        EventKind::Message(_) => 7,
-        EventKind::Transaction(_) => 8,
-        EventKind::Record(_) => 9,
-        EventKind::Alert(_) => 10,
-    }
-}
-
 impl EventSink for Metrics {
     fn emit(&self, event: &Event) {
-        self.events[kind_index(&event.kind)].fetch_add(1, Ordering::Relaxed);
+        self.events[event.kind().index()].fetch_add(1, Ordering::Relaxed);
         let Some(flow) = &event.flow else {
             return;
         };
@@ -166,7 +151,7 @@ impl EventSink for Metrics {
     }
 
     /// Metrics only count events (and read flow totals, which are always built).
-    fn wants_details(&self, _kind: &str) -> bool {
+    fn wants_details(&self, _kind: Kind) -> bool {
         false
     }
 }
@@ -418,39 +403,40 @@ fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> io::Result<()> 
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+    let (status, content_type, body) = loop {
+        match RequestHead::parse(&head, Strictness::Strict) {
+            Ok(Some(request)) => break route(request.method(), request.target(), render),
+            Ok(None) if head.len() < MAX_HEAD => {}
+            _ => break (400, "text/plain", "send GET /metrics\n".to_string()),
+        }
         let n = stream.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut words = line.split(|&b| b == b' ');
-    let (method, target) = (
-        words.next().unwrap_or_default(),
-        words.next().unwrap_or_default(),
-    );
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let (status, content_type, body) = match (method, path) {
-        (b"GET", b"/metrics") | (b"GET", b"/") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(),
-        ),
-        (b"GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET /metrics\n".to_string(),
-        ),
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let headers = Headers(vec![("Content-Type".into(), content_type.into())]);
+    let mut response = Vec::with_capacity(body.len() + 128);
+    write_response(
+        &mut response,
+        &HttpResponse::new(status, headers, body.into()),
+        true,
     );
-    stream.write_all(response.as_bytes())?;
+    stream.write_all(&response)?;
     stream.flush()
+}
+
+/// Largest request head the endpoint reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// The status, content type and body for `method target`.
+fn route(method: &str, target: &str, render: &dyn Fn() -> String) -> (u16, &'static str, String) {
+    let path = target.split('?').next().unwrap_or_default();
+    match (method, path) {
+        ("GET", "/metrics" | "/") => (200, "text/plain; version=0.0.4; charset=utf-8", render()),
+        ("GET", _) => (404, "text/plain", "try /metrics\n".to_string()),
+        _ => (405, "text/plain", "GET /metrics\n".to_string()),
+    }
 }
 
 #[cfg(test)]

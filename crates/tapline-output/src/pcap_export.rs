@@ -22,8 +22,12 @@ use std::path::Path;
 use etherparse::PacketBuilder;
 use parking_lot::Mutex;
 use tapline_core::{
-    Event, EventKind, EventSink, Flow, FlowEnd, FlowId, Headers, HttpRequest, HttpResponse, Side,
-    Timestamp,
+    Event, EventKind, EventSink, Flow, FlowEnd, FlowId, Headers, HttpRequest, HttpResponse, Kind,
+    Side, Timestamp,
+};
+use tapline_decode::http1::framing;
+use tapline_decode::http1::write::{
+    write_fields, write_length, write_request_line, write_status_line, FramingFields,
 };
 
 /// Largest TCP payload per synthesised IPv4 segment (Ethernet MTU 1500 − 40).
@@ -146,8 +150,8 @@ impl EventSink for PcapExport {
         true
     }
 
-    fn wants_details(&self, kind: &str) -> bool {
-        matches!(kind, "http_request" | "http_response")
+    fn wants_details(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::HttpRequest | Kind::HttpResponse)
     }
 
     fn flush(&self) {
@@ -370,75 +374,57 @@ fn answers_connect(response: &HttpResponse) -> bool {
         .is_some_and(|r| r.method == "CONNECT")
 }
 
-/// The request as sent upstream: origin-form request line, headers (framing replaced by a
-/// `Content-Length` of the kept body), body.
+/// The request as sent upstream: origin-form request line, the fields without hop-by-hop
+/// ones and with the framing replaced by a `Content-Length` of the kept body, the body.
 fn request_bytes(r: &HttpRequest) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + r.body.len());
-    let version = if r.version.is_empty() {
-        "HTTP/1.1"
-    } else {
-        &r.version
-    };
     let path = if r.path.is_empty() { "/" } else { &r.path };
-    out.extend_from_slice(format!("{} {path} {version}\r\n", r.method).as_bytes());
-    let framed = has_framing(&r.headers);
-    head_fields(&r.headers, &mut out);
+    write_request_line(
+        &mut out,
+        r.method.as_bytes(),
+        path.as_bytes(),
+        version(&r.version),
+    );
+    let framed =
+        r.headers.get("content-length").is_some() || r.headers.get("transfer-encoding").is_some();
+    write_fields(&mut out, fields(&r.headers), FramingFields::Drop);
     if framed || !r.body.is_empty() {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+        write_length(&mut out, r.body.len() as u64);
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&r.body);
     out
 }
 
-/// The response as sent to the client: status line, headers (framing replaced by a
-/// `Content-Length` of the kept body, except where a response has no body), body.
+/// The response as sent to the client: status line, the fields without hop-by-hop ones and
+/// with the framing replaced by a `Content-Length` of the kept body (except where a response
+/// has no body), the body.
 fn response_bytes(r: &HttpResponse) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + r.body.len());
-    let version = if r.version.is_empty() {
-        "HTTP/1.1"
-    } else {
-        &r.version
-    };
-    out.extend_from_slice(format!("{version} {} {}\r\n", r.status, r.reason).as_bytes());
+    write_status_line(&mut out, version(&r.version), r.status, r.reason.as_bytes());
     let head = r.request.as_ref().is_some_and(|q| q.method == "HEAD");
-    let bodiless = head || r.status < 200 || r.status == 204 || r.status == 304;
-    if bodiless {
-        for (name, value) in r.headers.iter() {
-            if !name.eq_ignore_ascii_case("transfer-encoding") {
-                field(name, value, &mut out);
-            }
-        }
+    if !framing::has_body(r.status, head) {
+        write_fields(&mut out, fields(&r.headers), FramingFields::DropCoding);
         out.extend_from_slice(b"\r\n");
         return out;
     }
-    head_fields(&r.headers, &mut out);
-    out.extend_from_slice(format!("Content-Length: {}\r\n", r.body.len()).as_bytes());
+    write_fields(&mut out, fields(&r.headers), FramingFields::Drop);
+    write_length(&mut out, r.body.len() as u64);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&r.body);
     out
 }
 
-fn has_framing(headers: &Headers) -> bool {
-    headers.get("content-length").is_some() || headers.get("transfer-encoding").is_some()
+fn fields(headers: &Headers) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
 }
 
-/// Header fields except the framing ones (`Content-Length`, `Transfer-Encoding`).
-fn head_fields(headers: &Headers, out: &mut Vec<u8>) {
-    for (name, value) in headers.iter() {
-        if !name.eq_ignore_ascii_case("content-length")
-            && !name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            field(name, value, out);
-        }
+fn version(v: &str) -> &[u8] {
+    if v.is_empty() {
+        b"HTTP/1.1"
+    } else {
+        v.as_bytes()
     }
-}
-
-fn field(name: &str, value: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

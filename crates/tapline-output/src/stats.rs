@@ -54,6 +54,9 @@ mod tests {
         fn name(&self) -> &str {
             "ua-watch"
         }
+        fn family(&self) -> &'static str {
+            "lua"
+        }
         fn interest(&self, _flow: &tapline_core::Flow) -> Interest {
             Interest::ALL
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use tapline_core::{Event, EventKind, EventSink, Timestamp};
+use tapline_core::{Event, EventKind, EventSink, Kind, KindSet, Timestamp};
 
 use crate::human::describe;
 use crate::metrics::Metrics;
@@ -43,27 +43,17 @@ pub enum SyslogError {
     #[error("syslog target '{0}' does not resolve: {1}")]
     Resolve(String, io::Error),
     /// An unknown event kind in `--syslog-events`.
-    #[error("unknown event kind '{0}' in --syslog-events (known: {known}, or all)", known = KINDS.join(", "))]
+    #[error("unknown event kind '{0}' in --syslog-events (known: {known}, or all)", known = known_kinds())]
     UnknownKind(String),
     /// The sender thread could not start.
     #[error("cannot start the syslog sender: {0}")]
     Thread(io::Error),
 }
 
-/// Every event kind name, in the order of [`EventKind`].
-pub const KINDS: [&str; 11] = [
-    "flow_start",
-    "flow_end",
-    "packet",
-    "chunk",
-    "gap",
-    "http_request",
-    "http_response",
-    "message",
-    "transaction",
-    "record",
-    "alert",
-];
+/// Every kind name, for the error message.
+fn known_kinds() -> String {
+    Kind::ALL.map(Kind::name).join(", ")
+}
 
 /// Transport to the syslog server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,42 +113,24 @@ pub enum SyslogFormat {
     Rfc3164,
 }
 
-/// A set of event kinds, by [`KINDS`] index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindSet(u16);
-
-impl KindSet {
-    /// Alerts and plugin records: the default for syslog.
-    pub const DEFAULT: KindSet = KindSet((1 << 9) | (1 << 10));
-
-    /// Parses `--syslog-events` names (`all` for every kind); empty means the default.
-    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<KindSet, SyslogError> {
-        if names.is_empty() {
-            return Ok(KindSet::DEFAULT);
-        }
-        let mut bits = 0u16;
-        for name in names {
-            let name = name.as_ref().trim();
-            if name.eq_ignore_ascii_case("all") {
-                bits = (1 << KINDS.len()) - 1;
-                continue;
-            }
-            let i = KINDS
-                .iter()
-                .position(|k| k.eq_ignore_ascii_case(name))
-                .ok_or_else(|| SyslogError::UnknownKind(name.to_string()))?;
-            bits |= 1 << i;
-        }
-        Ok(KindSet(bits))
+/// Which event kinds `--syslog-events` sends: parsed from names (`all` for every kind);
+/// alerts and plugin records when none are given.
+pub fn parse_kinds<S: AsRef<str>>(names: &[S]) -> Result<KindSet, SyslogError> {
+    if names.is_empty() {
+        return Ok(KindSet::of(&[Kind::Record, Kind::Alert]));
     }
-
-    /// Whether events named `kind` are in the set.
-    pub fn contains(self, kind: &str) -> bool {
-        KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .is_some_and(|i| self.0 & (1 << i) != 0)
+    let mut kinds = KindSet::EMPTY;
+    for name in names {
+        let name = name.as_ref().trim();
+        if name.eq_ignore_ascii_case("all") {
+            kinds = KindSet::ALL;
+            continue;
+        }
+        let kind = Kind::from_name(&name.to_ascii_lowercase())
+            .ok_or_else(|| SyslogError::UnknownKind(name.to_string()))?;
+        kinds = kinds.with(kind);
     }
+    Ok(kinds)
 }
 
 /// A syslog output's settings.
@@ -274,7 +246,7 @@ impl SyslogSink {
 
 impl EventSink for SyslogSink {
     fn emit(&self, event: &Event) {
-        if !self.config.kinds.contains(event.kind_name()) {
+        if !self.config.kinds.contains(event.kind()) {
             return;
         }
         let message = format_message(event, self.config.format, &self.config.hostname, self.pid);
@@ -296,7 +268,7 @@ impl EventSink for SyslogSink {
         self.shared.changed.notify_all();
     }
 
-    fn wants_details(&self, kind: &str) -> bool {
+    fn wants_details(&self, kind: Kind) -> bool {
         self.config.kinds.contains(kind)
     }
 
@@ -715,12 +687,13 @@ mod tests {
         for bad in ["127.0.0.1:514", "http://h:1", "udp://", "udp://host"] {
             assert!(bad.parse::<SyslogTarget>().is_err(), "{bad}");
         }
-        let kinds = KindSet::parse::<&str>(&[]).unwrap();
-        assert!(kinds.contains("alert") && kinds.contains("record"));
-        assert!(!kinds.contains("flow_end"));
-        let kinds = KindSet::parse(&["flow_end", "alert"]).unwrap();
-        assert!(kinds.contains("flow_end") && !kinds.contains("record"));
-        assert!(KindSet::parse(&["all"]).unwrap().contains("packet"));
-        assert!(KindSet::parse(&["flows"]).is_err());
+        let kinds = parse_kinds::<&str>(&[]).unwrap();
+        assert!(kinds.contains(Kind::Alert) && kinds.contains(Kind::Record));
+        assert!(!kinds.contains(Kind::FlowEnd));
+        let kinds = parse_kinds(&["flow_end", "Alert"]).unwrap();
+        assert!(kinds.contains(Kind::FlowEnd) && !kinds.contains(Kind::Record));
+        assert!(parse_kinds(&["all"]).unwrap().contains(Kind::Packet));
+        let err = parse_kinds(&["flows"]).unwrap_err().to_string();
+        assert!(err.contains("flow_start, flow_end"), "{err}");
     }
 }

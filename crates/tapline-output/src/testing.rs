@@ -18,6 +18,7 @@ pub const TS: Timestamp = Timestamp(1_795_243_185_123_456);
 pub fn flow() -> Arc<Flow> {
     Arc::new(Flow {
         id: FlowId(7),
+        uid: tapline_core::FlowUid::random(),
         mode: Mode::Proxy,
         protocol: Protocol::Http,
         route: Route::Forward,

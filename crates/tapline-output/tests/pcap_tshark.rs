@@ -26,6 +26,7 @@ fn have_tshark() -> bool {
 fn flow(id: u64, protocol: Protocol, route: Route, client: &str, server: &str) -> Arc<Flow> {
     Arc::new(Flow {
         id: FlowId(id),
+        uid: tapline_core::FlowUid::random(),
         mode: Mode::Proxy,
         protocol,
         route,

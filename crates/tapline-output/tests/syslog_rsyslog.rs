@@ -13,13 +13,14 @@ use serde_json::json;
 use tapline_core::{
     Event, EventKind, EventSink, Flow, FlowId, Mode, Protocol, Record, Route, Timestamp,
 };
-use tapline_output::syslog::{KindSet, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
+use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn flow() -> Arc<Flow> {
     Arc::new(Flow {
         id: FlowId(42),
+        uid: tapline_core::FlowUid::random(),
         mode: Mode::Capture,
         protocol: Protocol::Http,
         route: Route::Capture,
@@ -55,7 +56,7 @@ fn record(n: u32) -> Event {
 
 fn sink(url: &str, format: SyslogFormat) -> SyslogSink {
     let target: SyslogTarget = url.parse().unwrap();
-    let mut config = SyslogConfig::new(target, format, KindSet::DEFAULT);
+    let mut config = SyslogConfig::new(target, format, parse_kinds::<&str>(&[]).unwrap());
     config.hostname = "tapline-test".into();
     SyslogSink::start(config).unwrap()
 }
@@ -214,7 +215,11 @@ fn a_full_queue_drops_and_counts() {
         .unwrap()
         .port();
     let target: SyslogTarget = format!("tcp://127.0.0.1:{port}").parse().unwrap();
-    let mut config = SyslogConfig::new(target, SyslogFormat::Rfc5424, KindSet::DEFAULT);
+    let mut config = SyslogConfig::new(
+        target,
+        SyslogFormat::Rfc5424,
+        parse_kinds::<&str>(&[]).unwrap(),
+    );
     config.queue = 4;
     let sink = SyslogSink::start(config).unwrap();
     for n in 0..10 {
