@@ -227,6 +227,64 @@ fn postgres_plugin_sees_both_directions_of_a_psql_session() {
     }
 }
 
+/// fault's own PostgreSQL example keys its state by `uuid.UUID(request.id)`: the tunnel id is
+/// the flow's UUID, the same for every chunk of a session and the `flow_uid` of its events.
+#[test]
+fn a_fault_style_plugin_parses_every_tunnel_id_as_a_uuid() {
+    let Some(stubs) = grpc_stubs() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    let dir = temp_dir();
+    let record = dir.path().join("fault.jsonl");
+    let events = dir.path().join("events.jsonl");
+    let port = free_port();
+    let _plugin = grpc_plugin(
+        &stubs,
+        "fault_pg_plugin.py",
+        port,
+        &[record.to_str().unwrap()],
+    );
+    let (mut proxy, listen) = mapping_proxy(
+        "psql",
+        pg.addr,
+        port,
+        &["--quiet", "--output", events.to_str().unwrap()],
+    );
+    for sql in ["SELECT 1", "SELECT repeat('x', 50000)"] {
+        let (code, _, err) = Postgres::psql(listen, sql);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert_eq!(proxy.stop(Duration::from_secs(20)), Some(0));
+
+    assert!(
+        calls(&record, "error").is_empty(),
+        "{:?}",
+        calls(&record, "error")
+    );
+    let chunks = calls(&record, "chunk");
+    let events = json_lines(&events);
+    // (The harness's readiness probe connects too: its flow carries no bytes.)
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "flow_end" && e["bytes_from_client"] != 0)
+        .collect();
+    assert_eq!(ends.len(), 2, "one flow per psql session");
+    for end in ends {
+        let uid = end["flow_uid"].as_str().unwrap();
+        let of_flow: Vec<&Value> = chunks.iter().filter(|c| c["session"] == uid).collect();
+        assert!(of_flow.iter().all(|c| c["version"] == 4), "{of_flow:?}");
+        // Every chunk reached the plugin: its lengths add up to the flow's totals.
+        let total = |direction: &str| -> u64 {
+            of_flow
+                .iter()
+                .filter(|c| c["direction"] == direction)
+                .map(|c| c["len"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(total("INGRESS"), end["bytes_from_client"].as_u64().unwrap());
+        assert_eq!(total("EGRESS"), end["bytes_from_server"].as_u64().unwrap());
+    }
+}
+
 #[test]
 fn abort_plugin_answers_418_without_the_upstream() {
     let Some(stubs) = grpc_stubs() else { return };

@@ -10,9 +10,11 @@ use tapline_core::{Chunk, FlowEnd, FlowStats, HttpResponse, Protocol, Route, Sid
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use tapline_decode::http1::write::write_response;
+
 use crate::context::Shared;
+use crate::errors::short_response;
 use crate::flows::OpenFlow;
-use crate::head::{short_response, write_response};
 use crate::relay::{end_of, relay};
 use crate::stop::Phase;
 
@@ -72,12 +74,12 @@ pub(crate) async fn tunnel(
         }
         _ => Protocol::Tcp,
     };
-    let open = OpenFlow::start(&ctx.pipeline, &ctx.ids, protocol, Route::Tunnel, peer, addr).await;
+    let (open, dispatch) = OpenFlow::start(ctx, protocol, Route::Tunnel, peer, addr).await;
     let (stats, end) = match first {
-        Ok(first) => relay(ctx, open.flow(), &mut client, &mut server, first, None).await,
+        Ok(first) => relay(ctx, &dispatch, &mut client, &mut server, first, None).await,
         Err(end) => (FlowStats::default(), end),
     };
-    open.end(&ctx.pipeline, stats, end).await;
+    open.end(&dispatch, stats, end).await;
 }
 
 /// Answers the CONNECT with `resp` and closes.

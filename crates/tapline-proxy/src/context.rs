@@ -1,9 +1,8 @@
 //! What every connection handler shares: the pipeline, limits, the pooled upstream client,
 //! the proxy's own addresses (loop refusal) and the stop signal.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tapline_core::{FlowIds, Pipeline};
@@ -12,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::errors::UpstreamError;
-use crate::pool::Pool;
+use crate::http::pool::Pool;
+use crate::http::Remembered;
 use crate::stop::StopSignal;
 
 /// The bounds every proxy connection keeps.
@@ -55,18 +55,11 @@ pub(crate) struct Shared {
     pub(crate) stop: StopSignal,
     /// One permit per open client connection.
     pub(crate) permits: Arc<Semaphore>,
-    /// Whether some output wants the raw bytes of relayed flows.
-    pub(crate) sink_chunks: bool,
-    /// Whether some output reads the contents of HTTP events (not just counts them).
-    pub(crate) http_details: bool,
     /// How mapping flows are decoded.
     pub(crate) decode: DecodeConfig,
     /// For names with several addresses: the one that accepted a connection.
-    working: Mutex<HashMap<(String, u16), SocketAddr>>,
+    pub(crate) remembered: Remembered,
 }
-
-/// Names remembered in [`Shared::http_upstream`] before the memory starts over.
-const MAX_REMEMBERED: usize = 1024;
 
 impl Shared {
     pub(crate) fn new(
@@ -80,10 +73,6 @@ impl Shared {
         Pool::reap(&pool);
         let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
         Shared {
-            sink_chunks: pipeline.sink().wants_chunks(),
-            http_details: ["http_request", "http_response", "transaction"]
-                .iter()
-                .any(|kind| pipeline.sink().wants_details(kind)),
             pipeline,
             ids: FlowIds::new(),
             limits,
@@ -92,7 +81,7 @@ impl Shared {
             stop,
             permits: Arc::new(Semaphore::new(permits)),
             decode,
-            working: Mutex::default(),
+            remembered: Remembered::default(),
         }
     }
 
@@ -149,41 +138,6 @@ impl Shared {
             }
         }
         Err(failure.unwrap_or_else(|| UpstreamError::Unreachable(format!("{host}:{port}"))))
-    }
-
-    /// The address HTTP requests for `host:port` go to: the only one, or the first that
-    /// accepts a connection (remembered, so the probe happens once per name).
-    pub(crate) async fn http_upstream(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<SocketAddr, UpstreamError> {
-        // An address needs no resolving (this runs per request).
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-            let addr = SocketAddr::new(ip, port);
-            self.refuse_loop(addr)?;
-            return Ok(addr);
-        }
-        let addrs = self.resolve(host, port).await?;
-        if let [addr] = addrs[..] {
-            self.refuse_loop(addr)?;
-            return Ok(addr);
-        }
-        let key = (host.to_string(), port);
-        let known = self.working.lock().ok().and_then(|w| w.get(&key).copied());
-        if let Some(addr) = known.filter(|a| addrs.contains(a)) {
-            self.refuse_loop(addr)?;
-            return Ok(addr);
-        }
-        let (addr, _probe) = self.connect(host, port).await?;
-        if let Ok(mut working) = self.working.lock() {
-            if working.len() >= MAX_REMEMBERED {
-                working.clear();
-            }
-            working.insert(key, addr);
-        }
-        Ok(addr)
     }
 
     /// Connects to `addr` within the connect timeout, with `TCP_NODELAY`.

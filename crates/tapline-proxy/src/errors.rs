@@ -4,9 +4,8 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tapline_core::HttpResponse;
-
-use crate::head::short_response;
+use bytes::Bytes;
+use tapline_core::{Headers, HttpResponse};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +99,18 @@ impl UpstreamError {
     pub(crate) fn response(&self) -> HttpResponse {
         short_response(self.status(), &format!("tapline: {}", self.message()))
     }
+}
+
+/// A short plain-text response the proxy answers with itself (errors, refusals).
+pub(crate) fn short_response(status: u16, text: &str) -> HttpResponse {
+    HttpResponse::new(
+        status,
+        Headers(vec![(
+            "Content-Type".into(),
+            "text/plain; charset=utf-8".into(),
+        )]),
+        Bytes::from(format!("{text}\n")),
+    )
 }
 
 #[cfg(test)]

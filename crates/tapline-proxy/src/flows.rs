@@ -1,12 +1,14 @@
-//! Opening and closing flows: ids, `flow_start` and `flow_end` events.
+//! Opening and closing flows: ids, the flow's dispatch, `flow_start` and `flow_end` events.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tapline_core::{
-    Event, EventKind, Flow, FlowEnd, FlowIds, FlowStats, Mode, Pipeline, Protocol, Route, Timestamp,
+    Dispatch, EventKind, Flow, FlowEnd, FlowStats, Mode, Protocol, Route, Timestamp,
 };
+
+use crate::context::Shared;
 
 /// An open flow: its description and when it started.
 pub(crate) struct OpenFlow {
@@ -15,32 +17,32 @@ pub(crate) struct OpenFlow {
 }
 
 impl OpenFlow {
-    /// Opens a flow and tells the pipeline (`flow_start`).
+    /// Opens a flow, makes its dispatch and tells the pipeline (`flow_start`).
     pub(crate) async fn start(
-        pipeline: &Pipeline,
-        ids: &FlowIds,
+        ctx: &Shared,
         protocol: Protocol,
         route: Route,
         client: SocketAddr,
         server: SocketAddr,
-    ) -> OpenFlow {
-        let started = Timestamp::now();
-        let flow = Arc::new(Flow {
-            id: ids.next_id(),
-            mode: Mode::Proxy,
+    ) -> (OpenFlow, Dispatch) {
+        let ts = Timestamp::now();
+        let id = ctx.ids.next_id();
+        let flow = Arc::new(Flow::new(
+            id,
+            Mode::Proxy,
             protocol,
             route,
             client,
             server,
-            started,
-        });
-        pipeline
-            .observe(Event::on_flow(&flow, started, EventKind::FlowStart))
-            .await;
-        OpenFlow {
+            ts,
+        ));
+        let dispatch = ctx.pipeline.dispatch(&flow);
+        dispatch.event(ts, EventKind::FlowStart).await;
+        let open = OpenFlow {
             flow,
             started: Instant::now(),
-        }
+        };
+        (open, dispatch)
     }
 
     /// The flow.
@@ -49,14 +51,12 @@ impl OpenFlow {
     }
 
     /// Closes the flow and tells the pipeline (`flow_end` with its totals).
-    pub(crate) async fn end(self, pipeline: &Pipeline, stats: FlowStats, end: FlowEnd) {
+    pub(crate) async fn end(self, dispatch: &Dispatch, stats: FlowStats, end: FlowEnd) {
         let kind = EventKind::FlowEnd {
             stats,
             end,
             duration: self.started.elapsed(),
         };
-        pipeline
-            .observe(Event::on_flow(&self.flow, Timestamp::now(), kind))
-            .await;
+        dispatch.event(Timestamp::now(), kind).await;
     }
 }

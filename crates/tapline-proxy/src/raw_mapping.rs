@@ -34,29 +34,14 @@ pub(crate) async fn serve(
                 .ok()
                 .and_then(|addrs| addrs.first().copied())
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], spec.port)));
-            let open = OpenFlow::start(
-                &ctx.pipeline,
-                &ctx.ids,
-                protocol,
-                Route::Mapping,
-                peer,
-                addr,
-            )
-            .await;
+            let (open, dispatch) =
+                OpenFlow::start(&ctx, protocol, Route::Mapping, peer, addr).await;
             let end = FlowEnd::Error(e.message().to_string());
-            open.end(&ctx.pipeline, FlowStats::default(), end).await;
+            open.end(&dispatch, FlowStats::default(), end).await;
             return;
         }
     };
-    let open = OpenFlow::start(
-        &ctx.pipeline,
-        &ctx.ids,
-        protocol,
-        Route::Mapping,
-        peer,
-        addr,
-    )
-    .await;
+    let (open, dispatch) = OpenFlow::start(&ctx, protocol, Route::Mapping, peer, addr).await;
     let decoder = match spec.scheme {
         Scheme::Postgres => Some(FlowDecoder::new(protocol, &ctx.decode)),
         Scheme::Tcp => Some(FlowDecoder::for_ports(
@@ -66,6 +51,6 @@ pub(crate) async fn serve(
         )),
         Scheme::Tls | Scheme::Http => None,
     };
-    let (stats, end) = relay(&ctx, open.flow(), &mut client, &mut server, None, decoder).await;
-    open.end(&ctx.pipeline, stats, end).await;
+    let (stats, end) = relay(&ctx, &dispatch, &mut client, &mut server, None, decoder).await;
+    open.end(&dispatch, stats, end).await;
 }

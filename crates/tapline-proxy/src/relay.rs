@@ -1,10 +1,12 @@
 //! Raw byte relays between two TCP connections (CONNECT tunnels, tcp/psql mappings, HTTP
 //! connections after a protocol switch): two pumps, one per direction.
 //!
-//! Each read goes to the chunk hooks when a stage wants chunks (pass, replace, hold, close),
-//! to the sink when it wants chunks, and to the flow's decoder (PostgreSQL messages, sniffed
-//! protocols) off the hot path. When nobody needs the bytes, a pump becomes a `splice(2)` loop
-//! that never copies them into the process (a copy loop if no pipe can be had).
+//! Each read goes through the flow's dispatch (chunk hooks when a stage wants chunks: pass,
+//! replace, hold, close; the sink when it wants chunks), and to the flow's decoder
+//! (PostgreSQL messages, sniffed protocols) off the hot path, whose events are observed (the
+//! bytes went on before they were decoded: verdicts on them are counted, not applied). When
+//! nobody needs the bytes, a pump becomes a `splice(2)` loop that never copies them into the
+//! process (a copy loop if no pipe can be had).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,9 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tapline_core::{
-    Chunk, ChunkVerdict, Event, EventKind, Flow, FlowEnd, FlowStats, Pipeline, Side, Timestamp,
-};
+use tapline_core::{Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats, Side, Timestamp};
 use tapline_decode::FlowDecoder;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
@@ -40,22 +40,25 @@ const DECODE_QUEUE: usize = 256;
 /// inside the kernel (`splice(2)` through a pipe).
 pub(crate) async fn relay(
     ctx: &Shared,
-    flow: &Arc<Flow>,
+    dispatch: &Dispatch,
     client: &mut TcpStream,
     server: &mut TcpStream,
     first: Option<Chunk>,
     decoder: Option<FlowDecoder>,
 ) -> (FlowStats, FlowEnd) {
+    if let Some(reason) = dispatch.close_requested() {
+        return (
+            FlowStats::default(),
+            FlowEnd::ClosedByPlugin(reason.to_string()),
+        );
+    }
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
-    let decoder =
-        decoder.map(|d| Decoder::spawn(ctx.pipeline.clone(), flow.clone(), d, decoding.clone()));
+    let decoder = decoder.map(|d| Decoder::spawn(dispatch.observing(), d, decoding.clone()));
     let tap = Tap {
-        pipeline: &ctx.pipeline,
-        flow,
-        chunks: ctx.pipeline.interest(flow).chunks,
-        sink_chunks: ctx.sink_chunks,
+        dispatch,
+        hooked: dispatch.wants_chunks(),
         decoding,
         decoder_tx: decoder.as_ref().map(|d| d.tx.clone()),
     };
@@ -85,12 +88,9 @@ pub(crate) async fn relay(
 
 /// What a flow's bytes go through besides the other side.
 struct Tap<'a> {
-    pipeline: &'a Pipeline,
-    flow: &'a Arc<Flow>,
-    /// A stage wants chunk hooks.
-    chunks: bool,
-    /// The sink wants chunk events.
-    sink_chunks: bool,
+    dispatch: &'a Dispatch,
+    /// A stage or the sink wants the chunks.
+    hooked: bool,
     /// The decoder still wants bytes (sniffing may give up).
     decoding: Arc<AtomicBool>,
     decoder_tx: Option<mpsc::Sender<(Side, Timestamp, Bytes)>>,
@@ -99,7 +99,7 @@ struct Tap<'a> {
 impl Tap<'_> {
     /// True when nobody needs to see the bytes.
     fn fast(&self) -> bool {
-        !self.chunks && !self.sink_chunks && !self.decoding.load(Ordering::Relaxed)
+        !self.hooked && !self.decoding.load(Ordering::Relaxed)
     }
 
     /// Runs `data` from `from` through the hooks and forwards what they decide to `to`.
@@ -109,12 +109,13 @@ impl Tap<'_> {
         data: Bytes,
         to: &mut W,
     ) -> Result<(), FlowEnd> {
-        let out = if self.chunks {
+        let ts = Timestamp::now();
+        let out = if self.hooked {
             let chunk = Chunk {
                 from,
                 data: data.clone(),
             };
-            match self.pipeline.chunk(self.flow, &chunk).await {
+            match self.dispatch.chunk(ts, chunk).await {
                 ChunkVerdict::Pass => data,
                 ChunkVerdict::Replace(other) => other,
                 ChunkVerdict::Hold => return Ok(()),
@@ -125,15 +126,6 @@ impl Tap<'_> {
         };
         if !out.is_empty() {
             to.write_all(&out).await.map_err(end_of)?;
-        }
-        let ts = Timestamp::now();
-        if self.sink_chunks {
-            let chunk = Chunk {
-                from,
-                data: out.clone(),
-            };
-            self.pipeline
-                .emit(&Event::on_flow(self.flow, ts, EventKind::Chunk(chunk)));
         }
         if let Some(tx) = &self.decoder_tx {
             if self.decoding.load(Ordering::Relaxed) && !out.is_empty() {
@@ -268,12 +260,7 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn spawn(
-        pipeline: Pipeline,
-        flow: Arc<Flow>,
-        mut decoder: FlowDecoder,
-        decoding: Arc<AtomicBool>,
-    ) -> Decoder {
+    fn spawn(dispatch: Dispatch, mut decoder: FlowDecoder, decoding: Arc<AtomicBool>) -> Decoder {
         let (tx, mut rx) = mpsc::channel::<(Side, Timestamp, Bytes)>(DECODE_QUEUE);
         let task = tokio::spawn(async move {
             let mut out = Vec::new();
@@ -282,7 +269,7 @@ impl Decoder {
                     continue;
                 }
                 decoder.feed(from, ts, &data, &mut out);
-                deliver(&pipeline, &flow, ts, &mut out).await;
+                deliver(&dispatch, ts, &mut out).await;
                 if decoder.is_opaque() {
                     decoding.store(false, Ordering::Relaxed);
                 }
@@ -290,7 +277,7 @@ impl Decoder {
             if decoding.load(Ordering::Relaxed) {
                 let ts = Timestamp::now();
                 decoder.finish(ts, &mut out);
-                deliver(&pipeline, &flow, ts, &mut out).await;
+                deliver(&dispatch, ts, &mut out).await;
             }
         });
         Decoder { tx, task }
@@ -303,8 +290,8 @@ impl Decoder {
     }
 }
 
-async fn deliver(pipeline: &Pipeline, flow: &Arc<Flow>, ts: Timestamp, out: &mut Vec<EventKind>) {
+async fn deliver(dispatch: &Dispatch, ts: Timestamp, out: &mut Vec<EventKind>) {
     for kind in out.drain(..) {
-        pipeline.deliver(Event::on_flow(flow, ts, kind)).await;
+        dispatch.decoded(ts, kind).await;
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::context::{is_self, Limits, Shared};
 use crate::errors::ProxyError;
-use crate::forward::{self, Upstream};
+use crate::http::{self, Upstream};
 use crate::mapping::{MappingSpec, Scheme};
 use crate::stop::{self, Phase, StopControl};
 
@@ -187,7 +187,7 @@ async fn accept(shared: Arc<Shared>, socket: TcpListener, info: ListenerInfo) {
         };
         match (&upstream, &mapping) {
             (Some(up), _) => {
-                tokio::spawn(forward::serve(
+                tokio::spawn(http::serve(
                     shared.clone(),
                     stream,
                     peer,

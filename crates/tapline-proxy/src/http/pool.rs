@@ -6,32 +6,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
+
+use super::upstream::Pooled;
 
 /// Idle connections kept per upstream address; more are closed when given back.
 const MAX_IDLE_PER_ADDR: usize = 256;
 /// How often expired idle connections are closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// A connection to an upstream and what was read from it but not used yet. The buffer
-/// stays with the connection, so a reused one reads into memory it already has.
-pub(crate) struct UpstreamConn {
-    /// The socket.
-    pub(crate) stream: TcpStream,
-    /// Read and not used yet (empty while the connection is idle).
-    pub(crate) buf: BytesMut,
-}
-
-impl UpstreamConn {
-    /// A new connection on `stream`.
-    pub(crate) fn new(stream: TcpStream) -> UpstreamConn {
-        UpstreamConn {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-}
+/// A pooled connection to an upstream.
+pub(crate) type UpstreamConn = Pooled<TcpStream>;
 
 /// Idle upstream connections by address.
 pub(crate) struct Pool {
@@ -130,6 +115,13 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
+    fn idle(stream: TcpStream) -> UpstreamConn {
+        Pooled {
+            stream,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
     /// A connection to a listener on loopback, and the accepted other end.
     async fn pair() -> (SocketAddr, TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -142,7 +134,7 @@ mod tests {
     async fn an_idle_connection_is_reused_until_the_upstream_closes_it() {
         let pool = Pool::new(Duration::from_secs(60));
         let (addr, conn, mut server) = pair().await;
-        pool.put_back(addr, UpstreamConn::new(conn));
+        pool.put_back(addr, idle(conn));
         let conn = pool.take(addr).expect("the idle connection");
         pool.put_back(addr, conn);
         server.shutdown().await.unwrap();
@@ -159,7 +151,7 @@ mod tests {
         let pool = Arc::new(Pool::new(Duration::from_millis(100)));
         Pool::reap(&pool);
         let (addr, conn, _server) = pair().await;
-        pool.put_back(addr, UpstreamConn::new(conn));
+        pool.put_back(addr, idle(conn));
         assert_eq!(pool.idle.lock().unwrap().by_addr.len(), 1);
         tokio::time::sleep(SWEEP_EVERY * 2 + Duration::from_millis(200)).await;
         assert!(pool.idle.lock().unwrap().by_addr.is_empty());
