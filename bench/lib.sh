@@ -33,13 +33,13 @@ require() {
 
 require_root() { [ "$(id -u)" = 0 ] || bench_fail "run as root ($*)"; }
 
-# bench_build: the release binary, or $TAPLINE_BIN when given (e.g. an older commit's).
+# bench_build: the release binary (wherever cargo puts it), or $TAPLINE_BIN when given
+# (e.g. an older commit's).
 bench_build() {
     if [ -n "${TAPLINE_BIN:-}" ]; then
         tapline="$TAPLINE_BIN"
     else
-        (cd "$root" && cargo build --release --quiet --bin tapline)
-        tapline="$root/target/release/tapline"
+        tapline=$("$root/scripts/build-tapline.sh" --release)
     fi
 }
 

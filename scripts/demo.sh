@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh build
 echo "building tapline (release)…" >&2
-cargo build --release --quiet
-bin=target/release/tapline
+bin=$(scripts/build-tapline.sh --release)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo

@@ -2,12 +2,12 @@
 # Records samples/sample.pcap, the capture the README's first command analyses: real HTTP and
 # PostgreSQL traffic on loopback (tapline's demo origin on :8080, a throwaway PostgreSQL on
 # :5432), including a request whose User-Agent says "pcap" as in riff's example.
-# Needs: tcpdump, curl, psql, PostgreSQL server binaries, a built tapline (cargo build).
+# Needs: tcpdump, curl, psql, PostgreSQL server binaries (it builds tapline, or TAPLINE=path).
 # Run as root from the repository root. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=samples/sample.pcap
-bin=${TAPLINE:-target/debug/tapline}
+bin=${TAPLINE:-$(scripts/build-tapline.sh)}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d)
 chown postgres "$work"
