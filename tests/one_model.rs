@@ -140,21 +140,27 @@ fn http_events(events: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Sends `request` on `s` and reads one response (Content-Length or chunked body).
-fn exchange(s: &mut BufReader<TcpStream>, request: &str) -> (String, Vec<u8>) {
-    s.get_mut().write_all(request.as_bytes()).unwrap();
+/// Reads a message head, up to and with its blank line (what there is of it at the end of
+/// the stream).
+fn read_head(s: &mut BufReader<TcpStream>) -> String {
     let mut head = String::new();
     loop {
         let mut line = String::new();
-        assert!(
-            s.read_line(&mut line).unwrap() > 0,
-            "closed mid-head: {head}"
-        );
+        if s.read_line(&mut line).unwrap_or(0) == 0 {
+            return head;
+        }
         head.push_str(&line);
         if line == "\r\n" {
-            break;
+            return head;
         }
     }
+}
+
+/// Sends `request` on `s` and reads one response (Content-Length or chunked body).
+fn exchange(s: &mut BufReader<TcpStream>, request: &str) -> (String, Vec<u8>) {
+    s.get_mut().write_all(request.as_bytes()).unwrap();
+    let head = read_head(s);
+    assert!(head.ends_with("\r\n\r\n"), "closed mid-head: {head}");
     let field = |name: &str| {
         head.lines().find_map(|l| {
             let (n, v) = l.split_once(':')?;
@@ -322,18 +328,7 @@ fn recording_origin() -> (SocketAddr, mpsc::Receiver<String>) {
         for conn in listener.incoming().take(8) {
             let Ok(conn) = conn else { continue };
             let mut s = BufReader::new(conn);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if s.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                head.push_str(&line);
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let _ = tx.send(head);
+            let _ = tx.send(read_head(&mut s));
             let _ = s
                 .get_mut()
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");

@@ -128,6 +128,34 @@ struct Sighting {
     timed_out: Option<Duration>,
 }
 
+/// What a side's sightings mean for a body it is sending.
+enum BodyNews {
+    /// Nothing yet: wait for more.
+    Wait,
+    /// The side closed where the body may end (an until-close body).
+    Ended,
+    /// The body cannot go on: the side failed, went quiet, or closed mid-body.
+    Broken(String),
+}
+
+impl Sighting {
+    /// What happened to a side that is sending `body` (told of the side's end).
+    fn body_news(&mut self, body: &mut BodyReader) -> BodyNews {
+        if let Some(why) = self.failed.take() {
+            BodyNews::Broken(why)
+        } else if let Some(after) = self.timed_out.take() {
+            BodyNews::Broken(format!("no data for {after:?}"))
+        } else if self.eof {
+            match body.eof() {
+                Ok(()) => BodyNews::Ended,
+                Err(e) => BodyNews::Broken(e.to_string()),
+            }
+        } else {
+            BodyNews::Wait
+        }
+    }
+}
+
 /// One client connection's exchanges, one after another.
 pub(crate) struct Exchange {
     bounds: Bounds,

@@ -10,7 +10,7 @@ use tapline_decode::http1::{
 };
 
 use super::apply;
-use super::{Buffered, Exchange, Flow, Report, Routed, State, Step, Timer, Wait};
+use super::{BodyNews, Buffered, Exchange, Flow, Report, Routed, State, Step, Timer, Wait};
 use crate::errors::UpstreamError;
 
 /// One request on its way, and later its response.
@@ -214,23 +214,17 @@ impl Exchange {
         }
         let waiting = !ex.req_body.is_done() && ex.buffered.payload.len() <= limit;
         if waiting {
-            let why = if let Some(why) = self.client.failed.take() {
-                why
-            } else if let Some(after) = self.client.timed_out.take() {
-                format!("no data for {after:?}")
-            } else if self.client.eof {
-                match ex.req_body.eof() {
-                    Ok(()) => String::new(),
-                    Err(e) => e.to_string(),
+            match self.client.body_news(&mut ex.req_body) {
+                BodyNews::Wait => {
+                    return Flow::Out(Step::Read(Wait {
+                        client: Some(Timer::Stall),
+                        upstream: false,
+                    }))
                 }
-            } else {
-                return Flow::Out(Step::Read(Wait {
-                    client: Some(Timer::Stall),
-                    upstream: false,
-                }));
-            };
-            if !why.is_empty() {
-                return self.refuse(400, &format!("cannot read the request body: {why}"));
+                BodyNews::Ended => {}
+                BodyNews::Broken(why) => {
+                    return self.refuse(400, &format!("cannot read the request body: {why}"))
+                }
             }
         }
         let (seen, truncated) = ex.buffered.seen(limit);
@@ -353,20 +347,10 @@ impl Exchange {
         if ex.req_body.is_done() {
             return Ok(());
         }
-        if let Some(why) = self.client.failed.take() {
-            return Err(FlowEnd::Error(format!("request body: {why}")));
+        match self.client.body_news(&mut ex.req_body) {
+            BodyNews::Wait | BodyNews::Ended => Ok(()),
+            BodyNews::Broken(why) => Err(FlowEnd::Error(format!("request body: {why}"))),
         }
-        if let Some(after) = self.client.timed_out.take() {
-            return Err(FlowEnd::Error(format!(
-                "request body: no data for {after:?}"
-            )));
-        }
-        if self.client.eof {
-            ex.req_body
-                .eof()
-                .map_err(|e| FlowEnd::Error(format!("request body: {e}")))?;
-        }
-        Ok(())
     }
 }
 

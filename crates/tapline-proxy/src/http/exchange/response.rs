@@ -7,7 +7,13 @@ use tapline_decode::http1::{BodyReader, Framing, ResponseHead, Strictness};
 
 use super::apply;
 use super::request::split;
-use super::{humane, Buffered, Exchange, Flow, State, Step, Timer, UpstreamHead, Wait};
+use super::{humane, BodyNews, Buffered, Exchange, Flow, State, Step, Timer, UpstreamHead, Wait};
+
+/// Waiting for the upstream only.
+const UPSTREAM: Wait = Wait {
+    client: None,
+    upstream: true,
+};
 use crate::errors::UpstreamError;
 
 impl Exchange {
@@ -179,22 +185,11 @@ impl Exchange {
             return self.failed_upstream(broke_off(e.to_string()), now);
         }
         if !ex.resp_body.is_done() && ex.buffered.payload.len() <= limit {
-            let why = if let Some(why) = self.upstream.failed.take() {
-                Some(why)
-            } else if let Some(after) = self.upstream.timed_out.take() {
-                Some(format!("no data for {after:?}"))
-            } else if self.upstream.eof {
-                ex.resp_body.eof().err().map(|e| e.to_string())
-            } else {
-                return Flow::Out(Step::Read(Wait {
-                    client: None,
-                    upstream: true,
-                }));
-            };
-            if let Some(why) = why {
-                return self.failed_upstream(broke_off(why), now);
+            match self.upstream.body_news(&mut ex.resp_body) {
+                BodyNews::Wait => return Flow::Out(Step::Read(UPSTREAM)),
+                BodyNews::Ended => ex.buffered.complete = true,
+                BodyNews::Broken(why) => return self.failed_upstream(broke_off(why), now),
             }
-            ex.buffered.complete = true;
         }
         let (seen, truncated) = ex.buffered.seen(limit);
         ex.seen_body = seen.clone();
@@ -282,18 +277,11 @@ impl Exchange {
             }
         }
         if broken.is_none() && !ex.resp_body.is_done() {
-            broken = if let Some(why) = self.upstream.failed.take() {
-                Some(why)
-            } else if let Some(after) = self.upstream.timed_out.take() {
-                Some(format!("no data for {after:?}"))
-            } else if self.upstream.eof {
-                ex.resp_body.eof().err().map(|e| e.to_string())
-            } else {
-                return Flow::Out(Step::Read(Wait {
-                    client: None,
-                    upstream: true,
-                }));
-            };
+            match self.upstream.body_news(&mut ex.resp_body) {
+                BodyNews::Wait => return Flow::Out(Step::Read(UPSTREAM)),
+                BodyNews::Ended => {}
+                BodyNews::Broken(why) => broken = Some(why),
+            }
         }
         if let Some(why) = &broken {
             tracing::debug!("response from {}: {why}", ex.routed().addr);

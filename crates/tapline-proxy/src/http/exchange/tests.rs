@@ -105,6 +105,22 @@ fn send_get(m: &mut Exchange, head: &str, reads: Reads) -> String {
     to_upstream(m)
 }
 
+/// A machine whose GET is with the request hooks (only requests are read).
+fn at_request_hooks() -> Exchange {
+    let mut m = machine();
+    from_client(&mut m, b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(m.step(T0), Step::Route);
+    route(
+        &mut m,
+        Reads {
+            requests: true,
+            responses: false,
+        },
+    );
+    assert_eq!(m.step(T0), Step::RequestHooks);
+    m
+}
+
 #[test]
 fn a_get_is_routed_sent_answered_and_reported() {
     let mut m = machine();
@@ -181,17 +197,7 @@ fn hooks_edit_requests_and_responses_and_the_wire_keeps_the_clients_case() {
 
 #[test]
 fn a_plugin_answer_skips_the_upstream() {
-    let mut m = machine();
-    from_client(&mut m, b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(m.step(T0), Step::Route);
-    route(
-        &mut m,
-        Reads {
-            requests: true,
-            responses: false,
-        },
-    );
-    assert_eq!(m.step(T0), Step::RequestHooks);
+    let mut m = at_request_hooks();
     let answer = HttpResponse::new(403, Default::default(), Bytes::from_static(b"no"));
     m.request_verdict(RequestVerdict::Respond(answer), T0);
     assert_eq!(m.step(T0), Step::Done);
@@ -450,17 +456,7 @@ fn a_long_body_is_reported_as_far_as_it_went_when_the_run_is_forced_to_stop() {
 
 #[test]
 fn a_hook_that_closes_ends_the_connection_without_an_answer() {
-    let mut m = machine();
-    from_client(&mut m, b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n");
-    assert_eq!(m.step(T0), Step::Route);
-    route(
-        &mut m,
-        Reads {
-            requests: true,
-            responses: false,
-        },
-    );
-    assert_eq!(m.step(T0), Step::RequestHooks);
+    let mut m = at_request_hooks();
     m.request_verdict(RequestVerdict::Close("plugin said so".into()), T0);
     assert_eq!(m.step(T0), Step::Done);
     assert!(m.take_report().is_none());
