@@ -189,7 +189,7 @@ fn exchange(s: &mut BufReader<TcpStream>, request: &str) -> (String, Vec<u8>) {
 
 /// The proxied exchanges of the parity test, on one keep-alive connection: a GET with header
 /// names in every case, a POST with a body, a chunked response, and a second GET.
-fn parity_workload(proxy: SocketAddr, origin: SocketAddr) {
+fn parity_workload(proxy: SocketAddr, origin: SocketAddr) -> u64 {
     let stream = TcpStream::connect(proxy).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -211,6 +211,7 @@ fn parity_workload(proxy: SocketAddr, origin: SocketAddr) {
         let (head, _) = exchange(&mut s, request);
         assert!(head.starts_with("HTTP/1.1 "), "{head}");
     }
+    requests.iter().map(|r| r.len() as u64).sum()
 }
 
 #[test]
@@ -248,7 +249,7 @@ fn one_plugin_sees_the_same_exchanges_proxied_and_captured() {
         ],
         &[address],
     );
-    parity_workload(address, origin);
+    let sent = parity_workload(address, origin);
     // The proxy's stop closes its pooled upstream connection: the capture sees it end.
     assert_eq!(
         proxy.stop(Duration::from_secs(20)),
@@ -266,6 +267,11 @@ fn one_plugin_sees_the_same_exchanges_proxied_and_captured() {
 
     let proxied = json_lines(&proxied);
     let captured = json_lines(&captured);
+    let end = proxied.iter().find(|e| e["kind"] == "flow_end").unwrap();
+    assert_eq!(
+        end["bytes_from_client"], sent,
+        "the flow counts the bytes of its first request too: {end}"
+    );
     let (p, c) = (records(&proxied), records(&captured));
     for hook in [
         "flow_start",

@@ -191,7 +191,7 @@ impl Dispatch {
 
     /// Runs an HTTP request through the stages that read requests; their edits accumulate in
     /// `request`. A `Respond` or `Close` ends the chain. Where verdicts are observed, they
-    /// are only counted (and the request is the caller's copy: see [`Dispatch::decoded`]).
+    /// are only counted; the edits stay in the caller's copy (see [`Dispatch::decoded`]).
     pub async fn request(&self, request: &mut HttpRequest) -> RequestVerdict {
         if let Some(reason) = self.must_close() {
             return RequestVerdict::Close(reason);
@@ -272,28 +272,18 @@ impl Dispatch {
     }
 
     /// Delivers what a decoder produced: HTTP messages through the request or response hooks
-    /// and then to the sink; chunks through [`Dispatch::chunk`]; everything else through
-    /// [`Dispatch::event`]. Where verdicts are observed the hooks work on a copy, so the
-    /// outputs get the message as it was on the wire, whatever a hook changed.
+    /// and then, as the hooks left them, to the sink (where verdicts are observed, edits still
+    /// reach the outputs: a capture plugin can redact a header before it is logged); chunks
+    /// through [`Dispatch::chunk`]; everything else through [`Dispatch::event`].
     pub async fn decoded(&self, ts: Timestamp, kind: EventKind) {
         match kind {
             EventKind::HttpRequest(mut request) => {
-                if self.interest.requests {
-                    if self.verdicts == Verdicts::Observe {
-                        self.request(&mut request.clone()).await;
-                    } else {
-                        self.request(&mut request).await;
-                    }
-                }
+                self.request(&mut request).await;
                 self.event(ts, EventKind::HttpRequest(request)).await;
             }
             EventKind::HttpResponse(mut response) => {
-                if self.interest.responses {
-                    if self.verdicts == Verdicts::Observe {
-                        self.response(&mut response.clone()).await;
-                    } else if let ResponseVerdict::Replace(r) = self.response(&mut response).await {
-                        response = r;
-                    }
+                if let ResponseVerdict::Replace(r) = self.response(&mut response).await {
+                    response = r;
                 }
                 self.event(ts, EventKind::HttpResponse(response)).await;
             }

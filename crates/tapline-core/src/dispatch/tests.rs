@@ -344,7 +344,7 @@ impl EventSink for Paths {
 }
 
 #[test]
-fn observed_edits_never_reach_the_outputs() {
+fn edits_reach_the_outputs_in_both_modes() {
     let a = Scripted::new("a", ChunkVerdict::Pass);
     let sink = Arc::new(Paths::default());
     let p = pipeline(std::slice::from_ref(&a), sink.clone());
@@ -358,10 +358,10 @@ fn observed_edits_never_reach_the_outputs() {
         p.dispatch(&flow(Mode::Capture))
             .decoded(Timestamp(1), request()),
     );
-    assert_eq!(a.seen(), ["/wirea"], "the stage edited its copy");
     block_on(
         p.dispatch(&flow(Mode::Proxy))
             .decoded(Timestamp(2), request()),
     );
-    assert_eq!(*sink.0.lock().unwrap(), ["/wire", "/wirea"]);
+    // (A capture plugin redacting a header before the outputs log it relies on this.)
+    assert_eq!(*sink.0.lock().unwrap(), ["/wirea", "/wirea"]);
 }

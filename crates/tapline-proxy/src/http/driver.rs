@@ -70,6 +70,9 @@ pub(crate) struct Driver<C, U: Upstreams> {
     addr: SocketAddr,
     machine: Exchange,
     flow: Option<ConnFlow>,
+    /// The connection's totals the last time it was between requests: where a flow that
+    /// starts with the next request begins (its head was read before its upstream was known).
+    between: FlowStats,
 }
 
 impl<C, U> Driver<C, U>
@@ -98,6 +101,7 @@ where
             upstream,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             flow: None,
+            between: FlowStats::default(),
         }
     }
 
@@ -107,8 +111,12 @@ where
         loop {
             self.machine.set_draining(self.ctx.stop.is(Phase::Draining));
             let step = self.machine.step(Timestamp::now());
-            if !matches!(step, Step::Read(wait) if wait.client == Some(Timer::Head)) {
-                self.sides.head_done();
+            match step {
+                Step::Read(wait) if wait.client == Some(Timer::Idle) => {
+                    self.between = self.sides.totals()
+                }
+                Step::Read(wait) if wait.client == Some(Timer::Head) => {}
+                _ => self.sides.head_done(),
             }
             match step {
                 Step::Read(wait) => self.wait(wait).await,
@@ -244,7 +252,7 @@ where
             .is_some_and(|cf| cf.open.flow().server == addr);
         if !same {
             if let Some(old) = self.flow.take() {
-                let stats = since(self.sides.totals(), old.base);
+                let stats = since(self.between, old.base);
                 old.open.end(&old.dispatch, stats, FlowEnd::Fin).await;
             }
             let route = match self.upstream {
@@ -265,7 +273,7 @@ where
                 open,
                 dispatch,
                 details,
-                base: self.sides.totals(),
+                base: self.between,
             });
         }
         self.flow.as_ref().expect("just made")
