@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lua plugin overhead, side by side in one run:
-#   1. forward proxy to `tapline demo`: requests/s with no plugin, a no-op on_request, and an
-#      on_request reading headers (wrk, 16 connections, and 1 connection for added latency);
+#   1. forward proxy to `tapline demo`: requests/s with no plugin, a no-op on_request, an
+#      on_request reading headers, and a plugin setting one request and one response header
+#      (wrk, 16 connections, and 1 connection for added latency);
 #   2. a tcp mapping proxy to iperf3: throughput with no plugin and with a no-op on_data
 #      (target: at least 0.7x of no plugin), next to a direct connection;
 #   3. capture mode: `tapline capture -r` over an HTTP capture the proxy itself recorded
@@ -35,6 +36,12 @@ function p.on_request(req, flow)
 end
 return p
 LUA
+cat >"$work/set_headers.lua" <<'LUA'
+local p = { name = "set-headers" }
+function p.on_request(req) req.headers:set("X-Tapline", "request") end
+function p.on_response(resp) resp.headers:set("X-Tapline", "response") end
+return p
+LUA
 cat >"$work/noop_data.lua" <<'LUA'
 return { name = "noop-data", on_data = function(chunk, flow) end }
 LUA
@@ -43,6 +50,7 @@ echo "Lua plugin overhead, ${secs}s per run, $(nproc) cores"
 
 # --- 1. forward proxy ---------------------------------------------------------------------
 demo_port=$(free_port); bare_port=$(free_port); noop_port=$(free_port); read_port=$(free_port)
+set_port=$(free_port)
 "$tapline" demo --address "127.0.0.1:$demo_port" 2>/dev/null & pids+=($!)
 wait_port "$demo_port"
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$bare_port" 2>"$work/bare.err" & pids+=($!)
@@ -50,7 +58,9 @@ wait_port "$demo_port"
     --plugin "$work/noop_request.lua" 2>"$work/noop.err" & pids+=($!)
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$read_port" \
     --plugin "$work/read_headers.lua" 2>"$work/read.err" & pids+=($!)
-wait_port "$bare_port"; wait_port "$noop_port"; wait_port "$read_port"
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$set_port" \
+    --plugin "$work/set_headers.lua" 2>"$work/set.err" & pids+=($!)
+wait_port "$bare_port"; wait_port "$noop_port"; wait_port "$read_port"; wait_port "$set_port"
 
 cat >"$work/proxy.lua" <<LUA
 wrk.path = "http://127.0.0.1:$demo_port/"
@@ -65,9 +75,11 @@ direct=$(rps 2 $conns "http://127.0.0.1:$demo_port/")
 bare=$(rps 2 $conns "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
 noop=$(rps 2 $conns "http://127.0.0.1:$noop_port/" -s "$work/proxy.lua")
 read=$(rps 2 $conns "http://127.0.0.1:$read_port/" -s "$work/proxy.lua")
+set=$(rps 2 $conns "http://127.0.0.1:$set_port/" -s "$work/proxy.lua")
 bare1=$(rps 1 1 "http://127.0.0.1:$bare_port/" -s "$work/proxy.lua")
 noop1=$(rps 1 1 "http://127.0.0.1:$noop_port/" -s "$work/proxy.lua")
 read1=$(rps 1 1 "http://127.0.0.1:$read_port/" -s "$work/proxy.lua")
+set1=$(rps 1 1 "http://127.0.0.1:$set_port/" -s "$work/proxy.lua")
 if grep -q "lua plugin" "$work"/*.err; then
     echo "bench/lua.sh: plugin errors during the run; numbers are not valid:" >&2
     grep -h "lua plugin" "$work"/*.err | head -3 >&2
@@ -117,7 +129,8 @@ cap_noop=$(best_time --plugin "$work/noop_request.lua")
 cap_read=$(best_time --plugin "$work/read_headers.lua")
 
 python3 - "$direct" "$bare" "$noop" "$read" "$bare1" "$noop1" "$read1" "$conns" \
-    "$tcp_direct" "$tcp_bare" "$tcp_lua" "$requests" "$cap_bare" "$cap_noop" "$cap_read" <<'PY'
+    "$tcp_direct" "$tcp_bare" "$tcp_lua" "$requests" "$cap_bare" "$cap_noop" "$cap_read" \
+    "$set" "$set1" <<'PY'
 import sys
 a = sys.argv[1:]
 direct, bare, noop, read, bare1, noop1, read1 = map(float, a[0:7])
@@ -125,18 +138,22 @@ conns = a[7]
 tcp_direct, tcp_bare, tcp_lua = map(float, a[8:11])
 requests = int(a[11])
 cap_bare, cap_noop, cap_read = map(float, a[12:15])
+set_, set1 = map(float, a[15:17])
 
 print(f"\n1. forward proxy to tapline demo's /")
 print(f"{'run':52} {'requests/s':>11} {'vs proxy':>9}")
 print(f"{'direct to demo (' + conns + ' connections)':52} {direct:11.0f}")
 for name, v in [("proxy, no plugin", bare), ("proxy + no-op on_request", noop),
-                ("proxy + on_request reading 2 headers", read)]:
+                ("proxy + on_request reading 2 headers", read),
+                ("proxy + setting a request and a response header", set_)]:
     print(f"{name + ' (' + conns + ' conn.)':52} {v:11.0f} {v / bare:9.2f}")
 for name, v in [("proxy, no plugin", bare1), ("proxy + no-op on_request", noop1),
-                ("proxy + on_request reading 2 headers", read1)]:
+                ("proxy + on_request reading 2 headers", read1),
+                ("proxy + setting a request and a response header", set1)]:
     print(f"{name + ' (1 conn.)':52} {v:11.0f} {v / bare1:9.2f}")
 print(f"added latency per request (1 conn.): no-op {(1/noop1 - 1/bare1) * 1e6:.1f} us, "
-      f"reading headers {(1/read1 - 1/bare1) * 1e6:.1f} us")
+      f"reading headers {(1/read1 - 1/bare1) * 1e6:.1f} us, "
+      f"setting 2 headers {(1/set1 - 1/bare1) * 1e6:.1f} us")
 
 print(f"\n2. tcp mapping to iperf3")
 print(f"{'run':52} {'Gbit/s':>11} {'vs proxy':>9}")
