@@ -135,6 +135,17 @@ impl HttpRequest {
         self.body_truncated = false;
     }
 
+    /// A copy with only the request line (method, path, URL): what a transaction carries
+    /// when nobody reads its heads.
+    pub fn line_only(&self) -> HttpRequest {
+        HttpRequest {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            url: self.url.clone(),
+            ..Default::default()
+        }
+    }
+
     /// The method and path, as a response remembers its request.
     pub fn line(&self) -> RequestLine {
         RequestLine {
@@ -186,6 +197,16 @@ impl HttpResponse {
         self.body = body.into();
         self.body_len = self.body.len() as u64;
         self.body_truncated = false;
+    }
+
+    /// A copy with only the status and latency: what a transaction carries when nobody reads
+    /// its heads.
+    pub fn status_only(&self) -> HttpResponse {
+        HttpResponse {
+            status: self.status,
+            latency: self.latency,
+            ..Default::default()
+        }
     }
 
     /// A response a plugin builds to answer or replace: status, headers and a full body.

@@ -60,12 +60,7 @@ impl HttpPairing {
         let request = if self.heads {
             request.clone()
         } else {
-            HttpRequest {
-                method: request.method.clone(),
-                path: request.path.clone(),
-                url: request.url.clone(),
-                ..Default::default()
-            }
+            request.line_only()
         };
         self.pending.push_back(PendingRequest {
             request,
@@ -111,11 +106,7 @@ impl HttpPairing {
                 latency: response.latency,
             }
         } else {
-            HttpResponse {
-                status: response.status,
-                latency: response.latency,
-                ..Default::default()
-            }
+            response.status_only()
         };
         Some(Transaction::Http {
             request: Box::new(pending.request),

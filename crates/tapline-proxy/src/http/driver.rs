@@ -55,6 +55,8 @@ struct ConnFlow {
     observer: Option<Dispatch>,
     /// Someone reads the exchanges' details (the request and response are built).
     details: bool,
+    /// Someone reads transactions' heads (else they carry the request line and status).
+    transaction_heads: bool,
     /// The connection's totals when the flow started.
     base: FlowStats,
 }
@@ -263,9 +265,11 @@ where
                 OpenFlow::start(&self.ctx, Protocol::Http, route, self.peer, addr).await;
             let interest = dispatch.interest();
             let sink = dispatch.pipeline().sink();
+            let transaction_heads = interest.observe.contains(Kind::Transaction)
+                || sink.wants_details(Kind::Transaction);
             let details = interest.http()
-                || interest.observe.contains(Kind::Transaction)
-                || [Kind::HttpRequest, Kind::HttpResponse, Kind::Transaction]
+                || transaction_heads
+                || [Kind::HttpRequest, Kind::HttpResponse]
                     .into_iter()
                     .any(|k| sink.wants_details(k));
             self.flow = Some(ConnFlow {
@@ -273,6 +277,7 @@ where
                 open,
                 dispatch,
                 details,
+                transaction_heads,
                 base: self.between,
             });
         }
@@ -317,7 +322,11 @@ where
     /// Sends one exchange's events: the request, the response, and the transaction pairing
     /// them (its hooks fire as in capture mode).
     async fn report(&mut self, report: Report) {
-        let Some(d) = self.flow.as_ref().map(|cf| cf.dispatch.clone()) else {
+        let Some((d, heads)) = self
+            .flow
+            .as_ref()
+            .map(|cf| (cf.dispatch.clone(), cf.transaction_heads))
+        else {
             return;
         };
         let Report {
@@ -327,9 +336,14 @@ where
             response_ts,
         } = report;
         let latency = response.latency.unwrap_or_default();
+        let (tx_request, tx_response) = if heads {
+            (request.clone(), response.clone())
+        } else {
+            (request.line_only(), response.status_only())
+        };
         let transaction = Transaction::Http {
-            request: Box::new(request.clone()),
-            response: Box::new(response.clone()),
+            request: Box::new(tx_request),
+            response: Box::new(tx_response),
             latency,
         };
         d.event(request_ts, EventKind::HttpRequest(request)).await;

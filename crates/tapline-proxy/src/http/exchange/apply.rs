@@ -5,7 +5,7 @@
 //! a body goes on in its own framing unless a hook changed it or its framing fields, and is
 //! then framed by its length, the `Content-Length` taking the first framing field's place.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tapline_core::http::reason_phrase;
 use tapline_core::HttpRequest;
 use tapline_decode::http1::write::{
@@ -53,7 +53,7 @@ pub(super) fn plain_request(ex: &mut Ex, client_in: &mut BytesMut) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     if let Ok(n) = ex.req_body.take(client_in, |_| {}) {
         out.extend_from_slice(&client_in[..n]);
-        let _ = client_in.split_to(n);
+        client_in.advance(n);
     }
     out
 }

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tapline_core::{FlowEnd, HttpRequest, HttpResponse, Timestamp};
 use tapline_decode::http1::write::write_response;
 use tapline_decode::http1::{BodyReader, RequestHead, ResponseHead};
@@ -175,6 +175,9 @@ pub(crate) struct Exchange {
     closed_by: Option<String>,
     state: State,
     ex: Option<Box<request::Ex>>,
+    /// The last exchange's room, for the next (an exchange is large: one allocation per
+    /// connection rather than per request).
+    spare: Option<Box<request::Ex>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +222,7 @@ impl Exchange {
             closed_by: None,
             state: State::ExpectRequestHead,
             ex: None,
+            spare: None,
         }
     }
 
@@ -348,7 +352,9 @@ impl Exchange {
 
     /// The exchange is reported and released: the next one, or the end.
     fn next_exchange(&mut self) -> Flow {
-        let keep = self.ex.take().is_some_and(|ex| ex.keep_client);
+        let ex = self.ex.take();
+        let keep = ex.as_ref().is_some_and(|ex| ex.keep_client);
+        self.spare = ex;
         self.upstream = Sighting::default();
         if let Some(reason) = self.closed_by.take() {
             return Flow::Out(Step::Close(FlowEnd::ClosedByPlugin(reason)));
@@ -395,7 +401,7 @@ impl Buffered {
         let payload = &mut self.payload;
         let n = body.take(input, |p| payload.extend_from_slice(p))?;
         self.framed.extend_from_slice(&input[..n]);
-        let _ = input.split_to(n);
+        input.advance(n);
         self.complete = body.is_done();
         Ok(())
     }

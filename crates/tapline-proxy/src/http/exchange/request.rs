@@ -2,7 +2,7 @@
 //! the hooks decided, and sending it upstream (the rest of the body streams on while the
 //! response is awaited, in `response`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tapline_core::{FlowEnd, HttpRequest, HttpResponse, RequestVerdict, Timestamp};
 use tapline_decode::http1::write::write_response;
 use tapline_decode::http1::{
@@ -128,7 +128,7 @@ impl Exchange {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return self.await_request_head(),
         };
-        let _ = self.client_in.split_to(head.size());
+        self.client_in.advance(head.size());
         if head.method() == "CONNECT" {
             if self.fixed {
                 return self.refuse(405, "CONNECT is served by the forward proxy");
@@ -139,7 +139,14 @@ impl Exchange {
             Ok(f) => f,
             Err(e) => return self.refuse(400, &e.to_string()),
         };
-        self.ex = Some(Box::new(Ex::new(head, framing, now)));
+        let ex = Ex::new(head, framing, now);
+        self.ex = Some(match self.spare.take() {
+            Some(mut reused) => {
+                *reused = ex;
+                reused
+            }
+            None => Box::new(ex),
+        });
         self.state = State::Routing;
         Flow::Next
     }
@@ -354,7 +361,17 @@ impl Exchange {
     }
 }
 
-/// The first `n` bytes of `buf`, taken off it without copying.
+/// Pieces up to this size are copied off an input buffer rather than split from it (a split
+/// makes the buffer shared until the piece is written).
+const COPY_MAX: usize = 16 * 1024;
+
+/// The first `n` bytes of `buf`, taken off it (without copying when they are many).
 pub(super) fn split(buf: &mut BytesMut, n: usize) -> Bytes {
-    buf.split_to(n).freeze()
+    if n <= COPY_MAX {
+        let piece = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        piece
+    } else {
+        buf.split_to(n).freeze()
+    }
 }

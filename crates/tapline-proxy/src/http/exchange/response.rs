@@ -1,7 +1,7 @@
 //! The response half of an exchange: its head (interim ones passed on, a `101` switching the
 //! connection), its body read for the hooks, what the hooks decided, and relaying the body.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tapline_core::{FlowEnd, ResponseVerdict, Timestamp};
 use tapline_decode::http1::{BodyReader, Framing, ResponseHead, Strictness};
 
@@ -41,7 +41,7 @@ impl Exchange {
                     return self.failed_upstream(UpstreamError::Unreachable(e), now);
                 }
             };
-            let _ = self.upstream_in.split_to(head.size());
+            self.upstream_in.advance(head.size());
             ex.answered = true;
             let status = head.status();
             if status == 101 && ex.head.upgrade().is_none() {
@@ -262,7 +262,7 @@ impl Exchange {
                 ex.resp_body
                     .take(&self.upstream_in, |p| payload.extend_from_slice(p))
                     .map(|n| {
-                        let _ = self.upstream_in.split_to(n);
+                        self.upstream_in.advance(n);
                         Bytes::from(payload)
                     })
             } else {
