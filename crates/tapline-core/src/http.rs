@@ -4,11 +4,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
+pub use smol_str::SmolStr;
 
-/// Header fields in wire order, duplicates kept. Names compare case-insensitively.
+/// Header fields in wire order, duplicates kept, names as sent. Names compare
+/// case-insensitively. Names and values are [`SmolStr`]s: most fit inline (no allocation),
+/// and copying a message's headers (a plugin's rollback copy, a transaction's) allocates
+/// at most the list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct Headers(pub Vec<(String, String)>);
+pub struct Headers(pub Vec<(SmolStr, SmolStr)>);
 
 impl Headers {
     /// No headers.
@@ -34,7 +38,7 @@ impl Headers {
 
     /// Replaces every `name` field by one with `value`, in place of the first (or at the end).
     /// The field takes the case of `name` as given: what a plugin writes is what goes out.
-    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+    pub fn set(&mut self, name: &str, value: impl Into<SmolStr>) {
         let value = value.into();
         match self
             .0
@@ -43,7 +47,7 @@ impl Headers {
         {
             Some(i) => {
                 if self.0[i].0 != name {
-                    self.0[i].0 = name.to_string();
+                    self.0[i].0 = SmolStr::new(name);
                 }
                 self.0[i].1 = value;
                 let mut j = i + 1;
@@ -55,12 +59,12 @@ impl Headers {
                     }
                 }
             }
-            None => self.0.push((name.to_string(), value)),
+            None => self.0.push((SmolStr::new(name), value)),
         }
     }
 
     /// Appends a field, keeping existing ones.
-    pub fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn add(&mut self, name: impl Into<SmolStr>, value: impl Into<SmolStr>) {
         self.0.push((name.into(), value.into()));
     }
 
@@ -95,7 +99,7 @@ impl Headers {
     }
 }
 
-impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+impl<N: Into<SmolStr>, V: Into<SmolStr>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         Headers(
             iter.into_iter()
@@ -222,6 +226,40 @@ impl HttpResponse {
         }
     }
 }
+
+/// True for an RFC 9110 `token` (a field name, a method).
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| TOKEN[usize::from(b)])
+}
+
+/// Which bytes a `token` may hold: letters, digits and ``!#$%&'*+-.^_`|~``.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// The standard reason phrase for a status code, or `""`.
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -16,6 +16,7 @@ use tapline_core::{
 
 use crate::api::{display, to_lua_options};
 use mlua::LuaSerdeExt;
+use tapline_core::http::SmolStr;
 
 /// A new flow table: `id`, `uid`, `mode`, `protocol`, `route`, `client`, `server`,
 /// `started`, byte totals (filled at the end) and the private `state` table.
@@ -140,12 +141,16 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// A message lent to Lua for one hook call. The first edit keeps a copy of the original, so
-/// a hook that fails leaves the message unchanged.
+/// A message lent to Lua for one hook call. The first edit keeps a copy of what it changes —
+/// the headers for a header method, the whole message otherwise — so a hook that fails leaves
+/// the message unchanged.
 #[derive(Default)]
 pub(crate) struct Edit<T> {
     value: T,
+    /// The message before the first edit of a field other than the headers.
     backup: Option<T>,
+    /// The headers before their first edit.
+    headers_backup: Option<Headers>,
 }
 
 /// The message shared by a request or response object and its headers object.
@@ -166,17 +171,26 @@ impl<T: Default> Slot<T> {
         *self.lent.lock() = Edit {
             value: std::mem::take(value),
             backup: None,
+            headers_backup: None,
         };
         self.object.clone()
     }
+}
 
+impl<T: HasHeaders> Slot<T> {
     /// Puts the lent message back: edited when `keep_edits`, else as it was before the hook.
     pub(crate) fn give_back(&self, place: &mut T, keep_edits: bool) {
         let edit = std::mem::take(&mut *self.lent.lock());
-        *place = match (keep_edits, edit.backup) {
-            (false, Some(original)) => original,
-            _ => edit.value,
-        };
+        *place = edit.value;
+        if keep_edits {
+            return;
+        }
+        if let Some(original) = edit.backup {
+            *place = original;
+        }
+        if let Some(headers) = edit.headers_backup {
+            *place.headers_mut() = headers;
+        }
     }
 }
 
@@ -206,12 +220,23 @@ impl Slot<HttpResponse> {
     }
 }
 
+/// Edits a field of the lent message other than its headers (the message is backed up first).
 fn write<T: Clone, R>(lent: &Lent<T>, f: impl FnOnce(&mut T) -> R) -> R {
     let mut edit = lent.lock();
     if edit.backup.is_none() {
         edit.backup = Some(edit.value.clone());
     }
     f(&mut edit.value)
+}
+
+/// Edits the lent message's headers (only they are backed up first, unless the whole message
+/// already was).
+fn write_headers<T: HasHeaders, R>(lent: &Lent<T>, f: impl FnOnce(&mut Headers) -> R) -> R {
+    let mut edit = lent.lock();
+    if edit.backup.is_none() && edit.headers_backup.is_none() {
+        edit.headers_backup = Some(edit.value.headers().clone());
+    }
+    f(edit.value.headers_mut())
 }
 
 fn read<T, R>(lent: &Lent<T>, f: impl FnOnce(&T) -> R) -> R {
@@ -248,8 +273,7 @@ impl HasHeaders for HttpResponse {
 struct HeadersObj<T>(Lent<T>);
 
 fn check_name(name: &str) -> mlua::Result<()> {
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if !tapline_core::http::is_token(name) {
         return Err(mlua::Error::runtime(format!("bad header name {name:?}")));
     }
     Ok(())
@@ -264,50 +288,73 @@ fn check_value(value: &str) -> mlua::Result<()> {
     Ok(())
 }
 
+/// A header value from Lua: a string as it is (kept inline when short, without a copy into
+/// a Rust `String` first), anything else as `tostring` shows it; checked for line breaks.
+fn field_value(value: &Value) -> mlua::Result<SmolStr> {
+    let value = match value {
+        Value::String(s) => match s.to_str() {
+            Ok(text) => SmolStr::new(&*text),
+            Err(_) => SmolStr::new(s.to_string_lossy()),
+        },
+        other => SmolStr::new(display(other)),
+    };
+    check_value(&value)?;
+    Ok(value)
+}
+
 impl<T: HasHeaders> UserData for HeadersObj<T> {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("get", |_, this, name: String| {
-            Ok(read(&this.0, |m| {
-                m.headers().get(&name).map(str::to_string)
-            }))
+        methods.add_method("get", |lua, this, name: mlua::LuaString| {
+            let name = name.to_str()?;
+            read(&this.0, |m| match m.headers().get(&name) {
+                Some(v) => lua.create_string(v).map(Value::String),
+                None => Ok(Value::Nil),
+            })
         });
-        methods.add_method("get_all", |_, this, name: String| {
-            Ok(read(&this.0, |m| {
-                m.headers()
-                    .get_all(&name)
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            }))
+        methods.add_method("get_all", |lua, this, name: mlua::LuaString| {
+            let name = name.to_str()?;
+            read(&this.0, |m| {
+                lua.create_sequence_from(
+                    m.headers()
+                        .get_all(&name)
+                        .map(|v| lua.create_string(v))
+                        .collect::<mlua::Result<Vec<_>>>()?,
+                )
+            })
         });
-        methods.add_method("set", |_, this, (name, value): (String, Value)| {
+        methods.add_method("set", |_, this, (name, value): (mlua::LuaString, Value)| {
+            let name = name.to_str()?;
             check_name(&name)?;
             if value.is_nil() {
-                write(&this.0, |m| m.headers_mut().remove(&name));
+                write_headers(&this.0, |h| h.remove(&name));
                 return Ok(());
             }
-            let value = display(&value);
-            check_value(&value)?;
-            write(&this.0, |m| m.headers_mut().set(&name, value));
+            let value = field_value(&value)?;
+            write_headers(&this.0, |h| h.set(&name, value));
             Ok(())
         });
-        methods.add_method("add", |_, this, (name, value): (String, Value)| {
+        methods.add_method("add", |_, this, (name, value): (mlua::LuaString, Value)| {
+            let name = name.to_str()?;
             check_name(&name)?;
-            let value = display(&value);
-            check_value(&value)?;
-            write(&this.0, |m| m.headers_mut().add(name, value));
+            let value = field_value(&value)?;
+            write_headers(&this.0, |h| h.add(SmolStr::new(&*name), value));
             Ok(())
         });
-        methods.add_method("remove", |_, this, name: String| {
-            Ok(write(&this.0, |m| m.headers_mut().remove(&name)))
+        methods.add_method("remove", |_, this, name: mlua::LuaString| {
+            let name = name.to_str()?;
+            Ok(write_headers(&this.0, |h| h.remove(&name)))
         });
         methods.add_method("pairs", |lua, this, ()| {
             let fields = read(&this.0, |m| m.headers().0.clone());
             let next = AtomicUsize::new(0);
-            lua.create_function(move |_, ()| {
+            lua.create_function(move |lua, ()| {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 Ok(match fields.get(i) {
-                    Some((n, v)) => (Some(n.clone()), Some(v.clone())),
-                    None => (None, None),
+                    Some((n, v)) => (
+                        Value::String(lua.create_string(n)?),
+                        Value::String(lua.create_string(v)?),
+                    ),
+                    None => (Value::Nil, Value::Nil),
                 })
             })
         });
@@ -329,10 +376,9 @@ fn replace_headers(headers: &mut Headers, table: &Table) -> mlua::Result<()> {
                 fresh.add(n, v);
             }
             (Value::String(n), v) => {
-                let (n, v) = (n.to_str()?.to_string(), display(&v));
+                let n = n.to_str()?.to_string();
                 check_name(&n)?;
-                check_value(&v)?;
-                fresh.add(n, v);
+                fresh.add(n, field_value(&v)?);
             }
             _ => {
                 return Err(mlua::Error::runtime(
