@@ -10,10 +10,14 @@
 #     proxy with a no-op Python gRPC plugin (tests/grpc_plugins/noop_plugin.py) when grpcio
 #     is there.
 #
-#   bench/proxy.sh [SECONDS_PER_RUN] [TCP_ROUNDS]    (defaults 10 and 3; needs wrk, iperf3,
+#   bench/proxy.sh [SECONDS_PER_RUN] [ROUNDS]        (defaults 10 and 3; needs wrk, iperf3,
 #                                                    nginx, python3)
 #   TAPLINE_BIN=path/to/tapline bench/proxy.sh ...   measures that binary instead of building
-#                                                    (e.g. an older commit's, for before/after)
+#   TAPLINE_BEFORE=path/to/tapline bench/proxy.sh    adds rows for that binary (e.g. an older
+#                                                    commit's), for before/after in one run
+#
+# Every path takes its turn in each of ROUNDS rounds (so a slow spell of the machine hits them
+# all) and each cell is the median of its rounds; the rounds are printed too.
 #
 # Loopback only; installs nothing; every process it starts is stopped by PID on exit.
 set -euo pipefail
@@ -105,6 +109,14 @@ LUA
     --plugin "$work/set_headers.lua" 2>"$work/lua.err" & pids+=($!)
 wait_port "$origin"; wait_port "$nginx_proxy"; wait_port "$iperf"
 wait_port "$forward"; wait_port "$mapping"; wait_port "$tcp_map"; wait_port "$lua_forward"
+if [ -n "${TAPLINE_BEFORE:-}" ]; then
+    before_forward=$(free_port); before_lua=$(free_port)
+    "$TAPLINE_BEFORE" proxy --quiet --proxy-address "127.0.0.1:$before_forward" \
+        2>"$work/before.err" & pids+=($!)
+    "$TAPLINE_BEFORE" proxy --quiet --proxy-address "127.0.0.1:$before_lua" \
+        --plugin "$work/set_headers.lua" 2>"$work/before-lua.err" & pids+=($!)
+    wait_port "$before_forward"; wait_port "$before_lua"
+fi
 
 with_grpc=no
 if python3 -c 'import grpc, grpc_tools' 2>/dev/null && [ -f "$root/tests/grpc_plugins/noop_plugin.py" ]; then
@@ -182,38 +194,48 @@ for path in "${tcp_paths[@]}"; do
 done
 [ ${#tcp_peers[@]} -gt 0 ] || echo "(no haproxy or socat: the TCP peer rows are skipped; scripts/install-deps.sh bench installs them)"
 echo
-echo "## HTTP through proxies (wrk, $conns connections, small response)"
-read -r d_rps d_p50 d_p99 <<<"$(http "http://127.0.0.1:$origin/")"
-read -r n_rps n_p50 n_p99 <<<"$(http "http://127.0.0.1:$nginx_proxy/")"
-read -r f_rps f_p50 f_p99 <<<"$(http "http://127.0.0.1:$forward/" -s "$work/forward.lua")"
-read -r m_rps m_p50 m_p99 <<<"$(http "http://127.0.0.1:$mapping/")"
-printf '%-34s %10s %9s %9s %10s %12s\n' "path" "req/s" "p50 ms" "p99 ms" "vs nginx" "p99 added"
-row() { printf '%-34s %10s %9s %9s %10s %12s\n' "$1" "$2" "$3" "$4" "$(ratio "$2" "$n_rps")" "$(added "$4" "$d_p99")"; }
-row "direct to origin" "$d_rps" "$d_p50" "$d_p99"
-row "nginx reverse proxy" "$n_rps" "$n_p50" "$n_p99"
-row "tapline forward proxy" "$f_rps" "$f_p50" "$f_p99"
-row "tapline http mapping" "$m_rps" "$m_p50" "$m_p99"
-read -r l_rps l_p50 l_p99 <<<"$(http "http://127.0.0.1:$lua_forward/" -s "$work/forward.lua")"
-row "tapline forward + Lua set 2 headers" "$l_rps" "$l_p50" "$l_p99"
+echo "## HTTP through proxies (wrk, $conns connections, small response; median of $rounds rounds)"
+# name|url|wrk args: every path takes its turn in each round.
+http_paths=(
+    "direct to origin|http://127.0.0.1:$origin/|"
+    "nginx reverse proxy|http://127.0.0.1:$nginx_proxy/|"
+    "tapline forward proxy|http://127.0.0.1:$forward/|-s $work/forward.lua"
+    "tapline http mapping|http://127.0.0.1:$mapping/|"
+    "tapline forward + Lua set 2 headers|http://127.0.0.1:$lua_forward/|-s $work/forward.lua"
+)
+if [ -n "${TAPLINE_BEFORE:-}" ]; then
+    http_paths+=("before: forward proxy|http://127.0.0.1:$before_forward/|-s $work/forward.lua"
+                 "before: forward + Lua set 2 headers|http://127.0.0.1:$before_lua/|-s $work/forward.lua")
+fi
+[ -n "$mitmdump_bin" ] && http_paths+=("mitmproxy forward proxy (mitmdump)|http://127.0.0.1:$mitm/|-s $work/forward.lua")
+[ "$with_grpc" = yes ] && http_paths+=("tapline forward + no-op gRPC|http://127.0.0.1:$grpc_forward/|-s $work/forward.lua")
+declare -A rps p50 p99
+for ((r = 0; r < rounds; r++)); do
+    for path in "${http_paths[@]}"; do
+        IFS='|' read -r name url args <<<"$path"
+        # shellcheck disable=SC2086
+        read -r a b c <<<"$(http "$url" $args)"
+        rps[$name]+=" $a"; p50[$name]+=" $b"; p99[$name]+=" $c"
+    done
+done
+n_rps=$(median "${rps[nginx reverse proxy]}"); n_p99=$(median "${p99[nginx reverse proxy]}")
+d_p99=$(median "${p99[direct to origin]}")
+printf '%-38s %10s %9s %9s %10s %12s %12s   %s\n' "path" "req/s" "p50 ms" "p99 ms" "vs nginx" \
+    "p99 added" "p99 - nginx" "rounds (req/s)"
+for path in "${http_paths[@]}"; do
+    name=${path%%|*}
+    r_=$(median "${rps[$name]}"); a=$(median "${p50[$name]}"); b=$(median "${p99[$name]}")
+    printf '%-38s %10s %9s %9s %10s %12s %12s  %s\n' "$name" "$r_" "$a" "$b" \
+        "$(ratio "$r_" "$n_rps")" "$(added "$b" "$d_p99")" "$(added "$b" "$n_p99")" "${rps[$name]}"
+done
+[ -n "$mitmdump_bin" ] || echo "(no mitmdump: the mitmproxy row is skipped; scripts/install-deps.sh bench installs it)"
+[ "$with_grpc" = yes ] || echo "(no python3 grpcio/grpcio-tools: the gRPC plugin row is skipped)"
+if grep -q "call failed" "$work/grpc.err" 2>/dev/null; then
+    echo "bench/proxy.sh: plugin calls failed during the run; the gRPC row is not valid" >&2
+fi
 if grep -q "lua plugin" "$work/lua.err"; then
     echo "bench/proxy.sh: Lua plugin errors during the run; its row is not valid" >&2
 fi
-if [ -n "$mitmdump_bin" ]; then
-    read -r x_rps x_p50 x_p99 <<<"$(http "http://127.0.0.1:$mitm/" -s "$work/forward.lua")"
-    row "mitmproxy forward proxy (mitmdump)" "$x_rps" "$x_p50" "$x_p99"
-else
-    echo "(no mitmdump: the mitmproxy row is skipped; scripts/install-deps.sh bench installs it)"
-fi
-if [ "$with_grpc" = yes ]; then
-    read -r g_rps g_p50 g_p99 <<<"$(http "http://127.0.0.1:$grpc_forward/" -s "$work/forward.lua")"
-    row "tapline forward + no-op gRPC" "$g_rps" "$g_p50" "$g_p99"
-    if grep -q "call failed" "$work/grpc.err"; then
-        echo "bench/proxy.sh: plugin calls failed during the run; the gRPC row is not valid" >&2
-    fi
-else
-    echo "(no python3 grpcio/grpcio-tools: the gRPC plugin row is skipped)"
-fi
 echo
-echo "p99 vs nginx's: forward proxy $(added "$f_p99" "$n_p99") ms, with the Lua plugin $(added "$l_p99" "$n_p99") ms"
 echo "targets: tcp mapping >= 0.90x direct; forward proxy >= 1.0x nginx, with the Lua header plugin"
 echo "         >= 0.9x nginx; forward proxy p99 within 0.5 ms of nginx's"

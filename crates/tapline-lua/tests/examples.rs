@@ -250,3 +250,40 @@ fn http_stats_summarises_once_across_states() {
         serde_json::json!({"200": 3, "404": 1, "500": 1})
     );
 }
+
+#[test]
+fn slow_http_alerts_over_the_threshold_in_both_modes() {
+    for mode in [Mode::Capture, Mode::Proxy] {
+        let (plugin, sink) = load("slow_http.lua", mode, &["slow-http.ms=40"]);
+        let f = flow(6, mode, Protocol::Http);
+        let tx = |ms: u64, path: &str| {
+            let request = HttpRequest {
+                method: "GET".into(),
+                path: path.into(),
+                ..Default::default()
+            };
+            let response = HttpResponse::new(200, Default::default(), Bytes::new());
+            Event::on_flow(
+                &f,
+                Timestamp::now(),
+                EventKind::Transaction(Transaction::Http {
+                    request: Box::new(request),
+                    response: Box::new(response),
+                    latency: Duration::from_millis(ms),
+                }),
+            )
+        };
+        block_on(async {
+            plugin.on_event(&tx(5, "/fast")).await.unwrap();
+            plugin.on_event(&tx(55, "/slow")).await.unwrap();
+        });
+        let alerts = sink.take();
+        assert_eq!(alerts.len(), 1, "{mode:?}: {alerts:?}");
+        let (kind, message, fields) = &alerts[0];
+        assert_eq!(kind, "alert");
+        assert!(message.starts_with("slow GET /slow: 55.0 ms"), "{message}");
+        assert_eq!(fields["status"], 200);
+        assert_eq!(fields["mode"], mode.as_str());
+        assert_eq!(fields["flow_uid"], f.uid.to_string());
+    }
+}
