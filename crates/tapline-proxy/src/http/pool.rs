@@ -1,7 +1,7 @@
 //! Keep-alive connections to HTTP upstreams, kept per address: a request takes an idle
 //! connection (or opens one) and gives it back once its response was read to the end.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ pub(crate) struct Pool {
 }
 
 struct Idle {
-    by_addr: HashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
+    by_addr: FxHashMap<SocketAddr, Vec<(UpstreamConn, Instant)>>,
     /// When expired connections were last closed.
     swept: Instant,
 }
@@ -36,7 +36,7 @@ impl Pool {
     pub(crate) fn new(idle_timeout: Duration) -> Pool {
         Pool {
             idle: Mutex::new(Idle {
-                by_addr: HashMap::new(),
+                by_addr: FxHashMap::default(),
                 swept: Instant::now(),
             }),
             idle_timeout,

@@ -392,6 +392,13 @@ struct Buffered {
 }
 
 impl Buffered {
+    /// Empty again, keeping its memory.
+    fn clear(&mut self) {
+        self.framed.clear();
+        self.payload.clear();
+        self.complete = false;
+    }
+
     /// Takes what `body` has of `input` into memory; the bytes taken are consumed.
     fn take(
         &mut self,

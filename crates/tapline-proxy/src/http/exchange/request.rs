@@ -88,6 +88,33 @@ impl Ex {
         }
     }
 
+    /// The same room, made ready for the next request (buffers keep their memory).
+    fn reset(&mut self, head: RequestHead, framing: Framing, started: Timestamp) {
+        self.keep_client = head.keep_alive();
+        self.head = head;
+        self.routed = None;
+        self.started = started;
+        self.sent = None;
+        self.request = HttpRequest::default();
+        self.req_body = BodyReader::new(framing);
+        self.buffered.clear();
+        self.seen_body = Bytes::new();
+        self.answered_continue = false;
+        self.resend = None;
+        self.reused = false;
+        self.answered = false;
+        self.response = HttpResponse::default();
+        self.response_ts = started;
+        self.resp_body = BodyReader::new(Framing::Empty);
+        self.resp_framing = Framing::Empty;
+        self.resp_head = None;
+        self.decode = false;
+        self.until_close = false;
+        self.upstream_keeps = false;
+        self.reusable = false;
+        self.report = None;
+    }
+
     pub(super) fn routed(&self) -> &Routed {
         self.routed
             .as_ref()
@@ -139,13 +166,12 @@ impl Exchange {
             Ok(f) => f,
             Err(e) => return self.refuse(400, &e.to_string()),
         };
-        let ex = Ex::new(head, framing, now);
         self.ex = Some(match self.spare.take() {
             Some(mut reused) => {
-                *reused = ex;
+                reused.reset(head, framing, now);
                 reused
             }
-            None => Box::new(ex),
+            None => Box::new(Ex::new(head, framing, now)),
         });
         self.state = State::Routing;
         Flow::Next

@@ -7,7 +7,7 @@ use tapline_decode::http1::{BodyReader, Framing, ResponseHead, Strictness};
 
 use super::apply;
 use super::request::split;
-use super::{humane, BodyNews, Buffered, Exchange, Flow, State, Step, Timer, UpstreamHead, Wait};
+use super::{humane, BodyNews, Exchange, Flow, State, Step, Timer, UpstreamHead, Wait};
 
 /// Waiting for the upstream only.
 const UPSTREAM: Wait = Wait {
@@ -143,7 +143,7 @@ impl Exchange {
         ex.resp_body = BodyReader::new(framing);
         ex.resp_framing = framing;
         if ex.routed().hook_responses {
-            ex.buffered = Buffered::default();
+            ex.buffered.clear();
             ex.resp_head = Some(head);
             self.state = State::BufferResponseBody;
             return Flow::Next;
