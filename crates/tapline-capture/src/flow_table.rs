@@ -223,7 +223,7 @@ impl<T> FlowTable<T> {
     }
 
     /// Forgets the flow under `key`, handing it back with `end` if it was open.
-    fn remove(&mut self, key: &FlowKey, end: FlowEnd) -> Option<Ending<T>> {
+    pub(crate) fn remove(&mut self, key: &FlowKey, end: FlowEnd) -> Option<Ending<T>> {
         self.flows.remove(key)?.ending(end)
     }
 
@@ -342,17 +342,20 @@ impl<T> FlowTable<T> {
         self.flows.get_mut(key)?.ending(end)
     }
 
-    /// The end of the capture: every open flow, in id order, as `shutdown`; the table is
-    /// left empty.
-    pub(crate) fn end_all(&mut self) -> Vec<Ending<T>> {
-        let mut open: Vec<(FlowId, Ending<T>)> = self
+    /// The keys of every open flow, in id order: at the end of the capture they are taken
+    /// out one by one with `remove` (only keys are sorted: a sorted copy of
+    /// every flow's state would double the memory of a capture ending with many flows open).
+    pub(crate) fn open_keys(&self) -> impl Iterator<Item = FlowKey> {
+        let mut order: Vec<(FlowId, FlowKey)> = self
             .flows
-            .drain()
-            .filter_map(|(_, mut e)| Some((e.id, e.ending(FlowEnd::Shutdown)?)))
+            .iter()
+            .filter(|(_, e)| e.open.is_some())
+            .map(|(k, e)| (e.id, *k))
             .collect();
-        open.sort_unstable_by_key(|(id, _)| *id);
-        open.into_iter().map(|(_, ending)| ending).collect()
+        order.sort_unstable_by_key(|(id, _)| *id);
+        order.into_iter().map(|(_, key)| key)
     }
+
 }
 
 #[cfg(test)]

@@ -86,8 +86,10 @@ impl<'a> Worker<'a> {
 
     /// Ends every open flow (end of capture), in id order, and returns the counters.
     fn finish(mut self) -> CaptureStats {
-        for ending in self.table.end_all() {
-            self.end(ending);
+        for key in self.table.open_keys() {
+            if let Some(ending) = self.table.remove(&key, FlowEnd::Shutdown) {
+                self.end(ending);
+            }
         }
         self.stats.reassembly = self.budget.counters;
         self.stats

@@ -48,20 +48,24 @@ pub struct Dispatch {
     sink_chunks: bool,
     verdicts: Verdicts,
     /// Why a failing observe-only hook closed the flow (failure policy `closed`), for the
-    /// traffic to act on at its next verdict.
-    close: Arc<OnceLock<String>>,
+    /// traffic to act on at its next verdict; only where both can happen (it costs an
+    /// allocation per flow, which a capture of many flows would feel).
+    close: Option<Arc<OnceLock<String>>>,
 }
 
 impl Dispatch {
     pub(crate) fn new(pipeline: Pipeline, flow: Arc<Flow>, verdicts: Verdicts) -> Dispatch {
         let interest = interest_of(&pipeline, &flow);
+        let close = (verdicts == Verdicts::Apply
+            && pipeline.failure_policy() == FailurePolicy::Closed)
+            .then(Arc::default);
         Dispatch {
             sink_chunks: pipeline.sink().wants_chunks(),
             pipeline,
             flow,
             interest,
+            close,
             verdicts,
-            close: Arc::default(),
         }
     }
 
@@ -107,7 +111,7 @@ impl Dispatch {
 
     /// Why the flow must close, when a failing hook said so (failure policy `closed`).
     pub fn close_requested(&self) -> Option<&str> {
-        self.close.get().map(String::as_str)
+        self.close.as_ref()?.get().map(String::as_str)
     }
 
     /// The close a failing hook asked for, where verdicts apply.
@@ -264,7 +268,9 @@ impl Dispatch {
         if let (true, Some(hook)) = (observed && self.interest.wants(kind), Hook::for_kind(kind)) {
             for stage in self.stages(|i| i.wants(kind)) {
                 if let Err(Some(reason)) = self.call(stage, hook, stage.on_event(&event)).await {
-                    let _ = self.close.set(reason);
+                    if let Some(close) = &self.close {
+                        let _ = close.set(reason);
+                    }
                 }
             }
         }

@@ -24,9 +24,15 @@ pub enum FailurePolicy {
 }
 
 /// The stages of a run, in order, the sink their results go to, and the failure policy.
+/// One pointer: every flow's [`Dispatch`] holds a clone.
 #[derive(Clone)]
 pub struct Pipeline {
-    stages: Arc<[Arc<dyn Stage>]>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    stages: Vec<Arc<dyn Stage>>,
     sink: Arc<dyn EventSink>,
     policy: FailurePolicy,
 }
@@ -35,32 +41,34 @@ impl Pipeline {
     /// A pipeline running `stages` in this order, delivering to `sink`, failing open.
     pub fn new(stages: Vec<Arc<dyn Stage>>, sink: Arc<dyn EventSink>) -> Self {
         Pipeline {
-            stages: stages.into(),
-            sink,
-            policy: FailurePolicy::Open,
+            inner: Arc::new(Inner {
+                stages,
+                sink,
+                policy: FailurePolicy::Open,
+            }),
         }
     }
 
     /// The same pipeline with failure policy `policy` (`--plugin-failure`).
     #[must_use]
     pub fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
+        Arc::make_mut(&mut self.inner).policy = policy;
         self
     }
 
     /// The stages, in order.
     pub fn stages(&self) -> &[Arc<dyn Stage>] {
-        &self.stages
+        &self.inner.stages
     }
 
     /// The sink events are delivered to.
     pub fn sink(&self) -> &Arc<dyn EventSink> {
-        &self.sink
+        &self.inner.sink
     }
 
     /// What a failing hook does.
     pub fn failure_policy(&self) -> FailurePolicy {
-        self.policy
+        self.inner.policy
     }
 
     /// The dispatch for `flow`, decided once: verdicts apply in proxy mode and are observed
@@ -77,19 +85,19 @@ impl Pipeline {
     /// (e.g. JSON lines), or any stage (a stage may observe them). When nothing does,
     /// producers may leave details out (a `message` without `fields`).
     pub fn reads_details(&self, kind: Kind) -> bool {
-        !self.stages.is_empty() || self.sink.wants_details(kind)
+        !self.inner.stages.is_empty() || self.inner.sink.wants_details(kind)
     }
 
     /// Whether some stage wants packets that belong to no flow.
     pub fn wants_loose_packets(&self) -> bool {
-        self.stages.iter().any(|s| s.wants_packets())
+        self.inner.stages.iter().any(|s| s.wants_packets())
     }
 
     /// A packet outside any flow (ARP, ICMP, a fragment): to the stages that asked for such
     /// packets, then to the sink.
     pub async fn loose_packet(&self, event: Event) {
         if matches!(event.kind, EventKind::Packet(_)) {
-            for stage in self.stages.iter().filter(|s| s.wants_packets()) {
+            for stage in self.inner.stages.iter().filter(|s| s.wants_packets()) {
                 let started = std::time::Instant::now();
                 let result = stage.on_event(&event).await;
                 stage.counters().record_call(started.elapsed());
@@ -101,12 +109,12 @@ impl Pipeline {
                 }
             }
         }
-        self.sink.emit(&event);
+        self.inner.sink.emit(&event);
     }
 
     /// Calls every stage's `on_stop`, in order, then flushes the sink.
     pub async fn stop(&self) {
-        for stage in self.stages.iter() {
+        for stage in self.inner.stages.iter() {
             let started = std::time::Instant::now();
             let result = stage.on_stop().await;
             stage.counters().record_call(started.elapsed());
@@ -117,7 +125,7 @@ impl Pipeline {
                     .failed(&label, Hook::Stop, &failure, "stopping anyway");
             }
         }
-        self.sink.flush();
+        self.inner.sink.flush();
     }
 }
 
