@@ -18,9 +18,14 @@ const MAX_TRAILERS: usize = 16 * 1024;
 pub struct BodyReader {
     state: State,
     payload: u64,
-    /// The trailer section as received, when trailers are kept.
-    trailers: Option<Vec<u8>>,
+    /// The trailer section as received, when trailers are kept (boxed: a passive decoder
+    /// keeps a reader per direction of every flow, and most bodies have no trailers).
+    trailers: Option<Box<TrailerSection>>,
 }
+
+/// A trailer section's bytes as received.
+#[derive(Debug, Clone, Default)]
+struct TrailerSection(Vec<u8>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -65,7 +70,7 @@ impl BodyReader {
     /// The same, keeping a chunked body's trailer fields (see [`BodyReader::trailers`]).
     pub fn keeping_trailers(framing: Framing) -> BodyReader {
         BodyReader {
-            trailers: (framing == Framing::Chunked).then(Vec::new),
+            trailers: (framing == Framing::Chunked).then(Box::default),
             ..BodyReader::new(framing)
         }
     }
@@ -173,7 +178,7 @@ impl BodyReader {
     /// The trailer fields of a finished chunked body read with
     /// [`BodyReader::keeping_trailers`], in order.
     pub fn trailers(&self) -> Vec<(String, String)> {
-        let Some(raw) = self.trailers.as_deref() else {
+        let Some(TrailerSection(raw)) = self.trailers.as_deref() else {
             return Vec::new();
         };
         raw.split(|&b| b == b'\n')
@@ -189,8 +194,8 @@ impl BodyReader {
     }
 
     fn keep_trailer(&mut self, byte: u8) {
-        if let Some(t) = self.trailers.as_mut().filter(|t| t.len() < MAX_TRAILERS) {
-            t.push(byte);
+        if let Some(t) = self.trailers.as_mut().filter(|t| t.0.len() < MAX_TRAILERS) {
+            t.0.push(byte);
         }
     }
 
