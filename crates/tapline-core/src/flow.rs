@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::time::Timestamp;
+use crate::tls::TlsInfo;
 
 /// A flow's identifier, unique within one run. APIs show it as a string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -206,6 +207,8 @@ pub struct Flow {
     pub server: SocketAddr,
     /// When the flow started.
     pub started: Timestamp,
+    /// Its TLS, when the flow carried TLS the proxy saw (terminated or relayed).
+    pub tls: Option<std::sync::Arc<TlsInfo>>,
 }
 
 impl Flow {
@@ -228,7 +231,14 @@ impl Flow {
             client,
             server,
             started,
+            tls: None,
         }
+    }
+
+    /// The same flow, with what its TLS looked like.
+    pub fn with_tls(mut self, tls: TlsInfo) -> Flow {
+        self.tls = Some(std::sync::Arc::new(tls));
+        self
     }
 }
 

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod sink;
 pub mod stage;
 pub mod time;
+pub mod tls;
 pub mod verdict;
 
 pub use counters::{StageCounters, LATENCY_BUCKETS_MICROS};
@@ -31,4 +32,5 @@ pub use pipeline::{block_on, FailurePolicy, Pipeline};
 pub use sink::{EventSink, Fanout, NullSink};
 pub use stage::{BoxFuture, Hook, HookFailure, HookResult, Interest, Stage, StageContext};
 pub use time::Timestamp;
+pub use tls::{TlsInfo, TlsLeg};
 pub use verdict::{ChunkVerdict, RequestVerdict, ResponseVerdict};

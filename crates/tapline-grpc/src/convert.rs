@@ -431,6 +431,7 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             server: "127.0.0.1:2".parse().unwrap(),
             started: Timestamp(0),
+            tls: None,
         };
         let up = Chunk {
             from: Side::Client,

@@ -58,12 +58,17 @@ impl Routing {
     /// What the plugin gets of `flow`:
     /// - forward-proxy requests/responses, and those of an HTTP mapping (or of HTTP seen in
     ///   capture), when it handles HTTP forwarding;
-    /// - `CONNECT` tunnel bytes when it handles tunnels;
+    /// - the decrypted requests/responses of an intercepted tunnel when it handles HTTP
+    ///   forwarding or names HTTPS;
+    /// - `CONNECT` tunnel bytes (decrypted when intercepted) when it handles tunnels;
     /// - mapping (and capture) bytes of protocol P when its protocols hold P, or when it named
     ///   no protocol and handles tunnels.
     pub(crate) fn interest(self, flow: &Flow) -> Interest {
         let (http, chunks) = match flow.route {
             Route::Forward => (self.has(HTTP_FORWARD), false),
+            Route::Tunnel if flow.protocol == Protocol::Http => {
+                (self.has(HTTP_FORWARD) || self.has(HTTPS), false)
+            }
             Route::Tunnel => (false, self.has(TUNNEL)),
             Route::Mapping | Route::Capture => (
                 self.has(HTTP_FORWARD) && flow.protocol == Protocol::Http,
@@ -151,6 +156,7 @@ mod tests {
             client: "127.0.0.1:1".parse().unwrap(),
             server: "127.0.0.1:2".parse().unwrap(),
             started: Timestamp(0),
+            tls: None,
         }
     }
 
@@ -164,6 +170,12 @@ mod tests {
         let echo = plugin(true, true, &[]);
         assert_eq!(wants(echo, Route::Forward, Protocol::Http), (true, false));
         assert_eq!(wants(echo, Route::Tunnel, Protocol::Tls), (false, true));
+        assert_eq!(
+            wants(echo, Route::Tunnel, Protocol::Http),
+            (true, false),
+            "an intercepted tunnel's HTTP goes to the HTTP calls, decrypted"
+        );
+        assert_eq!(wants(echo, Route::Tunnel, Protocol::Tcp), (false, true));
         assert_eq!(wants(echo, Route::Mapping, Protocol::Tcp), (false, true));
         assert_eq!(
             wants(echo, Route::Mapping, Protocol::Postgres),

@@ -19,7 +19,8 @@ use mlua::LuaSerdeExt;
 use tapline_core::http::SmolStr;
 
 /// A new flow table: `id`, `uid`, `mode`, `protocol`, `route`, `client`, `server`,
-/// `started`, byte totals (filled at the end) and the private `state` table.
+/// `started`, `tls` (for flows that carried TLS: `sni`, `intercepted`, `client` and
+/// `server` legs), byte totals (filled at the end) and the private `state` table.
 pub(crate) fn flow_table(lua: &Lua, flow: &Flow) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 11)?;
     t.raw_set("id", flow.id.to_string())?;
@@ -30,6 +31,13 @@ pub(crate) fn flow_table(lua: &Lua, flow: &Flow) -> mlua::Result<Table> {
     t.raw_set("client", flow.client.to_string())?;
     t.raw_set("server", flow.server.to_string())?;
     t.raw_set("started", flow.started.as_secs_f64())?;
+    if let Some(tls) = &flow.tls {
+        let v = lua.to_value_with(tls.as_ref(), to_lua_options())?;
+        if let Value::Table(tt) = &v {
+            tt.raw_set("intercepted", tls.intercepted())?;
+        }
+        t.raw_set("tls", v)?;
+    }
     t.raw_set("bytes_from_client", 0)?;
     t.raw_set("bytes_from_server", 0)?;
     t.raw_set("state", lua.create_table()?)?;

@@ -2,7 +2,7 @@
 //!
 //! Every object has `kind`, `ts` (RFC 3339, UTC, microseconds) and `mode`; flow events add
 //! `flow` (the run-local id as a string), `flow_uid` (the flow's UUID), `route`, `protocol`,
-//! `client` and `server`; then each kind adds
+//! `client`, `server` and, for flows that carried TLS, `tls`; then each kind adds
 //! its own fields. Field names are a contract: new fields may be added, none renamed.
 
 use std::time::Duration;
@@ -24,6 +24,22 @@ pub fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
+/// A flow's TLS: `sni`, `intercepted`, and the `client` and `server` legs tapline
+/// terminated (`version`, `cipher`, `alpn`), `null` for a leg it did not.
+struct JsonTls<'a>(&'a tapline_core::TlsInfo);
+
+impl Serialize for JsonTls<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let tls = self.0;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("sni", &tls.sni)?;
+        m.serialize_entry("intercepted", &tls.intercepted())?;
+        m.serialize_entry("client", &tls.client)?;
+        m.serialize_entry("server", &tls.server)?;
+        m.end()
+    }
+}
+
 /// Serializes an event in the JSON lines shape.
 struct JsonEvent<'a>(&'a Event);
 
@@ -41,6 +57,9 @@ impl Serialize for JsonEvent<'_> {
             m.serialize_entry("protocol", flow.protocol.as_str())?;
             m.serialize_entry("client", &flow.client)?;
             m.serialize_entry("server", &flow.server)?;
+            if let Some(tls) = &flow.tls {
+                m.serialize_entry("tls", &JsonTls(tls))?;
+            }
         }
         match &event.kind {
             EventKind::FlowStart => {}
@@ -266,6 +285,32 @@ mod tests {
         assert_eq!(v["protocol"], "http");
         assert_eq!(v["client"], "127.0.0.1:51234");
         assert_eq!(v["server"], "127.0.0.1:7070");
+    }
+
+    #[test]
+    fn intercepted_flows_say_how_each_leg_was_encrypted() {
+        let mut start = event(EventKind::FlowStart);
+        let flow = start.flow.take().unwrap();
+        let leg = tapline_core::TlsLeg {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            alpn: Some("http/1.1".into()),
+        };
+        let tls = tapline_core::TlsInfo {
+            sni: Some("api.test".into()),
+            client: Some(leg.clone()),
+            server: None,
+        };
+        start.flow = Some(std::sync::Arc::new(
+            std::sync::Arc::unwrap_or_clone(flow).with_tls(tls),
+        ));
+        let v = line(&start);
+        assert_eq!(keys(&v), with_flow_keys(&["tls"]));
+        assert_eq!(v["tls"]["sni"], "api.test");
+        assert_eq!(v["tls"]["intercepted"], true);
+        assert_eq!(v["tls"]["client"]["version"], "TLSv1.3");
+        assert_eq!(v["tls"]["client"]["alpn"], "http/1.1");
+        assert!(v["tls"]["server"].is_null());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn flow() -> Arc<Flow> {
         client: "127.0.0.1:51234".parse().unwrap(),
         server: "127.0.0.1:7070".parse().unwrap(),
         started: TS,
+        tls: None,
     })
 }
 

@@ -33,6 +33,7 @@ fn flow(id: u64, protocol: Protocol, route: Route, client: &str, server: &str) -
         client: client.parse().unwrap(),
         server: server.parse().unwrap(),
         started: Timestamp::from_secs_micros(1_700_000_000, 0),
+        tls: None,
     })
 }
 

@@ -27,6 +27,7 @@ fn flow() -> Arc<Flow> {
         client: "127.0.0.1:40000".parse().unwrap(),
         server: "127.0.0.1:8080".parse().unwrap(),
         started: Timestamp::now(),
+        tls: None,
     })
 }
 
