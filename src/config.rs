@@ -76,12 +76,13 @@ fn config_path(argv: &[String]) -> Option<String> {
     })
 }
 
-/// Index of the last word naming the subcommand (`proxy`, `capture`, `demo`, `plugins check`).
+/// Index of the last word naming the subcommand (`proxy`, `capture`, `demo`, `ca`,
+/// `plugins check`).
 fn subcommand_end(argv: &[String]) -> Option<usize> {
     let i = argv
         .iter()
         .skip(1)
-        .position(|a| matches!(a.as_str(), "proxy" | "capture" | "demo" | "plugins"))?
+        .position(|a| matches!(a.as_str(), "proxy" | "capture" | "demo" | "ca" | "plugins"))?
         + 1;
     if argv[i] == "plugins" {
         (argv.get(i + 1).map(String::as_str) == Some("check")).then_some(i + 1)
@@ -131,7 +132,7 @@ fn option_flags(
     }
     if !known.contains(&name) {
         // Keys for the other subcommand are allowed at top level only when they exist there.
-        if ["proxy", "capture", "demo", "check"]
+        if ["proxy", "capture", "demo", "ca", "check"]
             .iter()
             .any(|s| long_options(s).contains(&name))
         {

@@ -1,6 +1,7 @@
 //! The `tapline` binary: parses the command line and wires crates into a run.
 #![forbid(unsafe_code)]
 
+mod ca_cmd;
 mod capture_cmd;
 mod cli;
 mod config;
@@ -11,6 +12,7 @@ mod plugins_check;
 mod proxy_cmd;
 mod shutdown;
 mod stages;
+mod tls_setup;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => runtime().and_then(|rt| rt.block_on(proxy_cmd::run(*args))),
         Command::Capture(args) => capture_cmd::run(*args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Ca(args) => ca_cmd::run(args),
         Command::Plugins(PluginsCommand::Check(args)) => {
             runtime().and_then(|rt| rt.block_on(plugins_check::run(args)))
         }

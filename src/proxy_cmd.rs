@@ -11,6 +11,7 @@ use tapline_proxy::{Limits, MappingSpec, Proxy, ProxyConfig};
 use crate::cli::ProxyArgs;
 use crate::exit::usage;
 use crate::shutdown::Shutdown;
+use crate::tls_setup;
 
 /// Smallest `--max-header-size` accepted: a request line and a few fields.
 const MIN_HEADER_SIZE: usize = 1024;
@@ -23,7 +24,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     if args.disable_http_proxy && mappings.is_empty() {
         usage!("--disable-http-proxy leaves nothing to serve: add a --proxy LISTEN=SCHEME://HOST:PORT mapping");
     }
+    let tls = tls_setup::options(&args.tls)?;
     let config = ProxyConfig {
+        tls: tls.clone(),
         forward: (!args.disable_http_proxy).then_some(args.proxy_address),
         mappings,
         limits: limits(&args)?,
@@ -54,9 +57,11 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     for listener in proxy.listeners() {
         eprintln!("tapline: {listener}");
     }
+    let handshakes = proxy.tls_counters();
     proxy.run(async move { shutdown.wait().await }).await;
     pipeline.stop().await;
     outputs.finish(&pipeline);
+    tls_setup::summary(&tls, &handshakes.totals());
     Ok(())
 }
 

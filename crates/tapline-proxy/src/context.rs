@@ -10,10 +10,14 @@ use tapline_decode::DecodeConfig;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use tapline_tls::rustls::pki_types::ServerName;
+
+use crate::conn::UpstreamTls;
 use crate::errors::UpstreamError;
 use crate::http::pool::Pool;
 use crate::http::Remembered;
 use crate::stop::StopSignal;
+use crate::tls::{TlsCounters, TlsOptions};
 
 /// The bounds every proxy connection keeps.
 #[derive(Debug, Clone)]
@@ -51,7 +55,13 @@ pub(crate) struct Shared {
     /// The addresses the proxy listens on.
     pub(crate) own: Vec<SocketAddr>,
     /// Keep-alive connections to HTTP upstreams.
-    pub(crate) pool: Arc<Pool>,
+    pub(crate) pool: Arc<Pool<SocketAddr, TcpStream>>,
+    /// Keep-alive TLS connections to HTTPS upstreams, by address and verified name.
+    pub(crate) tls_pool: Arc<Pool<(SocketAddr, ServerName<'static>), UpstreamTls>>,
+    /// What is done with TLS.
+    pub(crate) tls: TlsOptions,
+    /// Handshakes so far.
+    pub(crate) tls_counters: Arc<TlsCounters>,
     pub(crate) stop: StopSignal,
     /// One permit per open client connection.
     pub(crate) permits: Arc<Semaphore>,
@@ -66,11 +76,15 @@ impl Shared {
         pipeline: Pipeline,
         limits: Limits,
         decode: DecodeConfig,
+        tls: TlsOptions,
         own: Vec<SocketAddr>,
         stop: StopSignal,
     ) -> Shared {
-        let pool = Arc::new(Pool::new(limits.idle_timeout.min(Duration::from_secs(90))));
+        let keep = limits.idle_timeout.min(Duration::from_secs(90));
+        let pool = Arc::new(Pool::new(keep));
         Pool::reap(&pool);
+        let tls_pool = Arc::new(Pool::new(keep));
+        Pool::reap(&tls_pool);
         let permits = u32::try_from(limits.max_connections).unwrap_or(u32::MAX) as usize;
         Shared {
             pipeline,
@@ -78,6 +92,9 @@ impl Shared {
             limits,
             own,
             pool,
+            tls_pool,
+            tls,
+            tls_counters: Arc::default(),
             stop,
             permits: Arc::new(Semaphore::new(permits)),
             decode,

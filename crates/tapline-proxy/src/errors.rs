@@ -67,6 +67,9 @@ pub(crate) enum UpstreamError {
     Timeout(String),
     /// The target is the proxy itself (508).
     Loop(String),
+    /// The TLS handshake with the upstream failed (502); the client's connection ends as an
+    /// error with this reason.
+    Handshake(String),
 }
 
 impl UpstreamError {
@@ -82,7 +85,7 @@ impl UpstreamError {
     /// The status the client gets.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            UpstreamError::Unreachable(_) => 502,
+            UpstreamError::Unreachable(_) | UpstreamError::Handshake(_) => 502,
             UpstreamError::Timeout(_) => 504,
             UpstreamError::Loop(_) => 508,
         }
@@ -91,7 +94,10 @@ impl UpstreamError {
     /// What went wrong, in a few words.
     pub(crate) fn message(&self) -> &str {
         match self {
-            UpstreamError::Unreachable(m) | UpstreamError::Timeout(m) | UpstreamError::Loop(m) => m,
+            UpstreamError::Unreachable(m)
+            | UpstreamError::Timeout(m)
+            | UpstreamError::Loop(m)
+            | UpstreamError::Handshake(m) => m,
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tapline_core::{
-    Dispatch, EventKind, Flow, FlowEnd, FlowStats, Mode, Protocol, Route, Timestamp,
+    Dispatch, EventKind, Flow, FlowEnd, FlowStats, Mode, Protocol, Route, Timestamp, TlsInfo,
 };
 
 use crate::context::Shared;
@@ -17,25 +17,21 @@ pub(crate) struct OpenFlow {
 }
 
 impl OpenFlow {
-    /// Opens a flow, makes its dispatch and tells the pipeline (`flow_start`).
+    /// Opens a flow (with its TLS, when it carried TLS), makes its dispatch and tells the
+    /// pipeline (`flow_start`).
     pub(crate) async fn start(
         ctx: &Shared,
         protocol: Protocol,
         route: Route,
         client: SocketAddr,
         server: SocketAddr,
+        tls: Option<Arc<TlsInfo>>,
     ) -> (OpenFlow, Dispatch) {
         let ts = Timestamp::now();
         let id = ctx.ids.next_id();
-        let flow = Arc::new(Flow::new(
-            id,
-            Mode::Proxy,
-            protocol,
-            route,
-            client,
-            server,
-            ts,
-        ));
+        let mut flow = Flow::new(id, Mode::Proxy, protocol, route, client, server, ts);
+        flow.tls = tls;
+        let flow = Arc::new(flow);
         let dispatch = ctx.pipeline.dispatch(&flow);
         dispatch.event(ts, EventKind::FlowStart).await;
         let open = OpenFlow {
@@ -43,6 +39,21 @@ impl OpenFlow {
             started: Instant::now(),
         };
         (open, dispatch)
+    }
+
+    /// Reports a flow that ended before carrying anything (`flow_start`, then `flow_end`
+    /// with `end`): a refused upstream, a failed handshake.
+    pub(crate) async fn failed(
+        ctx: &Shared,
+        protocol: Protocol,
+        route: Route,
+        client: SocketAddr,
+        server: SocketAddr,
+        tls: Option<Arc<TlsInfo>>,
+        end: FlowEnd,
+    ) {
+        let (open, dispatch) = OpenFlow::start(ctx, protocol, route, client, server, tls).await;
+        open.end(&dispatch, FlowStats::default(), end).await;
     }
 
     /// The flow.

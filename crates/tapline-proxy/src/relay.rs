@@ -1,12 +1,13 @@
-//! Raw byte relays between two TCP connections (CONNECT tunnels, tcp/psql mappings, HTTP
-//! connections after a protocol switch): two pumps, one per direction.
+//! Raw byte relays between two connections (CONNECT tunnels, tcp/psql mappings, HTTP
+//! connections after a protocol switch, intercepted TLS that is not HTTP): two pumps, one
+//! per direction, over plain TCP or TLS legs (whose bytes are the decrypted ones).
 //!
 //! Each read goes through the flow's dispatch (chunk hooks when a stage wants chunks: pass,
 //! replace, hold, close; the sink when it wants chunks), and to the flow's decoder
 //! (PostgreSQL messages, sniffed protocols) off the hot path, whose events are observed (the
 //! bytes went on before they were decoded: verdicts on them are counted, not applied). When
-//! nobody needs the bytes, a pump becomes a `splice(2)` loop that never copies them into the
-//! process (a copy loop if no pipe can be had).
+//! nobody needs the bytes and both legs are plain TCP, a pump becomes a `splice(2)` loop
+//! that never copies them into the process (a copy loop if no pipe can be had).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tapline_core::{Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats, Side, Timestamp};
 use tapline_decode::FlowDecoder;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
 use tokio::sync::mpsc;
 
+use crate::conn::Conn;
 use crate::context::Shared;
 use crate::splice;
 use crate::stop::Phase;
@@ -38,11 +40,11 @@ const DECODE_QUEUE: usize = 256;
 /// With a `decoder`, forwarded bytes feed it (until it turns opaque) and its events go to the
 /// pipeline. Once nobody needs to see a direction's bytes, they move between the sockets
 /// inside the kernel (`splice(2)` through a pipe).
-pub(crate) async fn relay(
+pub(crate) async fn relay<C: Conn, S: Conn>(
     ctx: &Shared,
     dispatch: &Dispatch,
-    client: &mut TcpStream,
-    server: &mut TcpStream,
+    client: &mut C,
+    server: &mut S,
     first: Option<Chunk>,
     decoder: Option<FlowDecoder>,
 ) -> (FlowStats, FlowEnd) {
@@ -52,8 +54,6 @@ pub(crate) async fn relay(
             FlowEnd::ClosedByPlugin(reason.to_string()),
         );
     }
-    let (cr, cw) = client.split();
-    let (sr, sw) = server.split();
     let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
     let decoder = decoder.map(|d| Decoder::spawn(dispatch.observing(), d, decoding.clone()));
     let tap = Tap {
@@ -69,11 +69,28 @@ pub(crate) async fn relay(
     };
     let stats = Counters::default();
     let activity = Activity::new();
-    let c2s = pump(&tap, Side::Client, cr, sw, first_c, &activity, &stats);
-    let s2c = pump(&tap, Side::Server, sr, cw, first_s, &activity, &stats);
+    let pumps = Pumps {
+        tap: &tap,
+        activity: &activity,
+        stats: &stats,
+    };
+    let both = async {
+        match (client.plain(), server.plain()) {
+            (Some(client), Some(server)) => {
+                let (cr, cw) = client.split();
+                let (sr, sw) = server.split();
+                pumps.run(cr, cw, sr, sw, first_c, first_s).await
+            }
+            _ => {
+                let (cr, cw) = tokio::io::split(client);
+                let (sr, sw) = tokio::io::split(server);
+                pumps.run(cr, cw, sr, sw, first_c, first_s).await
+            }
+        }
+    };
     let end = tokio::select! {
-        r = async { tokio::try_join!(c2s, s2c) } => match r {
-            Ok(_) => FlowEnd::Fin,
+        r = both => match r {
+            Ok(()) => FlowEnd::Fin,
             Err(end) => end,
         },
         _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
@@ -85,6 +102,59 @@ pub(crate) async fn relay(
     }
     (stats.snapshot(), end)
 }
+
+/// What both pumps share.
+struct Pumps<'a, 'd> {
+    tap: &'a Tap<'d>,
+    activity: &'a Activity,
+    stats: &'a Counters,
+}
+
+impl Pumps<'_, '_> {
+    /// Runs both directions until both ended or one failed.
+    async fn run<CR, CW, SR, SW>(
+        &self,
+        cr: CR,
+        cw: CW,
+        sr: SR,
+        sw: SW,
+        first_c: Option<Bytes>,
+        first_s: Option<Bytes>,
+    ) -> Result<(), FlowEnd>
+    where
+        CR: AsyncRead + Unpin + Half,
+        CW: AsyncWrite + Unpin + Half,
+        SR: AsyncRead + Unpin + Half,
+        SW: AsyncWrite + Unpin + Half,
+    {
+        let c2s = pump(self, Side::Client, cr, sw, first_c);
+        let s2c = pump(self, Side::Server, sr, cw, first_s);
+        tokio::try_join!(c2s, s2c).map(|_| ())
+    }
+}
+
+/// One direction of a connection, which may be a TCP socket's own (then it can splice).
+trait Half {
+    /// The socket, when the half's bytes are the socket's own.
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Half for tcp::ReadHalf<'_> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl Half for tcp::WriteHalf<'_> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<T> Half for tokio::io::ReadHalf<T> {}
+impl<T> Half for tokio::io::WriteHalf<T> {}
 
 /// What a flow's bytes go through besides the other side.
 struct Tap<'a> {
@@ -125,7 +195,7 @@ impl Tap<'_> {
             data
         };
         if !out.is_empty() {
-            to.write_all(&out).await.map_err(end_of)?;
+            write_out(to, &out).await?;
         }
         if let Some(tx) = &self.decoder_tx {
             if self.decoding.load(Ordering::Relaxed) && !out.is_empty() {
@@ -138,24 +208,31 @@ impl Tap<'_> {
 }
 
 /// Copies `from`'s bytes until EOF, then half-closes the other side.
-async fn pump(
-    tap: &Tap<'_>,
+async fn pump<R, W>(
+    pumps: &Pumps<'_, '_>,
     from: Side,
-    mut reader: tcp::ReadHalf<'_>,
-    mut writer: tcp::WriteHalf<'_>,
+    mut reader: R,
+    mut writer: W,
     first: Option<Bytes>,
-    activity: &Activity,
-    stats: &Counters,
-) -> Result<(), FlowEnd> {
+) -> Result<(), FlowEnd>
+where
+    R: AsyncRead + Unpin + Half,
+    W: AsyncWrite + Unpin + Half,
+{
+    let Pumps {
+        tap,
+        activity,
+        stats,
+    } = *pumps;
     if let Some(data) = first {
         stats.add(from, data.len());
         tap.forward(from, data, &mut writer).await?;
     }
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
-        if tap.fast() {
+        if let (true, Some(r), Some(w)) = (tap.fast(), reader.tcp(), writer.tcp()) {
             if let Some(pipe) = splice::Pipe::new() {
-                pipe.relay(reader.as_ref(), writer.as_ref(), |n| {
+                pipe.relay(r, w, |n| {
                     stats.add(from, n);
                     activity.touch();
                 })
@@ -172,7 +249,7 @@ async fn pump(
         activity.touch();
         let full = n == buf.len();
         if tap.fast() {
-            writer.write_all(&buf[..n]).await.map_err(end_of)?;
+            write_out(&mut writer, &buf[..n]).await?;
         } else {
             tap.forward(from, Bytes::copy_from_slice(&buf[..n]), &mut writer)
                 .await?;
@@ -184,6 +261,42 @@ async fn pump(
     // The peer may already be gone; the other direction reports that.
     let _ = writer.shutdown().await;
     Ok(())
+}
+
+/// Writes `data` whole and flushes it (TLS keeps written bytes in its records until then;
+/// for TCP the flush is free).
+async fn write_out<W: AsyncWrite + Unpin>(to: &mut W, data: &[u8]) -> Result<(), FlowEnd> {
+    to.write_all(data).await.map_err(end_of)?;
+    to.flush().await.map_err(end_of)
+}
+
+/// Bytes read to learn who speaks first.
+const FIRST_READ: usize = 16 * 1024;
+
+/// Waits for whichever side speaks first (a tunnel or an intercepted connection whose
+/// protocol is not known yet). `Ok(None)` when a side closed without a byte.
+pub(crate) async fn first_chunk<C: Conn, S: Conn>(
+    ctx: &Shared,
+    client: &mut C,
+    server: &mut S,
+) -> Result<Option<Chunk>, FlowEnd> {
+    let mut cbuf = vec![0u8; FIRST_READ];
+    let mut sbuf = vec![0u8; FIRST_READ];
+    let (from, read) = tokio::select! {
+        r = client.read(&mut cbuf) => (Side::Client, r),
+        r = server.read(&mut sbuf) => (Side::Server, r),
+        _ = tokio::time::sleep(ctx.limits.idle_timeout) => return Err(FlowEnd::Timeout),
+        _ = ctx.stop.reached(Phase::Forced) => return Err(FlowEnd::Shutdown),
+    };
+    let buf = if from == Side::Client { cbuf } else { sbuf };
+    match read {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(Chunk {
+            from,
+            data: Bytes::copy_from_slice(&buf[..n]),
+        })),
+        Err(e) => Err(end_of(e)),
+    }
 }
 
 /// How an I/O error ends a flow.

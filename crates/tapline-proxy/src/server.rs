@@ -17,6 +17,7 @@ use crate::errors::ProxyError;
 use crate::http::{self, Upstream};
 use crate::mapping::{MappingSpec, Scheme};
 use crate::stop::{self, Phase, StopControl};
+use crate::tls::{TlsCounters, TlsOptions};
 
 /// How long in-flight work may take to finish once a stop was asked for.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// How mapping flows are decoded (body limit, `--decode` overrides).
     pub decode: DecodeConfig,
+    /// TLS interception.
+    pub tls: TlsOptions,
 }
 
 /// One bound listener, as announced on stderr.
@@ -113,12 +116,18 @@ impl Proxy {
                 pipeline,
                 config.limits,
                 config.decode,
+                config.tls,
                 own,
                 signal,
             )),
             control,
             listeners,
         })
+    }
+
+    /// The handshake counters, to read once the run is over.
+    pub fn tls_counters(&self) -> Arc<TlsCounters> {
+        self.shared.tls_counters.clone()
     }
 
     /// The bound listeners, in configuration order.
@@ -154,7 +163,7 @@ impl Proxy {
 /// Accepts connections while serving, each with a permit of the connection limit.
 async fn accept(shared: Arc<Shared>, socket: TcpListener, info: ListenerInfo) {
     let upstream = match &info.mapping {
-        Some(m) if m.scheme == Scheme::Http => match Upstream::fixed(&m.host, m.port) {
+        Some(m) if m.scheme == Scheme::Http => match Upstream::fixed(&m.host, m.port, false) {
             Some(up) => Some(up),
             None => {
                 tracing::warn!("{info}: the upstream is no valid Host value; not serving");

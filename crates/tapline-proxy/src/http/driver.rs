@@ -10,14 +10,14 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tapline_core::{
-    Dispatch, EventKind, FlowEnd, FlowStats, Kind, Protocol, Route, Timestamp, Transaction,
+    Dispatch, EventKind, FlowEnd, FlowStats, Kind, Protocol, Route, Timestamp, TlsInfo, Transaction,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{Bounds, Exchange, Report, Routed, Step, Timer, Wait};
 use super::io::{Happened, Sides};
 use super::target::Upstream;
 use super::upstream::{Pooled, Upstreams};
+use crate::conn::Conn;
 use crate::context::Shared;
 use crate::errors::UpstreamError;
 use crate::flows::OpenFlow;
@@ -75,28 +75,42 @@ pub(crate) struct Driver<C, U: Upstreams> {
     /// The connection's totals the last time it was between requests: where a flow that
     /// starts with the next request begins (its head was read before its upstream was known).
     between: FlowStats,
+    /// The client connection's TLS, when tapline terminated it.
+    tls: Option<Arc<TlsInfo>>,
+    /// Why the upstream's TLS handshake failed: the client got a 502, and the connection
+    /// ends as an error once it was written.
+    failed: Option<String>,
 }
 
 impl<C, U> Driver<C, U>
 where
-    C: AsyncRead + AsyncWrite + Unpin + Send,
+    C: Conn,
     U: Upstreams,
 {
-    /// A driver for the client connection `client` from `peer`.
+    /// A driver for the client connection `client` from `peer` (TLS described by `tls`),
+    /// whose first bytes `early` were already read.
     pub(crate) fn new(
         ctx: Arc<Shared>,
         upstreams: Arc<U>,
         client: C,
         peer: SocketAddr,
         upstream: Upstream,
+        tls: Option<Arc<TlsInfo>>,
+        early: Bytes,
     ) -> Self {
         let bounds = Bounds {
             max_head: ctx.limits.max_header_size,
             body_limit: ctx.limits.body_limit,
         };
+        let mut machine = Exchange::new(bounds, !upstream.is_forward());
+        let mut sides = Sides::new(client, ctx.stop.clone());
+        if !early.is_empty() {
+            machine.client_in.extend_from_slice(&early);
+            sides.already_read(early.len());
+        }
         Driver {
-            machine: Exchange::new(bounds, upstream.is_fixed()),
-            sides: Sides::new(client, ctx.stop.clone()),
+            machine,
+            sides,
             ctx,
             upstreams,
             peer,
@@ -104,6 +118,8 @@ where
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             flow: None,
             between: FlowStats::default(),
+            tls,
+            failed: None,
         }
     }
 
@@ -140,13 +156,20 @@ where
                     };
                     self.machine.response_verdict(verdict, Timestamp::now());
                 }
-                Step::Done => self.done().await,
+                Step::Done => {
+                    self.done().await;
+                    if let Some(why) = self.failed.take() {
+                        self.sides.close(&mut self.machine).await;
+                        self.finish(FlowEnd::Error(why)).await;
+                        return None;
+                    }
+                }
                 step @ (Step::Tunnel(_) | Step::Switch) => {
                     self.sides.flush(&mut self.machine).await;
                     return Some(step);
                 }
                 Step::Close(end) => {
-                    self.sides.flush(&mut self.machine).await;
+                    self.sides.close(&mut self.machine).await;
                     self.finish(end).await;
                     return None;
                 }
@@ -260,9 +283,17 @@ where
             let route = match self.upstream {
                 Upstream::Forward => Route::Forward,
                 Upstream::Fixed { .. } => Route::Mapping,
+                Upstream::Tunnel { .. } => Route::Tunnel,
             };
-            let (open, dispatch) =
-                OpenFlow::start(&self.ctx, Protocol::Http, route, self.peer, addr).await;
+            let (open, dispatch) = OpenFlow::start(
+                &self.ctx,
+                Protocol::Http,
+                route,
+                self.peer,
+                addr,
+                self.tls.clone(),
+            )
+            .await;
             let interest = dispatch.interest();
             let sink = dispatch.pipeline().sink();
             let transaction_heads = interest.observe.contains(Kind::Transaction)
@@ -293,7 +324,12 @@ where
                 self.sides.upstream = Some((self.addr, conn.stream));
                 self.machine.connected(reused, Timestamp::now());
             }
-            Err(e) => self.machine.connect_failed(e, Timestamp::now()),
+            Err(e) => {
+                if let UpstreamError::Handshake(why) = &e {
+                    self.failed = Some(why.clone());
+                }
+                self.machine.connect_failed(e, Timestamp::now())
+            }
         }
     }
 

@@ -75,6 +75,10 @@ pub(super) struct Sides<C, U> {
     drained: bool,
     /// Upstream-leg bytes that went by, kept for `on_data` hooks when asked to.
     pub(super) seen: Vec<Chunk>,
+    /// Bytes were written to the client or the upstream since their last flush (TLS
+    /// holds them in its records until then; TCP flushes for free).
+    client_unflushed: bool,
+    upstream_unflushed: bool,
 }
 
 impl<C, U> Sides<C, U>
@@ -96,7 +100,14 @@ where
             draining: Box::pin(async move { stop.reached(Phase::Draining).await }),
             drained: false,
             seen: Vec::new(),
+            client_unflushed: false,
+            upstream_unflushed: false,
         }
+    }
+
+    /// Counts `n` bytes of the client's that were read before the connection came here.
+    pub(super) fn already_read(&mut self, n: usize) {
+        self.read.add(n);
     }
 
     /// The client connection's totals: what the client sent, what the proxy wrote to it.
@@ -137,12 +148,13 @@ where
         poll_fn(|cx| self.poll(cx, machine, wait, observing)).await
     }
 
-    /// Writes what is queued for the client (best effort: the connection is ending).
+    /// Writes what is queued for the client (best effort: the connection is ending or
+    /// changing hands).
     pub(super) async fn flush(&mut self, machine: &mut Exchange) {
         let queue = machine.client_output();
         let _ = poll_fn(|cx| loop {
             if queue.is_empty() {
-                return Poll::Ready(Ok(()));
+                return Pin::new(&mut self.client).poll_flush(cx);
             }
             match write_some(Pin::new(&mut self.client), cx, queue) {
                 Poll::Ready(Ok(n)) => self.written.add(n),
@@ -151,6 +163,14 @@ where
             }
         })
         .await;
+        self.client_unflushed = false;
+    }
+
+    /// Writes what is queued for the client and closes its connection (for TLS, with a
+    /// close alert, so a response that ends with the connection is seen whole).
+    pub(super) async fn close(&mut self, machine: &mut Exchange) {
+        self.flush(machine).await;
+        let _ = poll_fn(|cx| Pin::new(&mut self.client).poll_shutdown(cx)).await;
     }
 
     /// One round of a wait: writes both queues as far as they go, then reads the sides
@@ -165,11 +185,23 @@ where
     ) -> Poll<Happened> {
         while !machine.client_output().is_empty() {
             match write_some(Pin::new(&mut self.client), cx, machine.client_output()) {
-                Poll::Ready(Ok(n)) => self.written.add(n),
+                Poll::Ready(Ok(n)) => {
+                    self.written.add(n);
+                    self.client_unflushed = true;
+                }
                 Poll::Ready(Err(e)) => {
                     return Poll::Ready(Happened::ClientEnd(Some(e.to_string())))
                 }
                 Poll::Pending => break,
+            }
+        }
+        if self.client_unflushed {
+            match Pin::new(&mut self.client).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.client_unflushed = false,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Happened::ClientEnd(Some(e.to_string())))
+                }
+                Poll::Pending => {}
             }
         }
         if let Some((_, up)) = self.upstream.as_mut() {
@@ -182,6 +214,7 @@ where
                 };
                 match write_some(Pin::new(&mut *up), cx, queue) {
                     Poll::Ready(Ok(mut n)) => {
+                        self.upstream_unflushed = true;
                         for piece in pending {
                             if n == 0 {
                                 break;
@@ -198,6 +231,15 @@ where
                         return Poll::Ready(Happened::UpstreamEnd(Some(format!("writing: {e}"))))
                     }
                     Poll::Pending => break,
+                }
+            }
+            if self.upstream_unflushed {
+                match Pin::new(&mut *up).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.upstream_unflushed = false,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Happened::UpstreamEnd(Some(format!("writing: {e}"))))
+                    }
+                    Poll::Pending => {}
                 }
             }
         }
@@ -249,8 +291,10 @@ where
                 return Poll::Ready(Happened::UpstreamQuiet);
             }
         }
-        let writes_done =
-            machine.client_output().is_empty() && machine.upstream_output().is_empty();
+        let writes_done = machine.client_output().is_empty()
+            && machine.upstream_output().is_empty()
+            && !self.client_unflushed
+            && !self.upstream_unflushed;
         if writes_done && wait.client.is_none() && !wait.upstream {
             return Poll::Ready(Happened::Progress);
         }

@@ -4,7 +4,7 @@
 //! only does what it asks.
 //!
 //! [`Upstreams`] is what the driver needs, so the driver is generic over the upstream's byte
-//! stream; [`Shared`] serves it over TCP with its pool.
+//! stream; [`Shared`] serves it over TCP with its pool, `tls_upstream` over TLS.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::conn::Conn;
 use crate::context::Shared;
 use crate::errors::UpstreamError;
 
@@ -30,7 +30,7 @@ pub(crate) struct Pooled<S> {
 /// Where HTTP exchanges get their upstream connections.
 pub(crate) trait Upstreams: Send + Sync {
     /// The byte stream to an upstream.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+    type Stream: Conn;
 
     /// The address requests for `host:port` go to.
     fn address(
@@ -102,7 +102,7 @@ impl Upstreams for Shared {
         fresh: bool,
     ) -> Result<(Pooled<TcpStream>, bool), UpstreamError> {
         if !fresh {
-            if let Some(conn) = self.pool.take(addr) {
+            if let Some(conn) = self.pool.take(&addr) {
                 return Ok((conn, true));
             }
         }
