@@ -355,7 +355,6 @@ impl<T> FlowTable<T> {
         order.sort_unstable_by_key(|(id, _)| *id);
         order.into_iter().map(|(_, key)| key)
     }
-
 }
 
 #[cfg(test)]
