@@ -5,7 +5,10 @@
 #  2. active: the demo origin behind the intercepting proxy, with a Lua plugin that adds a
 #     header, a 50 ms latency fault, and the slow-HTTP plugin that also ran on the capture
 #     (one plugin, both modes), a few requests through it, one of its JSON events (with the
-#     flow's UUID), then a clean stop.
+#     flow's UUID), then a clean stop;
+#  3. TLS interception: an HTTPS origin (openssl s_server, its certificate from a CA made here)
+#     behind the proxy with --intercept-tls, curl trusting tapline's own CA (made in a temp
+#     dir): the same plugin sees the decrypted request, and the JSON shows the flow's TLS.
 # Installs libpcap and curl if missing, builds a release binary. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +30,8 @@ origin=127.0.0.1:$(free_port)
 proxy=127.0.0.1:$(free_port)
 events=$(mktemp)
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -f "$events"' EXIT
+tls_dir=$(mktemp -d)
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$events" "$tls_dir"' EXIT
 "$bin" demo --address "$origin" 2>/dev/null & pids+=($!)
 "$bin" proxy --proxy-address "$proxy" --duration 30s --output "$events" \
   --plugin examples/plugins/add_header.lua \
@@ -44,5 +48,33 @@ sleep 0.3
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo "-- one of the proxy's JSON events (--output): the POST's transaction, with the flow's UUID"
 grep '"kind":"transaction"' "$events" | grep '"method":"POST"' | head -1
+
 echo
-echo "done: see README.md for capture on a live interface, gRPC plugins and JSON/syslog outputs."
+echo "== 3. TLS interception: curl -> tapline proxy --intercept-tls -> an HTTPS origin (openssl s_server)"
+(
+  cd "$tls_dir"
+  ossl() { openssl "$@" >/dev/null 2>&1; }
+  ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=demo origin CA" -keyout ca.key -out ca.pem
+  ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout origin.key -out origin.csr
+  printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > ext.cnf
+  ossl x509 -req -in origin.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out origin.pem
+  mkdir www && echo "hello over TLS" > www/hello.txt
+)
+https_port=$(free_port)
+(cd "$tls_dir/www" && exec openssl s_server -quiet -WWW -accept "$https_port" -cert ../origin.pem -key ../origin.key) \
+  >/dev/null 2>&1 & pids+=($!)
+proxy=127.0.0.1:$(free_port)
+"$bin" proxy --proxy-address "$proxy" --duration 30s --output "$events" --intercept-tls \
+  --ca-dir "$tls_dir/tapline-ca" --upstream-ca "$tls_dir/ca.pem" \
+  --plugin examples/plugins/add_header.lua & proxy_pid=$!; pids+=($proxy_pid)
+for _ in $(seq 50); do curl -s -o /dev/null "http://$proxy" && break; sleep 0.1; done
+echo "-- https://localhost:$https_port/hello.txt through the proxy, curl trusting tapline's CA:"
+curl -s --retry 5 --retry-connrefused --cacert "$tls_dir/tapline-ca/tapline-ca.pem" -x "http://$proxy" \
+  "https://localhost:$https_port/hello.txt"
+sleep 0.3
+kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
+echo "-- the decrypted request's JSON event: an https URL, the header the plugin added, the flow's TLS"
+grep '"kind":"http_request"' "$events" | grep '"url":"https' | head -1
+
+echo
+echo "done: see README.md for capture on a live interface, gRPC plugins, JSON/syslog outputs and docs/tls.md."
