@@ -346,6 +346,12 @@ impl Postgres {
     /// Starts a cluster, or returns None (printing why) where PostgreSQL is not installed
     /// outside CI. Panics in CI, where .ci/run installs it.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// [`Postgres::start`] with more server settings: `extra` gets the cluster's directory
+    /// (owned by `postgres`, for files the settings name) and returns `-c name=value` words.
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> Option<Postgres> {
         let Some(bin) = pg_bin() else {
             assert!(!in_ci(), "PostgreSQL server binaries missing in CI");
             eprintln!("SKIP: PostgreSQL server is not installed (apt-get install postgresql)");
@@ -381,8 +387,13 @@ impl Postgres {
             bin.display(),
             data.display()
         ));
+        let extra = extra(&dir);
+        Command::new("chown")
+            .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
         as_pg(&format!(
-            "{}/pg_ctl -D {} -l {}/log -w -t 60 -o \"-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off\" start",
+            "{}/pg_ctl -D {} -l {}/log -w -t 60 -o \"-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off {extra}\" start",
             bin.display(),
             data.display(),
             dir.display(),
@@ -393,6 +404,11 @@ impl Postgres {
             dir,
             bin,
         })
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Runs `psql` against `addr` (the server or a proxy in front of it) with `sql`;

@@ -1,0 +1,211 @@
+//! PostgreSQL over SSL through an intercepted `psql` mapping: a real server with `ssl=on`
+//! (its certificate from a CA the test makes with openssl), psql with `sslmode=verify-full`
+//! trusting tapline's CA, a Lua plugin reading the decrypted messages, and the server's log
+//! saying the upstream leg used SSL.
+mod common;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A CA and a server certificate for 127.0.0.1 in `dir`, made with openssl: the CA file.
+fn server_pki(dir: &Path) -> std::path::PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=pg test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    dir.join("ca.pem")
+}
+
+/// psql against `addr` with a libpq connection string's extra words; (code, stdout, stderr).
+fn psql(addr: SocketAddr, conn: &str, sql: &str) -> (i32, String, String) {
+    let out = Command::new("psql")
+        .arg("-X")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=10 {conn}",
+            addr.port()
+        ))
+        .args(["-A", "-t", "-c", sql])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const PLUGIN: &str = r#"
+local p = { name = "pg-watch", version = "1.0" }
+function p.on_message(msg, flow)
+  if msg.type == "Query" then
+    tap.emit{ message = "query", sql = msg.fields.sql or "", tls = flow.tls and flow.tls.intercepted or false }
+  elseif msg.type == "DataRow" then
+    local v = msg.fields.values and msg.fields.values[1] or ""
+    tap.emit{ message = "row", value = tostring(v) }
+  end
+end
+return p
+"#;
+
+#[test]
+fn psql_with_verify_full_is_decrypted_on_both_legs() {
+    if !have("openssl") {
+        return;
+    }
+    let certs = temp_dir();
+    let mut ca_file = None;
+    let Some(pg) = Postgres::start_with(|dir| {
+        let pki = dir.join("pki");
+        fs::create_dir_all(&pki).unwrap();
+        ca_file = Some(server_pki(&pki));
+        format!(
+            "-c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key -c log_connections=on",
+            pki.display()
+        )
+    }) else {
+        return;
+    };
+    let pg_ca = certs.path().join("pg-ca.pem");
+    fs::copy(ca_file.unwrap(), &pg_ca).unwrap();
+    let dir = temp_dir();
+    let ca_dir = dir.path().join("ca");
+    let events = dir.path().join("events.jsonl");
+    let plugin = write_plugin(dir.path(), "pg.lua", PLUGIN);
+    let (mut proxy, mapping) = start_mapping(
+        "psql",
+        pg.addr,
+        &[
+            "--quiet",
+            "--intercept-tls",
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--upstream-ca",
+            pg_ca.to_str().unwrap(),
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--output",
+            events.to_str().unwrap(),
+        ],
+    );
+    let tapline_ca = ca_dir.join("tapline-ca.pem");
+    let verify = format!("sslmode=verify-full sslrootcert={}", tapline_ca.display());
+    let (code, out, err) = psql(mapping, &verify, "SELECT 40 + 2 AS answer");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "42");
+    let (code, out, err) = psql(mapping, "sslmode=disable", "SELECT 'plain'");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "plain");
+    // A client that checks the certificate against another CA refuses tapline's.
+    let (code, _, err) = psql(
+        mapping,
+        &format!("sslmode=verify-full sslrootcert={}", pg_ca.display()),
+        "SELECT 1",
+    );
+    assert_ne!(code, 0, "psql must refuse a leaf it cannot verify");
+    assert!(err.contains("certificate"), "{err}");
+    assert_eq!(
+        proxy.stop(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        proxy.stderr()
+    );
+
+    let lines = json_lines(&events);
+    let records = |m: &str| -> Vec<serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "record" && l["message"] == m)
+            .map(|l| l["fields"].clone())
+            .collect()
+    };
+    let queries = records("query");
+    assert_eq!(queries[0]["sql"], "SELECT 40 + 2 AS answer", "{lines:#?}");
+    assert_eq!(queries[0]["tls"], true);
+    assert_eq!(queries[1]["sql"], "SELECT 'plain'");
+    assert_eq!(
+        queries[1]["tls"], false,
+        "sslmode=disable has no client TLS"
+    );
+    assert!(
+        records("row").iter().any(|r| r["value"] == "42"),
+        "{lines:#?}"
+    );
+    let start = lines
+        .iter()
+        .find(|l| l["kind"] == "flow_start" && l["tls"]["intercepted"] == true)
+        .expect("an intercepted flow");
+    assert!(start["tls"]["server"]["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("TLSv1."));
+    let log = pg.log();
+    assert!(
+        log.contains("SSL enabled"),
+        "the server's log shows the upstream leg used SSL:\n{log}"
+    );
+}
