@@ -497,3 +497,59 @@ fn garbage_instead_of_tls_is_a_counted_flow_error() {
     assert!(errors[1].contains("bad TLS hello"), "{errors:?}");
     assert!(proxy.stderr().contains("2 client"), "{}", proxy.stderr());
 }
+
+#[test]
+fn python_requests_trusting_the_ca_goes_through_and_one_that_does_not_fails_cleanly() {
+    let Some(s) = Setup::new() else { return };
+    let ok = Command::new("python3")
+        .args(["-c", "import requests"])
+        .status()
+        .map(|st| st.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            !in_ci(),
+            "python3 requests missing in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIP: python3 requests is not installed");
+        return;
+    }
+    let ca_dir = s.ca_dir();
+    let (_proxy, addr) = start_proxy(&[
+        "--intercept-tls",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+        "--upstream-ca",
+        s.origin_ca.to_str().unwrap(),
+    ]);
+    let script = r#"
+import os, sys, requests
+proxies = {"https": sys.argv[1]}
+url = sys.argv[2]
+r = requests.get(url, proxies=proxies, timeout=20)
+print(r.status_code, r.text.strip())
+try:
+    requests.get(url, proxies=proxies, timeout=20, verify=sys.argv[3])
+    print("untrusting client got through")
+except requests.exceptions.SSLError as e:
+    print("refused:", type(e).__name__)
+r = requests.get(url, proxies=proxies, timeout=20)
+print(r.status_code, r.text.strip())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(format!("http://{addr}"))
+        .arg(format!("https://localhost:{}/api/items", s.origin.port()))
+        .arg(&s.origin_ca)
+        .env("REQUESTS_CA_BUNDLE", s.tapline_ca())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["200 [1,2,3]", "refused: SSLError", "200 [1,2,3]"]);
+}
