@@ -553,3 +553,86 @@ print(r.status_code, r.text.strip())
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines, ["200 [1,2,3]", "refused: SSLError", "200 [1,2,3]"]);
 }
+
+#[test]
+fn http_faults_and_the_pcap_export_work_on_decrypted_https() {
+    let Some(s) = Setup::new() else { return };
+    if !have("tshark") {
+        return;
+    }
+    let ca_dir = s.ca_dir();
+    let pcap = s.path("proxy.pcap");
+    let (mut proxy, addr) = start_proxy(&[
+        "--intercept-tls",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+        "--upstream-ca",
+        s.origin_ca.to_str().unwrap(),
+        "-w",
+        pcap.to_str().unwrap(),
+    ]);
+    let proxy_url = format!("http://{addr}");
+    let ca = s.tapline_ca();
+    for path in ["/index.html", "/api/items"] {
+        curl_ok(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-x",
+            &proxy_url,
+            &format!("https://localhost:{}{path}", s.origin.port()),
+        ]);
+    }
+    assert_eq!(
+        proxy.stop(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        proxy.stderr()
+    );
+    let uris = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-d", &format!("tcp.port=={},http", s.origin.port())])
+        .args([
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.uri",
+        ])
+        .output()
+        .unwrap();
+    let uris = String::from_utf8_lossy(&uris.stdout);
+    let uris: Vec<&str> = uris.lines().collect();
+    assert_eq!(
+        uris,
+        ["/index.html", "/api/items"],
+        "tshark reads the decrypted requests"
+    );
+
+    let (_faulty, addr) = start_proxy(&[
+        "--intercept-tls",
+        "--ca-dir",
+        ca_dir.to_str().unwrap(),
+        "--upstream-ca",
+        s.origin_ca.to_str().unwrap(),
+        "--with-http-response",
+        "--http-response-status",
+        "418",
+        "--http-response-trigger-probability",
+        "1",
+    ]);
+    let (code, body, err) = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-x",
+        &format!("http://{addr}"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://localhost:{}/index.html", s.origin.port()),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body, "418", "the HTTP fault answers over TLS");
+}

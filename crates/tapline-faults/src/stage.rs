@@ -297,9 +297,11 @@ impl FaultStage {
 /// Upper bound on the interval between jitters (frequencies near zero).
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// True for flows whose requests go through the HTTP hooks: the forward proxy's, and an
+/// `http` mapping's or intercepted tunnel's (HTTPS, decrypted).
 fn is_http(flow: &Flow) -> bool {
     flow.route == Route::Forward
-        || (flow.route == Route::Mapping && flow.protocol == Protocol::Http)
+        || (matches!(flow.route, Route::Mapping | Route::Tunnel) && flow.protocol == Protocol::Http)
 }
 
 /// Bytes of a request on the wire: request line, header fields, body.
