@@ -209,3 +209,98 @@ fn psql_with_verify_full_is_decrypted_on_both_legs() {
         "the server's log shows the upstream leg used SSL:\n{log}"
     );
 }
+
+/// PostgreSQL 17's direct SSL: a TLS hello first, ALPN `postgresql`, then the startup
+/// message; here from Python's ssl module (Debian 12's libpq predates it).
+const DIRECT_SSL_CLIENT: &str = r#"
+import socket, ssl, struct, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["postgresql"])
+t = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="127.0.0.1")
+print("alpn", t.selected_alpn_protocol())
+params = b"user\0postgres\0database\0postgres\0\0"
+t.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+def messages():
+    buf = b""
+    while True:
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
+            more = t.recv(65536)
+            if not more:
+                return
+            buf += more
+        n = 1 + struct.unpack("!i", buf[1:5])[0]
+        yield buf[0:1], buf[5:n]
+        buf = buf[n:]
+m = messages()
+for tag, body in m:
+    if tag == b"Z":
+        break
+q = b"SELECT 6 * 7\0"
+t.sendall(b"Q" + struct.pack("!i", 4 + len(q)) + q)
+for tag, body in m:
+    if tag == b"D":
+        (length,) = struct.unpack("!i", body[2:6])
+        print("row", body[6:6 + length].decode())
+    if tag == b"Z":
+        break
+t.sendall(b"X" + struct.pack("!i", 4))
+"#;
+
+#[test]
+fn direct_ssl_with_alpn_postgresql_is_intercepted_too() {
+    if !have("openssl") {
+        return;
+    }
+    let Some(pg) = Postgres::start_with(|dir| {
+        let pki = dir.join("pki");
+        fs::create_dir_all(&pki).unwrap();
+        server_pki(&pki);
+        format!(
+            "-c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key",
+            pki.display()
+        )
+    }) else {
+        return;
+    };
+    let dir = temp_dir();
+    let ca_dir = dir.path().join("ca");
+    let events = dir.path().join("events.jsonl");
+    let (mut proxy, mapping) = start_mapping(
+        "psql",
+        pg.addr,
+        &[
+            "--quiet",
+            "--intercept-tls",
+            "--upstream-insecure",
+            "--ca-dir",
+            ca_dir.to_str().unwrap(),
+            "--output",
+            events.to_str().unwrap(),
+        ],
+    );
+    let out = Command::new("python3")
+        .args(["-c", DIRECT_SSL_CLIENT])
+        .arg(mapping.port().to_string())
+        .arg(ca_dir.join("tapline-ca.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["alpn postgresql", "row 42"]
+    );
+    assert_eq!(proxy.stop(Duration::from_secs(15)), Some(0));
+    let lines = json_lines(&events);
+    let tx = lines
+        .iter()
+        .find(|l| l["kind"] == "transaction")
+        .expect("the query's transaction");
+    assert_eq!(tx["sql"], "SELECT 6 * 7", "{tx}");
+    assert_eq!(tx["tls"]["client"]["alpn"], "postgresql");
+}
