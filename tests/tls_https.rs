@@ -8,83 +8,10 @@ mod common;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// A CA and a certificate for `localhost` and 127.0.0.1 signed by it, made with openssl in
-/// `dir`: (CA certificate, server certificate, server key).
-fn origin_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let f = |n: &str| dir.join(n);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=origin test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    fs::write(
-        f("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
-    (f("ca.pem"), f("server.pem"), f("server.key"))
-}
 
 /// `openssl s_server -WWW` serving files from `root` on a free port.
 fn https_origin(root: &Path, cert: &Path, key: &Path) -> (Proc, SocketAddr) {
@@ -120,7 +47,8 @@ impl Setup {
             return None;
         }
         let dir = temp_dir();
-        let (origin_ca, cert, key) = origin_pki(dir.path());
+        let pki = test_pki(dir.path(), "DNS:localhost,IP:127.0.0.1");
+        let (origin_ca, cert, key) = (pki.ca, pki.cert, pki.key);
         let www = dir.path().join("www");
         fs::create_dir_all(www.join("api")).unwrap();
         fs::write(www.join("index.html"), "<h1>origin</h1>\n").unwrap();

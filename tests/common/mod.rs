@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 mod capture;
 mod net;
+mod pki;
 
 // Every test binary compiles this module but uses only some of these.
 #[allow(unused_imports)]
 pub use capture::{can_capture, capture, is_root, shared_pcap, tshark_stdout};
 #[allow(unused_imports)]
 pub use net::{connect_tunnel, curl, curl_env, curl_ok, echo_server, local, read_head, tls_server};
+#[allow(unused_imports)]
+pub use pki::{test_pki, Pki};
 
 /// The tapline binary under test.
 pub fn tapline() -> Command {
