@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh build   libpcap (to build and run tapline)
 #   scripts/install-deps.sh test    + the real peers the tests start: PostgreSQL, psql, curl,
 #                                     openssl, tcpdump, tshark, rsyslog, Python grpcio, psycopg2,
-#                                     requests
+#                                     requests, headless Chromium + certutil + Python playwright
+#                                     (driving Debian's chromium: no browser is downloaded)
 #   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, haproxy, socat, and mitmproxy in a venv
 #                                     (benchmark peers)
 set -euo pipefail
@@ -11,8 +12,9 @@ level=${1:-build}
 apt_pkgs=(libpcap-dev pkg-config curl)
 pip_mods=()
 if [ "$level" = test ] || [ "$level" = bench ]; then
-  apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux)
-  pip_mods+=(grpcio grpcio-tools psycopg2-binary prometheus-client requests)
+  apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux
+            chromium libnss3-tools)
+  pip_mods+=(grpcio grpcio-tools psycopg2-binary prometheus-client requests playwright)
 fi
 if [ "$level" = bench ]; then
   apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat)
@@ -37,7 +39,7 @@ if [ "$level" = bench ] && [ ! -x /opt/tapline-bench-venv/bin/mitmdump ]; then
 fi
 
 if [ ${#pip_mods[@]} -gt 0 ]; then
-  if ! python3 -c "import grpc, grpc_tools, psycopg2, prometheus_client, requests" 2>/dev/null; then
+  if ! python3 -c "import grpc, grpc_tools, psycopg2, prometheus_client, requests, playwright" 2>/dev/null; then
     echo "installing Python packages: ${pip_mods[*]}" >&2
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_mods[@]}" \
       || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${pip_mods[@]}"
