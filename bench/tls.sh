@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# TLS interception speed, side by side in one run:
+#   - HTTPS requests/s and p50/p99 with wrk (keep-alive, 50 connections) to an nginx TLS
+#     origin: direct, through nginx terminating TLS and re-encrypting to the origin
+#     (upstream keep-alive, session reuse), through a tapline `https` mapping with
+#     --intercept-tls (the same two legs), and through mitmproxy in reverse mode;
+#   - new client-leg handshakes per second: the same paths with `Connection: close`, so
+#     every request is a new TLS connection (upstream legs pooled by all three);
+#   - tapline's leaf-certificate cache (minted vs reused, from its summary line).
+# PostgreSQL over TLS against PgBouncer is not measured yet (see BENCHMARKS.md).
+#   bench/tls.sh [SECONDS]   (default 10; needs nginx, wrk, openssl, and mitmproxy from
+#                             scripts/install-deps.sh bench)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+bench_init tls
+secs=${1:-10}
+conns=50
+require wrk nginx openssl python3
+mitmdump=/opt/tapline-bench-venv/bin/mitmdump
+[ -x "$mitmdump" ] || bench_fail "mitmproxy is required (scripts/install-deps.sh bench)"
+bench_build
+
+origin=$(free_port); nginx_tls=$(free_port); mapping=$(free_port); mitm=$(free_port)
+
+# A CA and one certificate for localhost/127.0.0.1 (the origin's and nginx's own).
+(
+    cd "$work"
+    ossl() { openssl "$@" >/dev/null 2>&1; }
+    ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" -keyout ca.key -out ca.pem
+    ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext.cnf
+    ossl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem
+)
+
+# nginx config: $1 name, $2 workers, $3 http block body.
+nginx_conf() {
+    mkdir -p "$work/$1"
+    cat >"$work/$1/nginx.conf" <<NGINX
+user root;
+worker_processes $2;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/$1;
+    proxy_temp_path $work/$1;
+    fastcgi_temp_path $work/$1;
+    uwsgi_temp_path $work/$1;
+    scgi_temp_path $work/$1;
+    ssl_certificate $work/server.pem;
+    ssl_certificate_key $work/server.key;
+    $3
+}
+NGINX
+}
+nginx_conf origin 1 "server { listen 127.0.0.1:$origin ssl; location / { return 200 \"hello from the origin\\n\"; } }"
+# nginx terminating TLS and re-encrypting, as many workers as tapline has runtime threads.
+nginx_conf reverse "$(nproc)" "upstream origin { server 127.0.0.1:$origin; keepalive 128; }
+    server { listen 127.0.0.1:$nginx_tls ssl; location / { proxy_pass https://origin;
+        proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_ssl_session_reuse on;
+        proxy_ssl_server_name on; proxy_ssl_name localhost;
+        proxy_ssl_verify on; proxy_ssl_trusted_certificate $work/ca.pem; } }"
+nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
+nginx -c "$work/reverse/nginx.conf" -p "$work/reverse" & pids+=($!)
+"$tapline" proxy --quiet --disable-http-proxy --proxy "$mapping=https://localhost:$origin" \
+    --intercept-tls --ca-dir "$work/tapline-ca" --upstream-ca "$work/ca.pem" \
+    2>"$work/tapline.err" & tapline_pid=$!; pids+=($tapline_pid)
+"$mitmdump" --mode "reverse:https://localhost:$origin" --listen-host 127.0.0.1 \
+    --listen-port "$mitm" --ssl-insecure -q --set confdir="$work/mitm" & pids+=($!)
+wait_port "$origin"; wait_port "$nginx_tls"; wait_port "$mapping"; wait_port "$mitm"
+
+# https URL [wrk args...] -> "requests/s p50_ms p99_ms"
+https() {
+    local url=$1; shift
+    timeout $((secs + 30)) wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" | awk '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
+            if (v ~ /s$/) return v * 1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /Requests\/sec/ { rps = $2 }
+        /Non-2xx/ { bad = bad " " $0 }
+        END { if (bad != "") { print "wrk reported errors:" bad > "/dev/stderr"; exit 1 }
+              printf "%s %.3f %.3f\n", rps, p50, p99 }'
+}
+ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
+
+echo "tapline TLS bench: ${secs}s per run, $(nproc) cores, wrk -t2 -c$conns, $(date -u +%FT%TZ), load $(cut -d' ' -f1 /proc/loadavg)"
+echo
+echo "## HTTPS requests through TLS-terminating proxies (keep-alive; small response)"
+printf '%-44s %10s %9s %9s %10s\n' path req/s "p50 ms" "p99 ms" "vs nginx"
+declare -A rps
+paths=(
+    "direct to the TLS origin|https://127.0.0.1:$origin/"
+    "nginx terminating TLS, TLS upstream|https://127.0.0.1:$nginx_tls/"
+    "tapline https mapping, --intercept-tls|https://127.0.0.1:$mapping/"
+    "mitmproxy reverse (mitmdump)|https://127.0.0.1:$mitm/"
+)
+declare -A lines
+for entry in "${paths[@]}"; do
+    name=${entry%%|*}; url=${entry#*|}
+    read -r r p50 p99 < <(https "$url")
+    rps[$name]=$r; lines[$name]="$p50 $p99"
+done
+for entry in "${paths[@]}"; do
+    name=${entry%%|*}; read -r p50 p99 <<<"${lines[$name]}"
+    printf '%-44s %10s %9s %9s %10s\n' "$name" "${rps[$name]}" "$p50" "$p99" \
+        "$(ratio "${rps[$name]}" "${rps[nginx terminating TLS, TLS upstream]}")"
+done
+t=${rps[tapline https mapping, --intercept-tls]}
+echo "tapline vs nginx: $(ratio "$t" "${rps[nginx terminating TLS, TLS upstream]}")x (target >= 0.7);" \
+     "vs mitmproxy: $(ratio "$t" "${rps[mitmproxy reverse (mitmdump)]}")x (target >= 50)"
+
+echo
+echo "## New client-leg TLS handshakes per second (Connection: close: one handshake per request)"
+printf '%-44s %12s\n' path handshakes/s
+for entry in "${paths[@]:1:2}"; do
+    name=${entry%%|*}; url=${entry#*|}
+    read -r r _ _ < <(https "$url" -H "Connection: close")
+    printf '%-44s %12s\n' "$name" "$r"
+done
+
+kill -TERM "$tapline_pid"; wait "$tapline_pid" 2>/dev/null || true
+echo
+echo "## tapline's own count"
+grep "tapline: TLS:" "$work/tapline.err" || true
