@@ -6,16 +6,18 @@
 #     --intercept-tls (the same two legs), and through mitmproxy in reverse mode;
 #   - new client-leg handshakes per second: the same paths with `Connection: close`, so
 #     every request is a new TLS connection (upstream legs pooled by all three);
-#   - tapline's leaf-certificate cache (minted vs reused, from its summary line).
-# PostgreSQL over TLS against PgBouncer is not measured yet (see BENCHMARKS.md).
-#   bench/tls.sh [SECONDS]   (default 10; needs nginx, wrk, openssl, and mitmproxy from
-#                             scripts/install-deps.sh bench)
+#   - tapline's leaf-certificate cache (minted vs reused, from its summary line);
+#   - pgbench -S with sslmode=require: direct to a PostgreSQL with ssl=on, through an
+#     intercepted psql mapping (--upstream-tls require, upstream verified), and through
+#     PgBouncer terminating TLS on both legs (session mode, server_tls_sslmode verify-full).
+#   bench/tls.sh [SECONDS]   (default 10; needs nginx, wrk, openssl, PostgreSQL, pgbench,
+#                             pgbouncer and mitmproxy from scripts/install-deps.sh bench)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init tls
 secs=${1:-10}
 conns=50
-require wrk nginx openssl python3
+require wrk nginx openssl python3 pgbench pgbouncer
 mitmdump=/opt/tapline-bench-venv/bin/mitmdump
 [ -x "$mitmdump" ] || bench_fail "mitmproxy is required (scripts/install-deps.sh bench)"
 bench_build
@@ -126,3 +128,56 @@ kill -TERM "$tapline_pid"; wait "$tapline_pid" 2>/dev/null || true
 echo
 echo "## tapline's own count"
 grep "tapline: TLS:" "$work/tapline.err" || true
+
+# --- PostgreSQL over TLS: tapline's psql mapping vs PgBouncer, both legs TLS -------------
+pg=$(free_port); pg_map=$(free_port); bouncer=$(free_port)
+start_postgres "$pg"
+cp "$work/server.pem" "$work/server.key" "$work/pg/" && chown postgres "$work/pg/server.pem" "$work/pg/server.key"
+chmod 600 "$work/pg/server.key"
+PGSSLMODE=disable psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d postgres \
+    -c "ALTER SYSTEM SET ssl_cert_file = '$work/pg/server.pem'" \
+    -c "ALTER SYSTEM SET ssl_key_file = '$work/pg/server.key'" -c "ALTER SYSTEM SET ssl = on" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$pg" -U postgres -i -q -s 1 postgres >/dev/null 2>&1
+mkdir -p "$work/bouncer" && chown postgres "$work/bouncer"
+cat >"$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$pg dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/bouncer/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/bouncer/log
+pidfile = $work/bouncer/pid
+client_tls_sslmode = require
+client_tls_cert_file = $work/server.pem
+client_tls_key_file = $work/server.key
+server_tls_sslmode = verify-full
+server_tls_ca_file = $work/ca.pem
+INI
+echo '"postgres" ""' > "$work/bouncer/users.txt"
+chown -R postgres "$work/bouncer"; chmod 644 "$work/server.key"
+runuser -u postgres -- pgbouncer "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 & pids+=($!)
+"$tapline" proxy --quiet --disable-http-proxy --proxy "$pg_map=psql://127.0.0.1:$pg" \
+    --intercept-tls --ca-dir "$work/tapline-ca" --upstream-ca "$work/ca.pem" --upstream-tls require \
+    2>"$work/tapline-pg.err" & pids+=($!)
+wait_port "$bouncer"; wait_port "$pg_map"
+
+# tps PORT -> transactions per second of pgbench -S over sslmode=require
+tps() {
+    PGSSLMODE=require timeout $((secs + 60)) pgbench -h 127.0.0.1 -p "$1" -U postgres -S -c 8 -j 2 \
+        -T "$secs" postgres 2>/dev/null | awk '/^tps/ { print $3; exit }'
+}
+echo
+echo "## pgbench -S -c 8, sslmode=require (TLS on both legs of each relay)"
+printf '%-44s %10s %9s\n' path TPS "vs PgBouncer"
+t_direct=$(tps "$pg"); t_bouncer=$(tps "$bouncer"); t_tapline=$(tps "$pg_map")
+printf '%-44s %10s %9s\n' "direct (ssl=on)" "$t_direct" "$(ratio "$t_direct" "$t_bouncer")"
+printf '%-44s %10s %9s\n' "PgBouncer (session, TLS client and server)" "$t_bouncer" "1.00"
+printf '%-44s %10s %9s\n' "tapline psql mapping, --intercept-tls" "$t_tapline" "$(ratio "$t_tapline" "$t_bouncer")"
+echo "tapline vs PgBouncer: $(ratio "$t_tapline" "$t_bouncer")x (target >= 1.0)"
