@@ -69,3 +69,27 @@ start_postgres() {
         -o "-c listen_addresses=127.0.0.1 -p $1 -k $pgdata -c fsync=off" start >/dev/null
     pgdata="$pgdata/data"
 }
+
+# nginx_conf NAME WORKERS BODY: $work/NAME/nginx.conf, a foreground nginx in $work/NAME with
+# BODY inside its http block.
+nginx_conf() {
+    mkdir -p "$work/$1"
+    cat >"$work/$1/nginx.conf" <<NGINX
+user root;
+worker_processes $2;
+daemon off;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $work/$1;
+    proxy_temp_path $work/$1;
+    fastcgi_temp_path $work/$1;
+    uwsgi_temp_path $work/$1;
+    scgi_temp_path $work/$1;
+    $3
+}
+NGINX
+}

@@ -35,28 +35,6 @@ lua_forward=$(free_port)
 iperf=$(free_port); tcp_map=$(free_port); grpc_forward=$(free_port); plugin=$(free_port)
 haproxy_port=$(free_port); socat_port=$(free_port)
 
-# nginx config: $1 name, $2 workers, $3 http block body.
-nginx_conf() {
-    mkdir -p "$work/$1"
-    cat >"$work/$1/nginx.conf" <<NGINX
-user root;
-worker_processes $2;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/$1;
-    proxy_temp_path $work/$1;
-    fastcgi_temp_path $work/$1;
-    uwsgi_temp_path $work/$1;
-    scgi_temp_path $work/$1;
-    $3
-}
-NGINX
-}
 # The origin: one worker answering a small fixed body.
 nginx_conf origin 1 "server { listen 127.0.0.1:$origin; location / { return 200 \"hello from the origin\\n\"; } }"
 # nginx as a reverse proxy: as many workers as tapline has runtime threads (one per core).

@@ -34,33 +34,10 @@ origin=$(free_port); nginx_tls=$(free_port); mapping=$(free_port); mitm=$(free_p
     ossl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem
 )
 
-# nginx config: $1 name, $2 workers, $3 http block body.
-nginx_conf() {
-    mkdir -p "$work/$1"
-    cat >"$work/$1/nginx.conf" <<NGINX
-user root;
-worker_processes $2;
-daemon off;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/$1;
-    proxy_temp_path $work/$1;
-    fastcgi_temp_path $work/$1;
-    uwsgi_temp_path $work/$1;
-    scgi_temp_path $work/$1;
-    ssl_certificate $work/server.pem;
-    ssl_certificate_key $work/server.key;
-    $3
-}
-NGINX
-}
-nginx_conf origin 1 "server { listen 127.0.0.1:$origin ssl; location / { return 200 \"hello from the origin\\n\"; } }"
+tls_certs="ssl_certificate $work/server.pem; ssl_certificate_key $work/server.key;"
+nginx_conf origin 1 "$tls_certs server { listen 127.0.0.1:$origin ssl; location / { return 200 \"hello from the origin\\n\"; } }"
 # nginx terminating TLS and re-encrypting, as many workers as tapline has runtime threads.
-nginx_conf reverse "$(nproc)" "upstream origin { server 127.0.0.1:$origin; keepalive 128; }
+nginx_conf reverse "$(nproc)" "$tls_certs upstream origin { server 127.0.0.1:$origin; keepalive 128; }
     server { listen 127.0.0.1:$nginx_tls ssl; location / { proxy_pass https://origin;
         proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_ssl_session_reuse on;
         proxy_ssl_server_name on; proxy_ssl_name localhost;
