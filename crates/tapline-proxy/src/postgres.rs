@@ -166,16 +166,7 @@ impl Session<'_> {
             }
             Opening::Ended(end) => {
                 let addr = self.addr(&upstream).await;
-                return OpenFlow::failed(
-                    self.ctx,
-                    Protocol::Postgres,
-                    Route::Mapping,
-                    self.peer,
-                    addr,
-                    None,
-                    end,
-                )
-                .await;
+                return self.failed(addr, None, end).await;
             }
         };
         let local = client.local_addr().unwrap_or(self.spec.listen);
@@ -280,17 +271,7 @@ impl Session<'_> {
             Some(addr) => addr,
             None => upstream_addr(self.ctx, self.spec).await,
         };
-        let tls = tls.map(Arc::new);
-        OpenFlow::failed(
-            self.ctx,
-            Protocol::Postgres,
-            Route::Mapping,
-            self.peer,
-            addr,
-            tls,
-            FlowEnd::Error(why),
-        )
-        .await;
+        self.failed(addr, tls, FlowEnd::Error(why)).await;
     }
 
     /// The client's handshake failed: a counted flow error.
@@ -298,18 +279,24 @@ impl Session<'_> {
         tracing::debug!("{}: {why}", self.peer);
         self.ctx.tls_counters.client_failed();
         let addr = upstream_addr(self.ctx, self.spec).await;
-        let tls = Some(Arc::new(TlsInfo {
+        let tls = TlsInfo {
             sni,
             ..TlsInfo::default()
-        }));
+        };
+        self.failed(addr, Some(tls), FlowEnd::Error(why)).await;
+    }
+
+    /// Reports a flow of this session that ended before carrying anything.
+    async fn failed(&self, addr: SocketAddr, tls: Option<TlsInfo>, end: FlowEnd) {
+        let (ctx, peer, tls) = (self.ctx, self.peer, tls.map(Arc::new));
         OpenFlow::failed(
-            self.ctx,
+            ctx,
             Protocol::Postgres,
             Route::Mapping,
-            self.peer,
+            peer,
             addr,
             tls,
-            FlowEnd::Error(why),
+            end,
         )
         .await;
     }
