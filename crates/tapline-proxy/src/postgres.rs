@@ -172,7 +172,7 @@ impl Session<'_> {
         let local = client.local_addr().unwrap_or(self.spec.listen);
         let dest = Destination::mapping(self.spec.host.clone(), self.spec.port, local, false);
         let names = dest.leaf_names(&hello);
-        let alpn = hello.alpn.iter().any(|p| p == ALPN).then_some(ALPN);
+        let alpn = hello.offered(ALPN).then_some(ALPN);
         let sni = hello.sni.clone();
         let client = match accept(self.ctx, &self.interceptor, reader, client, &names, alpn).await {
             Ok(client) => client,

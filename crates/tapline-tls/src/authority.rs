@@ -49,7 +49,6 @@ pub enum CaError {
 pub struct Authority {
     dir: PathBuf,
     cert_pem: String,
-    cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
     created: bool,
 }
@@ -107,11 +106,6 @@ impl Authority {
         &self.cert_pem
     }
 
-    /// The certificate, DER.
-    pub fn cert_der(&self) -> &CertificateDer<'static> {
-        &self.cert_der
-    }
-
     /// True when this call made the CA (it was not there before).
     pub fn created(&self) -> bool {
         self.created
@@ -144,7 +138,6 @@ impl Authority {
         Ok(Authority {
             dir: dir.to_path_buf(),
             cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
             created: true,
         })
@@ -195,7 +188,6 @@ impl Authority {
         Ok(Authority {
             dir: dir.to_path_buf(),
             cert_pem,
-            cert_der,
             issuer,
             created: false,
         })

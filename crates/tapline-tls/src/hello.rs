@@ -35,9 +35,9 @@ pub struct ClientHelloInfo {
 }
 
 impl ClientHelloInfo {
-    /// True when the client offered `protocol` (or offered nothing, and so takes any).
-    pub fn offers(&self, protocol: &[u8]) -> bool {
-        self.alpn.is_empty() || self.alpn.iter().any(|p| p == protocol)
+    /// True when the client offered `protocol` by ALPN.
+    pub fn offered(&self, protocol: &[u8]) -> bool {
+        self.alpn.iter().any(|p| p == protocol)
     }
 }
 
@@ -180,7 +180,7 @@ mod tests {
         };
         assert_eq!(info.sni.as_deref(), Some("api.test"));
         assert_eq!(info.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-        assert!(info.offers(b"http/1.1") && !info.offers(b"postgresql"));
+        assert!(info.offered(b"http/1.1") && !info.offered(b"postgresql"));
         assert_eq!(reader.raw(), &bytes[..]);
         assert!(reader.into_accepted().is_some());
     }

@@ -33,14 +33,12 @@ pub struct Interceptor {
     leaves: Leaves,
     server_template: ServerConfig,
     client_template: ClientConfig,
-    insecure: bool,
 }
 
 impl std::fmt::Debug for Interceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Interceptor")
             .field("ca", &self.ca)
-            .field("insecure", &self.insecure)
             .finish_non_exhaustive()
     }
 }
@@ -76,18 +74,12 @@ impl Interceptor {
             leaves,
             server_template,
             client_template,
-            insecure: *trust == UpstreamTrust::Insecure,
         })
     }
 
     /// The CA leaves are signed by.
     pub fn authority(&self) -> &Authority {
         &self.ca
-    }
-
-    /// True when upstream certificates are not checked.
-    pub fn insecure(&self) -> bool {
-        self.insecure
     }
 
     /// The settings for a client's leg: a leaf for `names` (the first is its common name;

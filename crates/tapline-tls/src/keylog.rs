@@ -34,11 +34,6 @@ impl KeyLogWriter {
             file: Mutex::new(file),
         })
     }
-
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl rustls::KeyLog for KeyLogWriter {

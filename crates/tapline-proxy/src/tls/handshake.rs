@@ -124,10 +124,9 @@ pub(crate) fn client_protocol(
     hello: &ClientHelloInfo,
     upstream: Option<Option<&[u8]>>,
 ) -> Option<Vec<u8>> {
-    let offered = |p: &[u8]| hello.alpn.iter().any(|o| o == p);
     match upstream {
-        Some(Some(agreed)) if offered(agreed) => Some(agreed.to_vec()),
-        _ => offered(HTTP1).then(|| HTTP1.to_vec()),
+        Some(Some(agreed)) if hello.offered(agreed) => Some(agreed.to_vec()),
+        _ => hello.offered(HTTP1).then(|| HTTP1.to_vec()),
     }
 }
 

@@ -90,10 +90,12 @@ impl Destination {
             // A mapping to an address still verifies by name when the client sent one.
             let host_is_name =
                 self.host.parse::<std::net::IpAddr>().is_err() && !self.host.starts_with('[');
-            match host_is_name {
-                true => server_name(None, &self.host),
-                false => server_name(hello.sni.as_deref(), &self.host),
-            }
+            let sni = if host_is_name {
+                None
+            } else {
+                hello.sni.as_deref()
+            };
+            server_name(sni, &self.host)
         }
     }
 }
