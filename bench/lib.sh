@@ -93,3 +93,21 @@ http {
 }
 NGINX
 }
+
+# wrk_stats URL [wrk args...] -> "requests/s p50_ms p99_ms" with wrk -t2 -c$conns for $secs;
+# fails on non-2xx answers, and on socket errors unless WRK_SOCKET_ERRORS=ok (runs that close
+# every connection on purpose).
+wrk_stats() {
+    local url=$1; shift
+    timeout $((secs + 30)) wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" |
+        awk -v socket_ok="${WRK_SOCKET_ERRORS:-}" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
+            if (v ~ /s$/) return v * 1000; return v }
+        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /Requests\/sec/ { rps = $2 }
+        /Non-2xx/ { bad = bad " " $0 }
+        /Socket errors/ && socket_ok != "ok" { bad = bad " " $0 }
+        END { if (bad != "") { print "wrk reported errors:" bad > "/dev/stderr"; exit 1 }
+              printf "%s %.3f %.3f\n", rps, p50, p99 }'
+}

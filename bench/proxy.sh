@@ -126,18 +126,7 @@ wrk.headers["Host"] = "127.0.0.1:$origin"
 LUA
 
 # http URL [wrk args...] -> "requests/s p50_ms p99_ms"
-http() {
-    local url=$1; shift
-    timeout $((secs + 30)) wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url" | awk '
-        function ms(v) {
-            if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0;
-            if (v ~ /s$/) return v * 1000; return v }
-        /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
-        /Requests\/sec/ { rps = $2 }
-        /Non-2xx|Socket errors/ { bad = bad " " $0 }
-        END { if (bad != "") { print "wrk reported errors:" bad > "/dev/stderr"; exit 1 }
-              printf "%s %.3f %.3f\n", rps, p50, p99 }'
-}
+http() { wrk_stats "$@"; }
 
 # throughput PORT [-R] -> Gbit/s received
 throughput() {
