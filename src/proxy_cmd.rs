@@ -25,7 +25,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         usage!("--disable-http-proxy leaves nothing to serve: add a --proxy LISTEN=SCHEME://HOST:PORT mapping");
     }
     let tls = tls_setup::options(&args.tls)?;
-    let config = ProxyConfig {
+    let mut config = ProxyConfig {
         tls: tls.clone(),
         forward: (!args.disable_http_proxy).then_some(args.proxy_address),
         mappings,
@@ -47,6 +47,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     )
     .await?;
     let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
+    config.decode = config.decode.for_pipeline(&pipeline);
     let proxy = match Proxy::bind(config, pipeline.clone()).await {
         Ok(proxy) => proxy,
         Err(e) if e.is_config() => usage!("{e}"),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tapline_core::{
-    Event, EventKind, Flow, FlowEnd, FlowIds, Kind, Mode, Pipeline, Protocol, Route, Timestamp,
+    Event, EventKind, Flow, FlowEnd, FlowIds, Mode, Pipeline, Protocol, Route, Timestamp,
 };
 use tapline_decode::packet::{self, Decoded, IpPacket, LinkType, TcpHeader, Transport};
 use tapline_decode::reassembly::{Budget, Closed, Segment};
@@ -67,7 +67,7 @@ impl<'a> Worker<'a> {
             stats: CaptureStats::default(),
             events: Vec::new(),
             loose_packets: pipeline.wants_loose_packets(),
-            decode: decode_config(pipeline, &config.decode),
+            decode: config.decode.for_pipeline(pipeline),
         }
     }
 
@@ -270,15 +270,5 @@ impl<'a> Worker<'a> {
             kind: EventKind::Packet(packet_info(len, frame, ip)),
         };
         run(self.pipeline.loose_packet(event));
-    }
-}
-
-/// The run's decoding settings, with the details of messages and transactions off when no
-/// stage (any stage may observe them) and no sink reads them.
-fn decode_config(pipeline: &Pipeline, decode: &DecodeConfig) -> DecodeConfig {
-    DecodeConfig {
-        message_fields: decode.message_fields && pipeline.reads_details(Kind::Message),
-        transaction_heads: decode.transaction_heads && pipeline.reads_details(Kind::Transaction),
-        ..decode.clone()
     }
 }

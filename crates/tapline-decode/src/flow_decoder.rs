@@ -4,7 +4,7 @@
 //! A flow whose protocol is not known for sure is sniffed from its first bytes (held, a few
 //! hundred at most, until they decide), with the port's hint as the fallback.
 
-use tapline_core::{EventKind, Protocol, Side, Timestamp};
+use tapline_core::{EventKind, Kind, Pipeline, Protocol, Side, Timestamp};
 
 use crate::detect::{self, Certainty, Sniff};
 use crate::http::HttpDecoder;
@@ -54,6 +54,16 @@ impl DecodeConfig {
             message_fields: true,
             transaction_heads: true,
         })
+    }
+
+    /// This configuration for a run feeding `pipeline`: the details of messages and
+    /// transactions off when no stage (any stage may observe them) and no sink reads them.
+    pub fn for_pipeline(&self, pipeline: &Pipeline) -> DecodeConfig {
+        DecodeConfig {
+            message_fields: self.message_fields && pipeline.reads_details(Kind::Message),
+            transaction_heads: self.transaction_heads && pipeline.reads_details(Kind::Transaction),
+            ..self.clone()
+        }
     }
 
     /// The protocol to start a flow between these ports with, and how sure it is: a forced

@@ -3,15 +3,15 @@
 //! per direction, over plain TCP or TLS legs (whose bytes are the decrypted ones).
 //!
 //! Each read goes through the flow's dispatch (chunk hooks when a stage wants chunks: pass,
-//! replace, hold, close; the sink when it wants chunks), and to the flow's decoder
-//! (PostgreSQL messages, sniffed protocols) off the hot path, whose events are observed (the
-//! bytes went on before they were decoded: verdicts on them are counted, not applied). When
+//! replace, hold, close; the sink when it wants chunks), then, once forwarded, to the flow's
+//! decoder (PostgreSQL messages, sniffed protocols) in the same task: its events are observed
+//! (the bytes went on before they were decoded: verdicts on them are counted, not applied),
+//! and a pump reads again once they are delivered, so a slow observer slows its own flow. When
 //! nobody needs the bytes and both legs are plain TCP, a pump becomes a `splice(2)` loop
 //! that never copies them into the process (a copy loop if no pipe can be had).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use tapline_core::{Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats,
 use tapline_decode::FlowDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Mutex;
 
 use crate::conn::Conn;
 use crate::context::Shared;
@@ -32,8 +32,6 @@ use crate::stop::Phase;
 const BUF_SIZE: usize = 64 * 1024;
 /// Largest read buffer of one direction.
 const MAX_BUF: usize = 1024 * 1024;
-/// Chunks queued for the decoder before the relay waits for it.
-const DECODE_QUEUE: usize = 256;
 
 /// Relays between `client` and `server` until both sides close, one fails, a plugin closes
 /// the flow, it idles out or the run is forced to stop. `first` is a chunk already read.
@@ -54,13 +52,11 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
             FlowEnd::ClosedByPlugin(reason.to_string()),
         );
     }
-    let decoding = Arc::new(AtomicBool::new(decoder.is_some()));
-    let decoder = decoder.map(|d| Decoder::spawn(dispatch.observing(), d, decoding.clone()));
     let tap = Tap {
         dispatch,
         hooked: dispatch.wants_chunks(),
-        decoding,
-        decoder_tx: decoder.as_ref().map(|d| d.tx.clone()),
+        decoding: AtomicBool::new(decoder.is_some()),
+        decoder: decoder.map(|d| Mutex::new(Decoder::new(dispatch.observing(), d))),
     };
     let (first_c, first_s) = match first {
         Some(c) if c.from == Side::Client => (Some(c.data), None),
@@ -96,10 +92,7 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
         _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
         _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
     };
-    drop(tap);
-    if let Some(d) = decoder {
-        d.finish().await;
-    }
+    tap.finish_decoding().await;
     (stats.snapshot(), end)
 }
 
@@ -162,8 +155,9 @@ struct Tap<'a> {
     /// A stage or the sink wants the chunks.
     hooked: bool,
     /// The decoder still wants bytes (sniffing may give up).
-    decoding: Arc<AtomicBool>,
-    decoder_tx: Option<mpsc::Sender<(Side, Timestamp, Bytes)>>,
+    decoding: AtomicBool,
+    /// Fed by both pumps, after the bytes went on.
+    decoder: Option<Mutex<Decoder>>,
 }
 
 impl Tap<'_> {
@@ -197,13 +191,25 @@ impl Tap<'_> {
         if !out.is_empty() {
             write_out(to, &out).await?;
         }
-        if let Some(tx) = &self.decoder_tx {
+        if let Some(decoder) = &self.decoder {
             if self.decoding.load(Ordering::Relaxed) && !out.is_empty() {
-                // A closed queue means the decoder is gone; the bytes were forwarded anyway.
-                let _ = tx.send((from, ts, out)).await;
+                let mut decoder = decoder.lock().await;
+                decoder.feed(from, ts, &out).await;
+                if decoder.inner.is_opaque() {
+                    self.decoding.store(false, Ordering::Relaxed);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Lets the decoder flush what is pending (a flow that ended mid-message).
+    async fn finish_decoding(self) {
+        if let Some(decoder) = self.decoder {
+            if self.decoding.load(Ordering::Relaxed) {
+                decoder.into_inner().finish().await;
+            }
+        }
     }
 }
 
@@ -366,45 +372,37 @@ impl Activity {
     }
 }
 
-/// A flow's decoder on its own task, fed through a bounded queue.
+/// A flow's decoder and the observe-only dispatch its events go to.
 struct Decoder {
-    tx: mpsc::Sender<(Side, Timestamp, Bytes)>,
-    task: tokio::task::JoinHandle<()>,
+    dispatch: Dispatch,
+    inner: FlowDecoder,
+    out: Vec<EventKind>,
 }
 
 impl Decoder {
-    fn spawn(dispatch: Dispatch, mut decoder: FlowDecoder, decoding: Arc<AtomicBool>) -> Decoder {
-        let (tx, mut rx) = mpsc::channel::<(Side, Timestamp, Bytes)>(DECODE_QUEUE);
-        let task = tokio::spawn(async move {
-            let mut out = Vec::new();
-            while let Some((from, ts, data)) = rx.recv().await {
-                if !decoding.load(Ordering::Relaxed) {
-                    continue;
-                }
-                decoder.feed(from, ts, &data, &mut out);
-                deliver(&dispatch, ts, &mut out).await;
-                if decoder.is_opaque() {
-                    decoding.store(false, Ordering::Relaxed);
-                }
-            }
-            if decoding.load(Ordering::Relaxed) {
-                let ts = Timestamp::now();
-                decoder.finish(ts, &mut out);
-                deliver(&dispatch, ts, &mut out).await;
-            }
-        });
-        Decoder { tx, task }
+    fn new(dispatch: Dispatch, inner: FlowDecoder) -> Decoder {
+        Decoder {
+            dispatch,
+            inner,
+            out: Vec::new(),
+        }
     }
 
-    /// Lets the decoder flush what is pending and waits for its last events.
-    async fn finish(self) {
-        drop(self.tx);
-        let _ = self.task.await;
+    /// Decodes forwarded bytes and delivers what they completed.
+    async fn feed(&mut self, from: Side, ts: Timestamp, data: &[u8]) {
+        self.inner.feed(from, ts, data, &mut self.out);
+        self.deliver(ts).await;
     }
-}
 
-async fn deliver(dispatch: &Dispatch, ts: Timestamp, out: &mut Vec<EventKind>) {
-    for kind in out.drain(..) {
-        dispatch.decoded(ts, kind).await;
+    async fn finish(mut self) {
+        let ts = Timestamp::now();
+        self.inner.finish(ts, &mut self.out);
+        self.deliver(ts).await;
+    }
+
+    async fn deliver(&mut self, ts: Timestamp) {
+        for kind in self.out.drain(..) {
+            self.dispatch.decoded(ts, kind).await;
+        }
     }
 }
