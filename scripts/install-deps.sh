@@ -14,7 +14,7 @@ pip_mods=()
 if [ "$level" = test ] || [ "$level" = bench ]; then
   apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux
             chromium libnss3-tools)
-  pip_mods+=(grpcio grpcio-tools psycopg2-binary prometheus-client requests playwright)
+  pip_mods+=(grpcio grpcio-tools psycopg2-binary "psycopg[binary]" prometheus-client requests playwright)
 fi
 if [ "$level" = bench ]; then
   apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat pgbouncer)

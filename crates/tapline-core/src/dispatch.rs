@@ -4,13 +4,15 @@
 //! every call of every stage alike, timing, counters, rate-limited warnings and the failure
 //! policy.
 //!
-//! Four doors, one per kind of answer the caller needs:
+//! Five doors, one per kind of answer the caller needs:
 //! - [`Dispatch::chunk`]: stream bytes, answered with what to forward;
 //! - [`Dispatch::request`] and [`Dispatch::response`]: HTTP messages, edited in place and
 //!   answered with what to do (the proxy reports them later, whole, through `event`);
-//! - [`Dispatch::event`]: everything else (flow start/end, packets, gaps, messages,
-//!   transactions, finished HTTP messages, records), observed by the stages that want it,
-//!   then handed to the sink.
+//! - [`Dispatch::message`]: decoded (PostgreSQL) messages, edited in place and answered
+//!   with what to do;
+//! - [`Dispatch::event`]: everything else (flow start/end, packets, gaps, transactions,
+//!   finished messages, records), observed by the stages that want it, then handed to the
+//!   sink.
 //!
 //! [`Dispatch::decoded`] delivers what a decoder produced through the right door, and
 //! [`Dispatch::observe_chunk`] shows the hooks bytes that are reported as messages.
@@ -18,14 +20,14 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crate::event::{Chunk, Event, EventKind};
+use crate::event::{Chunk, Event, EventKind, Message};
 use crate::flow::Flow;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::kind::Kind;
 use crate::pipeline::{label, FailurePolicy, Pipeline};
 use crate::stage::{BoxFuture, Hook, HookFailure, HookResult, Interest, Stage};
 use crate::time::Timestamp;
-use crate::verdict::{ChunkVerdict, RequestVerdict, ResponseVerdict};
+use crate::verdict::{ChunkVerdict, MessageVerdict, RequestVerdict, ResponseVerdict};
 
 /// Whether a flow's verdicts change its traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,14 +259,53 @@ impl Dispatch {
         }
     }
 
+    /// Runs a decoded message seen at `ts` through the stages that read messages; edits to
+    /// its fields accumulate in `message`. A `PgError` or `Close` ends the chain; the answer
+    /// names the stage that gave it (as stats name stages). Where verdicts are observed,
+    /// they are only counted; the edits stay in the caller's copy.
+    pub async fn message(
+        &self,
+        ts: Timestamp,
+        message: &mut Message,
+    ) -> (MessageVerdict, Option<String>) {
+        if let Some(reason) = self.must_close() {
+            return (MessageVerdict::Close(reason), None);
+        }
+        if !self.interest.messages {
+            return (MessageVerdict::Continue, None);
+        }
+        for stage in self.stages(|i| i.messages) {
+            match self
+                .call(
+                    stage,
+                    Hook::Message,
+                    stage.on_message(&self.flow, ts, message),
+                )
+                .await
+            {
+                Ok(MessageVerdict::Continue) | Err(None) => {}
+                Err(Some(reason)) => return (MessageVerdict::Close(reason), None),
+                Ok(_) if self.verdicts == Verdicts::Observe => {
+                    stage.counters().ignored(stage.name(), "message")
+                }
+                Ok(terminal) => return (terminal, Some(label(stage))),
+            }
+        }
+        (MessageVerdict::Continue, None)
+    }
+
     /// An event that takes no verdict: the stages that observe its kind see it (flow
-    /// start/end, packets, gaps, messages, transactions), then the sink gets it. HTTP
-    /// messages (whose hooks ran through [`Dispatch::request`]/[`Dispatch::response`]),
-    /// chunks and records go to the sink only.
+    /// start/end, packets, gaps, transactions), then the sink gets it. HTTP messages and
+    /// decoded messages (whose hooks ran through [`Dispatch::request`],
+    /// [`Dispatch::response`] and [`Dispatch::message`]), chunks and records go to the sink
+    /// only.
     pub async fn event(&self, ts: Timestamp, kind: EventKind) {
         let event = Event::on_flow(&self.flow, ts, kind);
         let kind = event.kind();
-        let observed = !matches!(kind, Kind::HttpRequest | Kind::HttpResponse | Kind::Chunk);
+        let observed = !matches!(
+            kind,
+            Kind::HttpRequest | Kind::HttpResponse | Kind::Message | Kind::Chunk
+        );
         if let (true, Some(hook)) = (observed && self.interest.wants(kind), Hook::for_kind(kind)) {
             for stage in self.stages(|i| i.wants(kind)) {
                 if let Err(Some(reason)) = self.call(stage, hook, stage.on_event(&event)).await {
@@ -277,8 +318,8 @@ impl Dispatch {
         self.pipeline.sink().emit(&event);
     }
 
-    /// Delivers what a decoder produced: HTTP messages through the request or response hooks
-    /// and then, as the hooks left them, to the sink (where verdicts are observed, edits still
+    /// Delivers what a decoder produced: HTTP requests and responses and decoded messages
+    /// through their hooks and then, as the hooks left them, to the sink (where verdicts are observed, edits still
     /// reach the outputs: a capture plugin can redact a header before it is logged); chunks
     /// through [`Dispatch::chunk`]; everything else through [`Dispatch::event`].
     pub async fn decoded(&self, ts: Timestamp, kind: EventKind) {
@@ -292,6 +333,10 @@ impl Dispatch {
                     response = r;
                 }
                 self.event(ts, EventKind::HttpResponse(response)).await;
+            }
+            EventKind::Message(mut message) => {
+                self.message(ts, &mut message).await;
+                self.event(ts, EventKind::Message(message)).await;
             }
             EventKind::Chunk(chunk) => {
                 self.chunk(ts, chunk).await;

@@ -194,6 +194,17 @@ pub struct PgTransaction {
     pub error_message: Option<String>,
     /// From the statement to its completion.
     pub latency: Duration,
+    /// Set when the outcome was a stage's (a rehearsed failure), not the server's.
+    pub injected: Option<Injected>,
+}
+
+/// An outcome a stage made up in place of the server's (`tap.pg_error`, `--with-sql-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Injected {
+    /// What was injected: `sql-error`.
+    pub fault: &'static str,
+    /// The stage that did it, as stats name it (`lua plugin retry`, `fault sql-error`).
+    pub stage: String,
 }
 
 /// Severity of a plugin's record.

@@ -23,7 +23,8 @@ pub mod verdict;
 pub use counters::{StageCounters, LATENCY_BUCKETS_MICROS};
 pub use dispatch::{Dispatch, Verdicts};
 pub use event::{
-    Chunk, Event, EventKind, Message, PacketInfo, PgTransaction, Record, RecordLevel, Transaction,
+    Chunk, Event, EventKind, Injected, Message, PacketInfo, PgTransaction, Record, RecordLevel,
+    Transaction,
 };
 pub use flow::{Flow, FlowEnd, FlowId, FlowIds, FlowStats, FlowUid, Mode, Protocol, Route, Side};
 pub use http::{Headers, HttpRequest, HttpResponse, RequestLine};
@@ -33,4 +34,4 @@ pub use sink::{EventSink, Fanout, NullSink};
 pub use stage::{BoxFuture, Hook, HookFailure, HookResult, Interest, Stage, StageContext};
 pub use time::Timestamp;
 pub use tls::{TlsInfo, TlsLeg};
-pub use verdict::{ChunkVerdict, RequestVerdict, ResponseVerdict};
+pub use verdict::{ChunkVerdict, MessageVerdict, PgError, RequestVerdict, ResponseVerdict};

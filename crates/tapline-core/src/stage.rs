@@ -6,11 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::counters::StageCounters;
-use crate::event::{Chunk, Event};
+use crate::event::{Chunk, Event, Message};
 use crate::flow::Flow;
 use crate::http::{HttpRequest, HttpResponse};
 use crate::kind::{Kind, KindSet};
-use crate::verdict::{ChunkVerdict, RequestVerdict, ResponseVerdict};
+use crate::time::Timestamp;
+use crate::verdict::{ChunkVerdict, MessageVerdict, RequestVerdict, ResponseVerdict};
 
 /// A boxed, sendable future, as stage hooks return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -25,9 +26,12 @@ pub struct Interest {
     pub requests: bool,
     /// `http_response` events (the proxy buffers response bodies for them).
     pub responses: bool,
+    /// `message` events, with verdicts (the proxy frames a `psql` mapping's messages before
+    /// forwarding them).
+    pub messages: bool,
     /// `packet` events (capture only).
     pub packets: bool,
-    /// The observe-only events wanted (flow start/end, gaps, messages, transactions).
+    /// The observe-only events wanted (flow start/end, gaps, transactions).
     pub observe: KindSet,
 }
 
@@ -37,6 +41,7 @@ impl Interest {
         chunks: true,
         requests: true,
         responses: true,
+        messages: true,
         packets: true,
         observe: KindSet::ALL,
     };
@@ -57,6 +62,7 @@ impl Interest {
             Kind::Chunk => self.chunks,
             Kind::HttpRequest => self.requests,
             Kind::HttpResponse => self.responses,
+            Kind::Message => self.messages,
             Kind::Packet => self.packets,
             other => self.observe.contains(other),
         }
@@ -69,6 +75,7 @@ impl Interest {
             chunks: self.chunks || other.chunks,
             requests: self.requests || other.requests,
             responses: self.responses || other.responses,
+            messages: self.messages || other.messages,
             packets: self.packets || other.packets,
             observe: self.observe.union(other.observe),
         }
@@ -196,7 +203,7 @@ pub trait Stage: Send + Sync {
     /// The stage's counters (calls, errors, ignored verdicts), kept by the dispatch.
     fn counters(&self) -> &StageCounters;
 
-    /// Observe-only events: flow start/end, packets, gaps, messages, transactions.
+    /// Observe-only events: flow start/end, packets, gaps, transactions.
     fn on_event<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
         Box::pin(async { Ok(()) })
     }
@@ -228,6 +235,18 @@ pub trait Stage: Send + Sync {
         _response: &'a mut HttpResponse,
     ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
         Box::pin(async { Ok(ResponseVerdict::Continue) })
+    }
+
+    /// A decoded message (PostgreSQL) seen at `ts`; edits made in place to its `fields` are applied
+    /// where the proxy frames messages (`psql` mappings). A stage that fails leaves the
+    /// message as it found it.
+    fn on_message<'a>(
+        &'a self,
+        _flow: &'a Arc<Flow>,
+        _ts: Timestamp,
+        _message: &'a mut Message,
+    ) -> BoxFuture<'a, HookResult<MessageVerdict>> {
+        Box::pin(async { Ok(MessageVerdict::Continue) })
     }
 
     /// The run is stopping: last chance to emit records, before outputs are flushed.

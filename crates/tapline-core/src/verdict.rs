@@ -45,3 +45,38 @@ pub enum ResponseVerdict {
     /// Close the client connection.
     Close(String),
 }
+
+/// An error a PostgreSQL client is answered with in place of the server's answer to one of
+/// its messages (`tap.pg_error`, `--with-sql-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    /// `ERROR`, `FATAL`, …
+    pub severity: String,
+    /// The SQLSTATE, five characters.
+    pub code: String,
+    /// The primary message.
+    pub message: String,
+}
+
+impl PgError {
+    /// Checks a SQLSTATE: five ASCII digits or upper-case letters.
+    pub fn valid_code(code: &str) -> bool {
+        code.len() == 5
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    }
+}
+
+/// A stage's decision about a decoded message (edits to its `fields` are made in place and
+/// applied where the proxy frames messages before forwarding them: `psql` mappings). A
+/// stage delays a message by awaiting before it answers, as it does any other event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageVerdict {
+    /// Go on with the (possibly edited) message.
+    Continue,
+    /// Answer the client's message with this error; the message never reaches the server.
+    PgError(PgError),
+    /// Close the connection, both sides, at this message.
+    Close(String),
+}

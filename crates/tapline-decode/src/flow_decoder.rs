@@ -4,11 +4,11 @@
 //! A flow whose protocol is not known for sure is sniffed from its first bytes (held, a few
 //! hundred at most, until they decide), with the port's hint as the fallback.
 
-use tapline_core::{EventKind, Kind, Pipeline, Protocol, Side, Timestamp};
+use tapline_core::{EventKind, Injected, Kind, Pipeline, Protocol, Side, Timestamp};
 
 use crate::detect::{self, Certainty, Sniff};
 use crate::http::HttpDecoder;
-use crate::pgsql::PgDecoder;
+use crate::pgsql::{Frame, PgDecoder};
 
 /// Most bytes held while sniffing; past this the port hint (or raw TCP) decides.
 const SNIFF_MAX: usize = 512;
@@ -226,6 +226,22 @@ impl FlowDecoder {
             Inner::Http(h) => h.is_opaque(),
             Inner::Postgres(pg) => pg.is_tls(),
             Inner::Opaque => true,
+        }
+    }
+
+    /// How `side`'s next bytes split into PostgreSQL messages (see [`PgDecoder::frame`]);
+    /// `Raw` for any other protocol.
+    pub fn pg_frame(&self, side: Side, buf: &[u8]) -> Frame {
+        match &self.inner {
+            Inner::Postgres(pg) => pg.frame(side, buf),
+            _ => Frame::Raw,
+        }
+    }
+
+    /// The next failed PostgreSQL statement's error is `injected`'s.
+    pub fn inject_next(&mut self, injected: Injected) {
+        if let Inner::Postgres(pg) = &mut self.inner {
+            pg.inject_next(injected);
         }
     }
 

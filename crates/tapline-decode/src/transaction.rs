@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tapline_core::{HttpRequest, HttpResponse, PgTransaction, Timestamp, Transaction};
+use tapline_core::{HttpRequest, HttpResponse, Injected, PgTransaction, Timestamp, Transaction};
 
 /// Most requests (or statements) kept waiting for an answer; older ones are forgotten.
 /// With heads of at most 64 KiB, a flow's pending HTTP requests stay under 4 MiB.
@@ -138,6 +138,8 @@ pub(crate) struct PgTracker {
     statements: HashMap<String, String>,
     portals: HashMap<String, (String, Vec<Option<String>>)>,
     pending: VecDeque<Pending>,
+    /// Set when the next error is a stage's, not the server's.
+    injected: Option<Injected>,
 }
 
 impl PgTracker {
@@ -156,6 +158,21 @@ impl PgTracker {
     /// `Parse` prepared `sql` as statement `name` (empty: the unnamed statement).
     pub fn parse(&mut self, name: &str, sql: impl Into<String>) {
         remember(&mut self.statements, name, bounded(sql.into()));
+    }
+
+    /// The SQL statement `name` was prepared from, when its `Parse` was seen.
+    pub fn statement_sql(&self, name: &str) -> Option<&str> {
+        self.statements.get(name).map(String::as_str)
+    }
+
+    /// The SQL portal `name` was bound from, when its `Bind` was seen.
+    pub fn portal_sql(&self, name: &str) -> Option<&str> {
+        self.portals.get(name).map(|(sql, _)| sql.as_str())
+    }
+
+    /// The next statement's failure is one a stage injected.
+    pub fn inject_next(&mut self, injected: Injected) {
+        self.injected = Some(injected);
     }
 
     /// `Bind` bound statement `statement` with `params` into `portal`.
@@ -211,9 +228,11 @@ impl PgTracker {
 
     /// A statement failed with an `ErrorResponse` at `ts`.
     pub fn error(&mut self, code: &str, message: &str, ts: Timestamp) -> Option<PgTransaction> {
+        let injected = self.injected.take();
         let mut tx = self.finish(ts)?;
         tx.error_code = Some(code.to_string());
         tx.error_message = Some(message.to_string());
+        tx.injected = injected;
         Some(tx)
     }
 

@@ -359,6 +359,7 @@ impl Stage for FaultStage {
             chunks: !http,
             requests: http,
             responses: http,
+            messages: false,
             packets: false,
             // Flow state is dropped at the flow's end.
             observe: KindSet::of(&[Kind::FlowEnd]),

@@ -3,19 +3,20 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mlua::serde::{DeserializeOptions, SerializeOptions};
 use mlua::{Lua, LuaSerdeExt, Table, UserData, Value};
 use parking_lot::Mutex;
 use tapline_core::{
-    Event, EventKind, EventSink, Flow, Headers, HttpResponse, Mode, Record, Timestamp,
+    Event, EventKind, EventSink, Flow, Headers, HttpResponse, Mode, PgError, Record, Timestamp,
 };
 
 use crate::shared::SharedDict;
 
 /// What a hook asked for beyond passing the event on (built by `tap.hold`, `tap.close`,
-/// `tap.respond`).
+/// `tap.respond`, `tap.pg_error`, `tap.delay`).
 #[derive(Debug, Clone)]
 pub(crate) enum Verdict {
     /// `tap.hold()`: forward nothing now.
@@ -24,6 +25,10 @@ pub(crate) enum Verdict {
     Close(String),
     /// `tap.respond{…}`: answer (request) or replace (response).
     Respond(HttpResponse),
+    /// `tap.pg_error{code=, message=, severity=}`: answer a PostgreSQL client's message.
+    PgError(PgError),
+    /// `tap.delay(ms)`: hold the event that long, then pass it.
+    Delay(Duration),
 }
 
 impl UserData for Verdict {}
@@ -140,6 +145,21 @@ pub(crate) fn install(lua: &Lua, emitter: Arc<Emitter>, shared: SharedDict) -> m
     )?;
     tap.set("hold", lua.create_function(|_, ()| Ok(Verdict::Hold))?)?;
     tap.set(
+        "pg_error",
+        lua.create_function(|_, spec: Table| Ok(Verdict::PgError(pg_error_from(&spec)?)))?,
+    )?;
+    tap.set(
+        "delay",
+        lua.create_function(|_, ms: f64| {
+            if !(ms.is_finite() && (0.0..=MAX_DELAY_MS).contains(&ms)) {
+                return Err(mlua::Error::runtime(format!(
+                    "tap.delay: {ms} ms is not between 0 and {MAX_DELAY_MS}"
+                )));
+            }
+            Ok(Verdict::Delay(Duration::from_secs_f64(ms / 1000.0)))
+        })?,
+    )?;
+    tap.set(
         "close",
         lua.create_function(|_, reason: Option<String>| {
             Ok(Verdict::Close(
@@ -191,6 +211,34 @@ fn disable_exit(lua: &Lua) -> mlua::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The longest `tap.delay` (an hour): longer is a mistake, not a fault to rehearse.
+const MAX_DELAY_MS: f64 = 3_600_000.0;
+
+/// An error from `tap.pg_error{code = "40001", message = "…", severity = "ERROR"}`; the
+/// code must be a SQLSTATE, the message is required, the severity defaults to `ERROR`.
+fn pg_error_from(spec: &Table) -> mlua::Result<PgError> {
+    let code: String = spec
+        .get::<Option<String>>("code")?
+        .ok_or_else(|| mlua::Error::runtime("tap.pg_error: code (a SQLSTATE) is required"))?;
+    if !PgError::valid_code(&code) {
+        return Err(mlua::Error::runtime(format!(
+            "tap.pg_error: code '{code}' is not a SQLSTATE (five digits or capital letters)"
+        )));
+    }
+    let message: String = spec
+        .get::<Option<String>>("message")?
+        .unwrap_or_else(|| format!("tapline: injected error {code}"));
+    let severity = spec
+        .get::<Option<String>>("severity")?
+        .unwrap_or_else(|| "ERROR".to_string())
+        .to_ascii_uppercase();
+    Ok(PgError {
+        severity,
+        code,
+        message,
+    })
 }
 
 /// A response from `tap.respond{status=…, headers=…, body=…}`. Headers may be a map

@@ -566,3 +566,58 @@ impl UserData for ResponseObj {
         );
     }
 }
+
+/// Reads back the edits an `on_message` hook made to `m` (the table made from `msg`) that
+/// the proxy can apply: `fields.sql` (Query, Parse), `fields.tag` (CommandComplete), and
+/// the items of `fields.params` (Bind) and `fields.values` (DataRow), `nil` for SQL NULL,
+/// read by position up to the message's own count. Other changes stay in Lua.
+pub(crate) fn read_message_edits(m: &Table, msg: &mut Message) -> mlua::Result<()> {
+    let key = match msg.type_name.as_str() {
+        "Query" | "Parse" => "sql",
+        "CommandComplete" => "tag",
+        "Bind" => "params",
+        "DataRow" => "values",
+        _ => return Ok(()),
+    };
+    let Value::Table(fields) = m.raw_get::<Value>("fields")? else {
+        return Ok(());
+    };
+    let Some(old) = msg.fields.get_mut(key) else {
+        return Ok(());
+    };
+    match old {
+        serde_json::Value::Array(items) => {
+            let Value::Table(list) = fields.raw_get::<Value>(key)? else {
+                return Ok(());
+            };
+            for (i, item) in items.iter_mut().enumerate() {
+                if let Some(new) = scalar_json(list.raw_get::<Value>(i + 1)?) {
+                    if *item != new {
+                        *item = new;
+                    }
+                }
+            }
+        }
+        old => {
+            if let Some(new @ serde_json::Value::String(_)) = scalar_json(fields.raw_get(key)?) {
+                if *old != new {
+                    *old = new;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Lua scalar as the JSON a message field holds (text, or `null`); tables and functions
+/// are not field values.
+fn scalar_json(v: Value) -> Option<serde_json::Value> {
+    Some(match v {
+        Value::Nil => serde_json::Value::Null,
+        Value::String(s) => String::from_utf8_lossy(&s.as_bytes()).into_owned().into(),
+        Value::Integer(n) => n.to_string().into(),
+        Value::Number(n) => n.to_string().into(),
+        Value::Boolean(b) => b.to_string().into(),
+        _ => return None,
+    })
+}

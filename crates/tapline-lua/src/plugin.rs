@@ -1,14 +1,15 @@
 //! [`LuaPlugin`]: one plugin file as a pipeline [`Stage`], with one Lua state per worker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mlua::{AnyUserData, Function, Value};
 use parking_lot::{Mutex, MutexGuard};
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, Hook, HookFailure, HookResult,
-    HttpRequest, HttpResponse, Interest, Kind, KindSet, Mode, RequestVerdict, ResponseVerdict,
-    Stage, StageCounters,
+    HttpRequest, HttpResponse, Interest, Kind, KindSet, Message, MessageVerdict, Mode,
+    RequestVerdict, ResponseVerdict, Stage, StageCounters, Timestamp,
 };
 
 use crate::api::Verdict;
@@ -42,7 +43,6 @@ impl Defined {
             }
         };
         add(self.flow_start, Kind::FlowStart);
-        add(self.message, Kind::Message);
         add(self.transaction, Kind::Transaction);
         // Any per-flow hook keeps a flow table, dropped at the flow's end.
         let per_flow = self.flow_start
@@ -162,14 +162,6 @@ impl LuaPlugin {
                 }
                 result
             }
-            (EventKind::Message(msg), Some(flow)) => match state.hooks.on_message.clone() {
-                Some(hook) => call_with_flow(&mut state, "on_message", flow, |s, ft| {
-                    let m = objects::message_table(&s.lua, event.ts.as_secs_f64(), msg)
-                        .map_err(|e| lua_failure(&e))?;
-                    s.call::<()>(&hook, Some(flow), (m, ft))
-                }),
-                None => Ok(()),
-            },
             (EventKind::Transaction(tx), Some(flow)) => match state.hooks.on_transaction.clone() {
                 Some(hook) => call_with_flow(&mut state, "on_transaction", flow, |s, ft| {
                     let t = objects::transaction_table(&s.lua, event.ts.as_secs_f64(), tx)
@@ -183,7 +175,7 @@ impl LuaPlugin {
         result.map_err(tagged)
     }
 
-    fn chunk(&self, flow: &Arc<Flow>, chunk: &Chunk) -> HookResult<ChunkVerdict> {
+    fn chunk(&self, flow: &Arc<Flow>, chunk: &Chunk) -> Answer<ChunkVerdict> {
         let mut state = self.state(Some(flow));
         if self.defined.riff && flow.mode == Mode::Proxy && !chunk.data.is_empty() {
             if let Err(failure) = run_riff(&state, Some(flow), &chunk.data) {
@@ -199,7 +191,7 @@ impl LuaPlugin {
             }
         }
         let Some(hook) = state.hooks.on_data.clone() else {
-            return Ok(ChunkVerdict::Pass);
+            return Ok((ChunkVerdict::Pass, None));
         };
         let result = call_with_flow(&mut state, "on_data", flow, |s, ft| {
             let c = objects::chunk_table(&s.lua, chunk).map_err(|e| lua_failure(&e))?;
@@ -209,50 +201,97 @@ impl LuaPlugin {
         result.map_err(tagged)
     }
 
-    fn request(&self, flow: &Arc<Flow>, request: &mut HttpRequest) -> HookResult<RequestVerdict> {
+    fn request(&self, flow: &Arc<Flow>, request: &mut HttpRequest) -> Answer<RequestVerdict> {
         let mut state = self.state(Some(flow));
         let Some(hook) = state.hooks.on_request.clone() else {
-            return Ok(RequestVerdict::Continue);
+            return Ok((RequestVerdict::Continue, None));
         };
         let result = call_with_flow(&mut state, "on_request", flow, |s, ft| {
             let obj = s.request_slot.lend(request);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
             match verdict_of(&hook, &answer)? {
-                None => Ok(RequestVerdict::Continue),
-                Some(Verdict::Respond(r)) => Ok(RequestVerdict::Respond(r)),
-                Some(Verdict::Close(reason)) => Ok(RequestVerdict::Close(reason)),
+                None => Ok((RequestVerdict::Continue, None)),
+                Some(Verdict::Delay(d)) => Ok((RequestVerdict::Continue, Some(d))),
+                Some(Verdict::Respond(r)) => Ok((RequestVerdict::Respond(r), None)),
+                Some(Verdict::Close(reason)) => Ok((RequestVerdict::Close(reason), None)),
                 Some(Verdict::Hold) => {
                     Err(misuse(&hook, "on_request cannot hold; use tap.respond"))
                 }
+                Some(Verdict::PgError(_)) => Err(misuse(&hook, PG_ERROR_ELSEWHERE)),
             }
         });
         state.request_slot.give_back(request, result.is_ok());
         result.map_err(tagged)
     }
 
-    fn response(
-        &self,
-        flow: &Arc<Flow>,
-        response: &mut HttpResponse,
-    ) -> HookResult<ResponseVerdict> {
+    fn response(&self, flow: &Arc<Flow>, response: &mut HttpResponse) -> Answer<ResponseVerdict> {
         let mut state = self.state(Some(flow));
         let Some(hook) = state.hooks.on_response.clone() else {
-            return Ok(ResponseVerdict::Continue);
+            return Ok((ResponseVerdict::Continue, None));
         };
         let result = call_with_flow(&mut state, "on_response", flow, |s, ft| {
             let obj = s.response_slot.lend(response);
             let answer = s.call::<Value>(&hook, Some(flow), (obj, ft))?;
             match verdict_of(&hook, &answer)? {
-                None => Ok(ResponseVerdict::Continue),
-                Some(Verdict::Respond(r)) => Ok(ResponseVerdict::Replace(r)),
-                Some(Verdict::Close(reason)) => Ok(ResponseVerdict::Close(reason)),
+                None => Ok((ResponseVerdict::Continue, None)),
+                Some(Verdict::Delay(d)) => Ok((ResponseVerdict::Continue, Some(d))),
+                Some(Verdict::Respond(r)) => Ok((ResponseVerdict::Replace(r), None)),
+                Some(Verdict::Close(reason)) => Ok((ResponseVerdict::Close(reason), None)),
                 Some(Verdict::Hold) => {
                     Err(misuse(&hook, "on_response cannot hold; use tap.respond"))
                 }
+                Some(Verdict::PgError(_)) => Err(misuse(&hook, PG_ERROR_ELSEWHERE)),
             }
         });
         state.response_slot.give_back(response, result.is_ok());
         result.map_err(tagged)
+    }
+
+    /// `on_message`: the message as a table; edits to its editable fields (see
+    /// [`objects::read_message_edits`]) are kept.
+    fn message(
+        &self,
+        flow: &Arc<Flow>,
+        ts: Timestamp,
+        msg: &mut Message,
+    ) -> Answer<MessageVerdict> {
+        let mut state = self.state(Some(flow));
+        let Some(hook) = state.hooks.on_message.clone() else {
+            return Ok((MessageVerdict::Continue, None));
+        };
+        let result = call_with_flow(&mut state, "on_message", flow, |s, ft| {
+            let m = objects::message_table(&s.lua, ts.as_secs_f64(), msg)
+                .map_err(|e| lua_failure(&e))?;
+            let answer = s.call::<Value>(&hook, Some(flow), (m.clone(), ft))?;
+            let verdict = match verdict_of(&hook, &answer)? {
+                None => (MessageVerdict::Continue, None),
+                Some(Verdict::Delay(d)) => (MessageVerdict::Continue, Some(d)),
+                Some(Verdict::PgError(e)) => (MessageVerdict::PgError(e), None),
+                Some(Verdict::Close(reason)) => (MessageVerdict::Close(reason), None),
+                Some(Verdict::Hold | Verdict::Respond(_)) => {
+                    return Err(misuse(
+                        &hook,
+                        "on_message answers with tap.pg_error, tap.delay or tap.close",
+                    ))
+                }
+            };
+            objects::read_message_edits(&m, msg).map_err(|e| lua_failure(&e))?;
+            Ok(verdict)
+        });
+        result.map_err(tagged)
+    }
+
+    /// Holds the event for the delay a hook asked for (`tap.delay`), in the proxy; in
+    /// capture the delay is counted as an ignored verdict.
+    async fn delayed<V>(&self, flow: &Flow, answer: Answer<V>) -> HookResult<V> {
+        let (verdict, delay) = answer?;
+        if let Some(d) = delay {
+            match flow.mode {
+                Mode::Capture => self.counters.ignored(&self.info.name, "delay"),
+                _ => tokio::time::sleep(d).await,
+            }
+        }
+        Ok(verdict)
     }
 
     /// Runs `on_stop` in every state; the first failure is the answer (all states run).
@@ -334,7 +373,7 @@ fn verdict_of(hook: &Function, answer: &Value) -> Result<Option<Verdict>, HookFa
         other => Err(misuse(
             hook,
             &format!(
-                "returned a {}; return nil or a tap.respond/tap.close verdict",
+                "returned a {}; return nil or a tap verdict (tap.respond, tap.close, tap.delay, …)",
                 other.type_name()
             ),
         )),
@@ -347,17 +386,29 @@ fn verdict_from_userdata(hook: &Function, ud: &AnyUserData) -> Result<Verdict, H
         .map_err(|_| misuse(hook, "returned a userdata that is not a tap verdict"))
 }
 
-fn chunk_verdict(hook: &Function, answer: Value) -> Result<ChunkVerdict, HookFailure> {
+/// What a hook answered, with the delay it asked for (`tap.delay`).
+type Answer<V> = HookResult<(V, Option<Duration>)>;
+
+/// Why `tap.pg_error` is refused outside `on_message`.
+const PG_ERROR_ELSEWHERE: &str =
+    "tap.pg_error answers PostgreSQL messages: return it from on_message";
+
+fn chunk_verdict(hook: &Function, answer: Value) -> Answer<ChunkVerdict> {
     match answer {
-        Value::Nil => Ok(ChunkVerdict::Pass),
-        Value::String(s) => Ok(ChunkVerdict::Replace(Bytes::copy_from_slice(&s.as_bytes()))),
+        Value::Nil => Ok((ChunkVerdict::Pass, None)),
+        Value::String(s) => Ok((
+            ChunkVerdict::Replace(Bytes::copy_from_slice(&s.as_bytes())),
+            None,
+        )),
         Value::UserData(ud) => match verdict_from_userdata(hook, &ud)? {
-            Verdict::Hold => Ok(ChunkVerdict::Hold),
-            Verdict::Close(reason) => Ok(ChunkVerdict::Close(reason)),
+            Verdict::Hold => Ok((ChunkVerdict::Hold, None)),
+            Verdict::Close(reason) => Ok((ChunkVerdict::Close(reason), None)),
+            Verdict::Delay(d) => Ok((ChunkVerdict::Pass, Some(d))),
             Verdict::Respond(_) => Err(misuse(
                 hook,
                 "on_data cannot tap.respond; return bytes instead",
             )),
+            Verdict::PgError(_) => Err(misuse(hook, PG_ERROR_ELSEWHERE)),
         },
         other => Err(misuse(
             hook,
@@ -384,6 +435,7 @@ impl Stage for LuaPlugin {
             chunks: d.data || (d.riff && flow.mode == Mode::Proxy),
             requests: d.request,
             responses: d.response,
+            messages: d.message,
             packets: flow.mode == Mode::Capture && (d.packet || d.riff),
             observe: d.observed(),
         }
@@ -406,7 +458,7 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         chunk: &'a Chunk,
     ) -> BoxFuture<'a, HookResult<ChunkVerdict>> {
-        Box::pin(std::future::ready(self.chunk(flow, chunk)))
+        Box::pin(async move { self.delayed(flow, self.chunk(flow, chunk)).await })
     }
 
     fn on_request<'a>(
@@ -414,7 +466,10 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
     ) -> BoxFuture<'a, HookResult<RequestVerdict>> {
-        Box::pin(std::future::ready(self.request(flow, request)))
+        Box::pin(async move {
+            let answer = self.request(flow, request);
+            self.delayed(flow, answer).await
+        })
     }
 
     fn on_response<'a>(
@@ -422,7 +477,22 @@ impl Stage for LuaPlugin {
         flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
     ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
-        Box::pin(std::future::ready(self.response(flow, response)))
+        Box::pin(async move {
+            let answer = self.response(flow, response);
+            self.delayed(flow, answer).await
+        })
+    }
+
+    fn on_message<'a>(
+        &'a self,
+        flow: &'a Arc<Flow>,
+        ts: Timestamp,
+        message: &'a mut Message,
+    ) -> BoxFuture<'a, HookResult<MessageVerdict>> {
+        Box::pin(async move {
+            let answer = self.message(flow, ts, message);
+            self.delayed(flow, answer).await
+        })
     }
 
     fn on_stop(&self) -> BoxFuture<'_, HookResult<()>> {

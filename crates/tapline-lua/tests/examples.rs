@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tapline_core::{
-    block_on, Event, EventKind, EventSink, Flow, FlowId, HttpRequest, HttpResponse, Message, Mode,
-    PgTransaction, Protocol, RequestVerdict, ResponseVerdict, Route, Side, Stage, Timestamp,
-    Transaction,
+    block_on, Event, EventKind, EventSink, Flow, FlowId, HttpRequest, HttpResponse, Message,
+    MessageVerdict, Mode, PgTransaction, Protocol, RequestVerdict, ResponseVerdict, Route, Side,
+    Stage, Timestamp, Transaction,
 };
 use tapline_lua::{Host, HostConfig, LuaPlugin, PluginArg};
 
@@ -100,16 +100,15 @@ fn sql_log_records_each_statement_with_outcome_and_latency() {
     let (plugin, sink) = load("sql_log.lua", Mode::Capture, &[]);
     let f = flow(2, Mode::Capture, Protocol::Postgres);
     let msg = |ms: i64, from: Side, t: &str, fields: serde_json::Value| {
-        Event::on_flow(
-            &f,
+        (
             Timestamp::from_secs_micros(1_700_000_000, ms * 1000),
-            EventKind::Message(Message {
+            Message {
                 protocol: Protocol::Postgres,
                 from,
                 type_name: t.into(),
                 fields,
                 raw: Bytes::new(),
-            }),
+            },
         )
     };
     block_on(async {
@@ -147,7 +146,9 @@ fn sql_log_records_each_statement_with_outcome_and_latency() {
                 serde_json::json!({"code": "42P01", "message": "relation \"nope\" does not exist"}),
             ),
         ] {
-            plugin.on_event(&e).await.unwrap();
+            let (ts, mut m) = e;
+            let verdict = plugin.on_message(&f, ts, &mut m).await.unwrap();
+            assert_eq!(verdict, MessageVerdict::Continue);
         }
     });
     let r = sink.take();

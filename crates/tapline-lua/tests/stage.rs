@@ -278,14 +278,10 @@ return p
     let f = flow(7, Mode::Capture, Protocol::Postgres);
     let interest = plugin.interest(&f);
     assert!(interest.chunks && interest.requests && interest.responses && interest.packets);
+    assert!(interest.messages);
     assert_eq!(
         interest.observe,
-        KindSet::of(&[
-            Kind::FlowStart,
-            Kind::FlowEnd,
-            Kind::Message,
-            Kind::Transaction
-        ])
+        KindSet::of(&[Kind::FlowStart, Kind::FlowEnd, Kind::Transaction])
     );
     let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
     let d = pipeline.dispatch(&f);
@@ -310,7 +306,7 @@ return p
         d.chunk(ts(), chunk(Side::Client, b"\x00\x01bytes")).await;
         d.request(&mut request("/a?b=1")).await;
         d.response(&mut response(404)).await;
-        d.event(
+        d.decoded(
             ts(),
             EventKind::Message(Message {
                 protocol: Protocol::Postgres,

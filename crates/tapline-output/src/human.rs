@@ -167,6 +167,9 @@ fn sql_statement(out: &mut String, flow: Option<&Flow>, pg: &PgTransaction) {
     client(out, flow);
     if let Some(code) = &pg.error_code {
         let _ = write!(out, "ERROR {code} {}  ", Millis(pg.latency));
+        if let Some(injected) = &pg.injected {
+            let _ = write!(out, "[injected {} by {}] ", injected.fault, injected.stage);
+        }
         push_sql(out, &pg.sql);
         if let Some(message) = &pg.error_message {
             out.push_str(" — ");

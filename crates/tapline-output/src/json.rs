@@ -193,7 +193,12 @@ fn transaction_fields<M: SerializeMap>(m: &mut M, t: &Transaction) -> Result<(),
             m.serialize_entry("rows", &pg.rows)?;
             m.serialize_entry("tag", &pg.tag)?;
             m.serialize_entry("error_code", &pg.error_code)?;
-            m.serialize_entry("error_message", &pg.error_message)
+            m.serialize_entry("error_message", &pg.error_message)?;
+            if let Some(injected) = &pg.injected {
+                m.serialize_entry("injected", injected.fault)?;
+                m.serialize_entry("injected_by", &injected.stage)?;
+            }
+            Ok(())
         }
     }
 }

@@ -24,6 +24,7 @@ mod errors;
 mod flows;
 mod http;
 pub mod mapping;
+mod pg_relay;
 mod postgres;
 mod raw_mapping;
 mod relay;

@@ -14,7 +14,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tapline_core::{Chunk, FlowEnd, Protocol, Route, Side, TlsInfo};
+use tapline_core::{Chunk, FlowEnd, PgError, Protocol, Route, Side, TlsInfo};
+use tapline_decode::pgsql::encode;
 use tapline_decode::FlowDecoder;
 use tapline_tls::pg_start::{classify, PgStart, SSL_REQUEST};
 use tapline_tls::{leg, server_name, Interceptor};
@@ -261,7 +262,11 @@ impl Session<'_> {
         let _ = tokio::time::timeout(self.ctx.limits.connect_timeout, async {
             skip_startup(&mut client).await?;
             client
-                .write_all(&error_response(&format!("tapline: {why}")))
+                .write_all(&encode::error_response(&PgError {
+                    severity: "FATAL".into(),
+                    code: CANNOT_CONNECT.into(),
+                    message: format!("tapline: {why}"),
+                }))
                 .await?;
             client.flush().await?;
             client.shutdown().await
@@ -369,40 +374,4 @@ async fn skip_startup<R: AsyncRead + Unpin>(client: &mut R) -> std::io::Result<(
     }
     let mut rest = vec![0u8; len - 4];
     client.read_exact(&mut rest).await.map(|_| ())
-}
-
-/// A fatal `ErrorResponse` with `message` (NUL bytes left out).
-fn error_response(message: &str) -> Vec<u8> {
-    let mut body = Vec::with_capacity(message.len() + 32);
-    for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
-        (b'C', CANNOT_CONNECT),
-        (b'M', message),
-    ] {
-        body.push(field);
-        body.extend(value.bytes().filter(|b| *b != 0));
-        body.push(0);
-    }
-    body.push(0);
-    let mut out = Vec::with_capacity(body.len() + 5);
-    out.push(b'E');
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_responses_are_well_framed() {
-        let e = error_response("no\0 server");
-        assert_eq!(e[0], b'E');
-        let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
-        assert_eq!(len + 1, e.len());
-        assert!(e.windows(10).any(|w| w == b"Mno server"));
-        assert_eq!(e.last(), Some(&0));
-    }
 }

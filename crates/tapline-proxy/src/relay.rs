@@ -15,7 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tapline_core::{Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats, Side, Timestamp};
+use tapline_core::{
+    Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats, Protocol, Side, Timestamp,
+    Verdicts,
+};
 use tapline_decode::FlowDecoder;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{tcp, TcpStream};
@@ -23,6 +26,7 @@ use tokio::sync::Mutex;
 
 use crate::conn::Conn;
 use crate::context::Shared;
+use crate::pg_relay::relay_messages;
 use crate::splice;
 use crate::stop::Phase;
 
@@ -37,7 +41,8 @@ const MAX_BUF: usize = 1024 * 1024;
 /// the flow, it idles out or the run is forced to stop. `first` is a chunk already read.
 /// With a `decoder`, forwarded bytes feed it (until it turns opaque) and its events go to the
 /// pipeline. Once nobody needs to see a direction's bytes, they move between the sockets
-/// inside the kernel (`splice(2)` through a pipe).
+/// inside the kernel (`splice(2)` through a pipe). A PostgreSQL flow whose stages take
+/// verdicts on messages is relayed message by message instead (see `pg_relay`).
 pub(crate) async fn relay<C: Conn, S: Conn>(
     ctx: &Shared,
     dispatch: &Dispatch,
@@ -52,6 +57,13 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
             FlowEnd::ClosedByPlugin(reason.to_string()),
         );
     }
+    let judged = dispatch.interest().messages && dispatch.verdicts() == Verdicts::Apply;
+    let decoder = match decoder {
+        Some(d) if judged && d.protocol() == Protocol::Postgres => {
+            return relay_messages(ctx, dispatch, client, server, first, d).await
+        }
+        other => other,
+    };
     let tap = Tap {
         dispatch,
         hooked: dispatch.wants_chunks(),
@@ -271,7 +283,10 @@ where
 
 /// Writes `data` whole and flushes it (TLS keeps written bytes in its records until then;
 /// for TCP the flush is free).
-async fn write_out<W: AsyncWrite + Unpin>(to: &mut W, data: &[u8]) -> Result<(), FlowEnd> {
+pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    data: &[u8],
+) -> Result<(), FlowEnd> {
     to.write_all(data).await.map_err(end_of)?;
     to.flush().await.map_err(end_of)
 }
@@ -317,19 +332,19 @@ pub(crate) fn end_of(e: io::Error) -> FlowEnd {
 
 /// Bytes and reads each way, updated by both pumps.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     bytes: [AtomicU64; 2],
     reads: [AtomicU64; 2],
 }
 
 impl Counters {
-    fn add(&self, from: Side, n: usize) {
+    pub(crate) fn add(&self, from: Side, n: usize) {
         let i = from as usize;
         self.bytes[i].fetch_add(n as u64, Ordering::Relaxed);
         self.reads[i].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self) -> FlowStats {
+    pub(crate) fn snapshot(&self) -> FlowStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         FlowStats {
             bytes_from_client: get(&self.bytes[Side::Client as usize]),
@@ -341,26 +356,26 @@ impl Counters {
 }
 
 /// When either side last sent something.
-struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         self.last_ms
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Resolves once nothing was read for `idle`.
-    async fn idle(&self, idle: Duration) {
+    pub(crate) async fn idle(&self, idle: Duration) {
         loop {
             let last = self.last_ms.load(Ordering::Relaxed);
             let deadline = self.start + Duration::from_millis(last) + idle;

@@ -21,9 +21,9 @@
 //! | `CancelRequest`, `BackendKeyData` | `process_id`, `secret_key` |
 //! | `Query` | `sql` |
 //! | `Parse` | `statement`, `sql`, `param_types` (OIDs) |
-//! | `Bind` | `portal`, `statement`, `formats`, `params` (text, `\x…` hex for binary, `null` for NULL), `result_formats` |
+//! | `Bind` | `portal`, `statement`, `formats`, `params` (text, `\x…` hex for binary, `null` for NULL), `result_formats`, `sql` (of the statement, when its `Parse` was seen) |
 //! | `Describe`, `Close` | `kind` (`statement`/`portal`), `name` |
-//! | `Execute` | `portal`, `max_rows` |
+//! | `Execute` | `portal`, `max_rows`, `sql` (of the portal's statement, when known) |
 //! | `Sync`, `Flush`, `Terminate`, `CopyDone`, `NoData`, `ParseComplete`, `BindComplete`, `CloseComplete`, `PortalSuspended`, `EmptyQueryResponse`, `AuthenticationOk` … | — |
 //! | `CopyData`, `PasswordMessage`, `SASLResponse`, `GSSResponse` | `length` (the secret stays in `raw`) |
 //! | `SASLInitialResponse` | `mechanism`, `length` |
@@ -43,17 +43,29 @@
 //! than [`MAX_MESSAGE`] gives `{"length": N, "truncated": true}` with its first bytes as `raw`.
 
 mod backend;
+pub mod encode;
 mod frontend;
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde_json::Value;
-use tapline_core::{EventKind, Message, Protocol, Side, Timestamp, Transaction};
+use tapline_core::{EventKind, Injected, Message, Protocol, Side, Timestamp, Transaction};
 
 use crate::flow_decoder::feed_buffered;
 use crate::transaction::PgTracker;
 pub(crate) use frontend::untyped_code;
+
+/// How the next bytes of one side split into messages (see [`PgDecoder::frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// The first `n` bytes are one whole message.
+    Whole(usize),
+    /// The next message is not complete yet.
+    NeedMore,
+    /// Not framed messages: feed the bytes as they come.
+    Raw,
+}
 
 /// Largest message buffered whole; longer ones are summarised and skipped.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -143,6 +155,58 @@ impl PgDecoder {
     /// True once the connection switched to TLS/GSS encryption (reported as `tls`).
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// How the next bytes of `side` in `buf` (not yet fed) split: one whole message to feed
+    /// on its own, more bytes needed, or bytes that are not framed messages (encrypted,
+    /// resynchronising, an over-long message, or a message begun in an earlier feed), to be
+    /// fed as they come. The proxy frames a session this way to take verdicts on each
+    /// message before forwarding it.
+    pub fn frame(&self, side: Side, buf: &[u8]) -> Frame {
+        let stream = match side {
+            Side::Client => &self.client,
+            Side::Server => &self.server,
+        };
+        if !stream.buf.is_empty() {
+            return Frame::Raw;
+        }
+        let whole = |len: usize| {
+            if buf.len() >= len {
+                Frame::Whole(len)
+            } else {
+                Frame::NeedMore
+            }
+        };
+        match stream.state {
+            State::Opaque | State::Skip(_) | State::Resync => Frame::Raw,
+            State::EncryptionAnswer => whole(1),
+            State::Startup if buf.len() < 8 => Frame::NeedMore,
+            State::Startup
+                if (8..=MAX_STARTUP).contains(&be32(buf))
+                    && untyped_code(be32(&buf[4..])).is_some() =>
+            {
+                whole(be32(buf) as usize)
+            }
+            State::Startup | State::Typed => {
+                if buf.len() < 5 {
+                    return Frame::NeedMore;
+                }
+                let len = be32(&buf[1..]);
+                let total = len as usize + 1;
+                if !(4..=MAX_SANE).contains(&len) || !known_tag(side, buf[0]) || total > MAX_MESSAGE
+                {
+                    Frame::Raw
+                } else {
+                    whole(total)
+                }
+            }
+        }
+    }
+
+    /// The next failed statement's error is a stage's (see [`Frame`]): its transaction
+    /// says so.
+    pub fn inject_next(&mut self, injected: Injected) {
+        self.tracker.inject_next(injected);
     }
 
     /// Feeds in-order bytes from `side` received at `ts`.
@@ -307,6 +371,7 @@ impl PgDecoder {
                 let Some(f) = frontend::typed(tag, &msg[5..], self.auth, self.fields) else {
                     return self.emit(side, frontend::tag_name(tag), malformed(), msg, out);
                 };
+                let mut fields = f.fields;
                 use frontend::Effect as E;
                 match f.effect {
                     E::None | E::AskEncryption | E::Started => {}
@@ -316,12 +381,19 @@ impl PgDecoder {
                         portal,
                         statement,
                         params,
-                    } => self.tracker.bind(&portal, &statement, params),
-                    E::Execute(portal) => self.tracker.execute(&portal, ts),
+                    } => {
+                        let sql = self.tracker.statement_sql(&statement);
+                        add_sql(&mut fields, sql);
+                        self.tracker.bind(&portal, &statement, params)
+                    }
+                    E::Execute(portal) => {
+                        add_sql(&mut fields, self.tracker.portal_sql(&portal));
+                        self.tracker.execute(&portal, ts)
+                    }
                     E::Close(kind, name) => self.tracker.close(kind, &name),
                     E::Sync => self.tracker.sync(),
                 }
-                self.emit(side, f.name, f.fields, msg, out);
+                self.emit(side, f.name, fields, msg, out);
             }
             Side::Server => {
                 let b = backend::decode(msg, &self.formats, self.fields);
@@ -395,6 +467,14 @@ pub(crate) fn fields_if(wanted: bool, build: impl FnOnce() -> Value) -> Value {
     }
 }
 
+/// Adds the SQL a `Bind` or `Execute` runs (the statement it was prepared from) to its
+/// fields, when known and the fields are built.
+fn add_sql(fields: &mut Value, sql: Option<&str>) {
+    if let (Value::Object(map), Some(sql)) = (fields, sql) {
+        map.insert("sql".into(), sql.into());
+    }
+}
+
 fn malformed() -> Value {
     serde_json::json!({ "malformed": true })
 }
@@ -455,6 +535,11 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// What is left unread.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
     }
 
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
