@@ -52,6 +52,43 @@ fn http_errors_answer_a_binomial_share_of_requests() {
     );
 }
 
+#[test]
+fn an_http_error_aimed_at_a_route_hits_only_that_route() {
+    let (_demo, origin) = demo();
+    let (_p, mapped) = start_mapping(
+        "http",
+        origin,
+        &[
+            "--quiet",
+            "--with-http-response",
+            "--http-response-status",
+            "503",
+            "--http-response-match",
+            "^POST /status/",
+        ],
+    );
+    let request = |method: &str, path: &str| {
+        let (got, _) = send_and_wait(
+            mapped,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+            Duration::from_secs(10),
+        );
+        let head = String::from_utf8_lossy(&got);
+        head.split_whitespace().nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(request("POST", "/status/200"), "503");
+    assert_eq!(
+        request("post", "/status/201"),
+        "503",
+        "methods match case-insensitively too"
+    );
+    assert_ne!(request("GET", "/status/200"), "503");
+    assert_ne!(request("POST", "/bytes/10"), "503");
+    assert_ne!(request("PUT", "/status/200"), "503");
+}
+
 /// Sends `request` to `addr` and reads with a `wait` timeout: returns the bytes read and
 /// whether the read timed out (rather than the peer closing).
 fn send_and_wait(addr: SocketAddr, request: &str, wait: Duration) -> (Vec<u8>, bool) {
@@ -244,6 +281,30 @@ fn bad_fault_values_exit_2_naming_the_flag() {
                 "start:10%,duration:30%",
             ],
             "--blackhole-sched",
+        ),
+        (
+            &["--with-http-response", "--http-response-match", "(unclosed"],
+            "--http-response-match",
+        ),
+        (
+            &[
+                "--with-sql-error",
+                "--sql-error-code",
+                "4001",
+                "--sql-error-match",
+                "x",
+            ],
+            "--sql-error-code",
+        ),
+        (
+            &[
+                "--with-sql-reset",
+                "--sql-reset-match",
+                "x",
+                "--sql-reset-probability",
+                "2",
+            ],
+            "--sql-reset-probability",
         ),
     ];
     for (args, flag) in cases {

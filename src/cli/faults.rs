@@ -44,6 +44,9 @@ pub struct FaultArgs {
     /// When latency is active (start:…,duration:…).
     #[arg(long, value_name = "SPEC")]
     pub latency_sched: Option<String>,
+    /// Only HTTP exchanges whose `METHOD PATH` matches (regex, case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub latency_match: Option<String>,
 
     /// Add jitter.
     #[arg(long)]
@@ -120,6 +123,9 @@ pub struct FaultArgs {
     /// When the blackhole is active.
     #[arg(long, value_name = "SPEC")]
     pub blackhole_sched: Option<String>,
+    /// Only HTTP exchanges whose `METHOD PATH` matches (regex, case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub blackhole_match: Option<String>,
 
     /// Answer HTTP requests with an error.
     #[arg(long, visible_alias = "with-http-error")]
@@ -136,4 +142,59 @@ pub struct FaultArgs {
     /// When the error is active.
     #[arg(long, value_name = "SPEC")]
     pub http_response_sched: Option<String>,
+    /// Only requests whose `METHOD PATH` matches (regex, case-insensitive), e.g.
+    /// '^POST /api/orders'.
+    #[arg(long, value_name = "REGEX")]
+    pub http_response_match: Option<String>,
+
+    /// Answer matching PostgreSQL statements with an error (they never reach the server).
+    #[arg(long)]
+    pub with_sql_error: bool,
+    /// SQLSTATE of the error (e.g. 40001).
+    #[arg(long, value_name = "SQLSTATE")]
+    pub sql_error_code: Option<String>,
+    /// Message of the error.
+    #[arg(long, value_name = "TEXT")]
+    pub sql_error_message: Option<String>,
+    /// Statements it applies to (regex over the SQL, case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub sql_error_match: Option<String>,
+    /// Probability a matching statement fails (0..1).
+    #[arg(long, value_name = "P")]
+    pub sql_error_probability: Option<f64>,
+    /// When the error is active.
+    #[arg(long, value_name = "SPEC")]
+    pub sql_error_sched: Option<String>,
+
+    /// Delay matching PostgreSQL statements.
+    #[arg(long)]
+    pub with_sql_latency: bool,
+    /// Statements it applies to (regex over the SQL, case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub sql_latency_match: Option<String>,
+    /// Mean delay (ms).
+    #[arg(long, value_name = "MS")]
+    pub sql_latency_mean: Option<String>,
+    /// Standard deviation (ms).
+    #[arg(long, value_name = "MS")]
+    pub sql_latency_stddev: Option<String>,
+    /// Probability a matching statement is delayed (0..1).
+    #[arg(long, value_name = "P")]
+    pub sql_latency_probability: Option<f64>,
+    /// When the delay is active.
+    #[arg(long, value_name = "SPEC")]
+    pub sql_latency_sched: Option<String>,
+
+    /// Close the connection when a matching PostgreSQL statement arrives.
+    #[arg(long)]
+    pub with_sql_reset: bool,
+    /// Statements it applies to (regex over the SQL, case-insensitive).
+    #[arg(long, value_name = "REGEX")]
+    pub sql_reset_match: Option<String>,
+    /// Probability a matching statement resets the connection (0..1).
+    #[arg(long, value_name = "P")]
+    pub sql_reset_probability: Option<f64>,
+    /// When the reset is active.
+    #[arg(long, value_name = "SPEC")]
+    pub sql_reset_sched: Option<String>,
 }

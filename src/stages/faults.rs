@@ -1,6 +1,6 @@
 //! Built-in network fault stages from lueur-style flags (`--with-latency --latency-mean 300`,
 //! …): each enabled fault becomes one stage, in a fixed order (latency, jitter, bandwidth,
-//! packet loss, blackhole, HTTP error). Bad values are usage errors naming the flag.
+//! packet loss, blackhole, HTTP error, then the SQL faults of `sql_faults`). Bad values are usage errors naming the flag.
 //! Defaults are lueur/fault's; `docs/faults.md` describes them and the fault model.
 
 use std::sync::Arc;
@@ -10,11 +10,12 @@ use bytes::Bytes;
 use tapline_core::Stage;
 use tapline_faults::spec::{frequency, http_status, probability};
 use tapline_faults::{
-    Direction, DistributionName, DistributionParams, FaultError, FaultKind, FaultSpec, FaultStage,
-    LatencyDistribution, Leg, LossModel, Rate, Schedule, Target,
+    Aim, Direction, DistributionName, DistributionParams, FaultError, FaultKind, FaultSpec,
+    FaultStage, LatencyDistribution, Leg, LossModel, Rate, Schedule, Target,
 };
 use tokio::time::Instant;
 
+use super::sql_faults;
 use crate::cli::{parse_duration, FaultArgs};
 use crate::exit::usage;
 
@@ -31,7 +32,7 @@ pub fn build(args: &FaultArgs, duration: Option<Duration>) -> anyhow::Result<Vec
 }
 
 /// One fault's common flags: leg, direction, probability, schedule.
-struct Common<'a> {
+pub(super) struct Common<'a> {
     /// The fault's flag prefix, e.g. `latency`.
     name: &'a str,
     side: Option<&'a str>,
@@ -44,7 +45,11 @@ struct Common<'a> {
 }
 
 impl Common<'_> {
-    fn spec(&self, kind: FaultKind, duration: Option<Duration>) -> anyhow::Result<FaultSpec> {
+    pub(super) fn spec(
+        &self,
+        kind: FaultKind,
+        duration: Option<Duration>,
+    ) -> anyhow::Result<FaultSpec> {
         let name = self.name;
         let leg = match self.side {
             Some(s) => flag(&format!("--{name}-side"), s.parse::<Leg>())?,
@@ -67,10 +72,11 @@ impl Common<'_> {
             target: Target::new(leg, direction),
             probability,
             schedule,
+            aim: None,
         })
     }
 
-    fn new<'a>(
+    pub(super) fn new<'a>(
         name: &'a str,
         side: &'a Option<String>,
         direction: &'a Option<String>,
@@ -91,7 +97,7 @@ impl Common<'_> {
 }
 
 /// A fault library result as a usage error naming `flag`.
-fn flag<T>(flag: &str, result: Result<T, FaultError>) -> anyhow::Result<T> {
+pub(super) fn flag<T>(flag: &str, result: Result<T, FaultError>) -> anyhow::Result<T> {
     match result {
         Ok(v) => Ok(v),
         Err(e) => usage!("{flag}: {e}"),
@@ -99,7 +105,7 @@ fn flag<T>(flag: &str, result: Result<T, FaultError>) -> anyhow::Result<T> {
 }
 
 /// A time flag in milliseconds (a bare number is ms; `1.5s` works too).
-fn millis(flag: &str, value: &Option<String>) -> anyhow::Result<Option<f64>> {
+pub(super) fn millis(flag: &str, value: &Option<String>) -> anyhow::Result<Option<f64>> {
     match value {
         None => Ok(None),
         Some(s) => match parse_duration(s) {
@@ -110,7 +116,7 @@ fn millis(flag: &str, value: &Option<String>) -> anyhow::Result<Option<f64>> {
 }
 
 /// Warns about flags of a fault that is not enabled, which have no effect.
-fn warn_unused(enabled: bool, with: &str, given: &[(&str, bool)]) {
+pub(super) fn warn_unused(enabled: bool, with: &str, given: &[(&str, bool)]) {
     if enabled {
         return;
     }
@@ -135,7 +141,9 @@ fn specs(a: &FaultArgs, duration: Option<Duration>) -> anyhow::Result<Vec<FaultS
         ],
     );
     if a.with_latency {
-        out.push(latency(a, duration)?);
+        let mut spec = latency(a, duration)?;
+        spec.aim = aim("--latency-match", &a.latency_match)?;
+        out.push(spec);
     }
     warn_unused(
         a.with_jitter,
@@ -220,7 +228,9 @@ fn specs(a: &FaultArgs, duration: Option<Duration>) -> anyhow::Result<Vec<FaultS
             a.blackhole_probability,
             &a.blackhole_sched,
         );
-        out.push(common.spec(FaultKind::Blackhole, duration)?);
+        let mut spec = common.spec(FaultKind::Blackhole, duration)?;
+        spec.aim = aim("--blackhole-match", &a.blackhole_match)?;
+        out.push(spec);
     }
     warn_unused(
         a.with_http_response,
@@ -242,9 +252,20 @@ fn specs(a: &FaultArgs, duration: Option<Duration>) -> anyhow::Result<Vec<FaultS
             http_status(a.http_response_status.unwrap_or(500)),
         )?;
         let body = Bytes::from(a.http_response_body.clone().unwrap_or_default());
-        out.push(common.spec(FaultKind::HttpError { status, body }, duration)?);
+        let mut spec = common.spec(FaultKind::HttpError { status, body }, duration)?;
+        spec.aim = aim("--http-response-match", &a.http_response_match)?;
+        out.push(spec);
     }
+    out.extend(sql_faults::specs(a, duration)?);
     Ok(out)
+}
+
+/// The aim a `--…-match REGEX` flag gives, checked.
+pub(super) fn aim(name: &str, pattern: &Option<String>) -> anyhow::Result<Option<Aim>> {
+    pattern
+        .as_deref()
+        .map(|p| flag(name, Aim::new(p)))
+        .transpose()
 }
 
 fn latency(a: &FaultArgs, duration: Option<Duration>) -> anyhow::Result<FaultSpec> {

@@ -4,6 +4,7 @@
 mod faults;
 mod grpc;
 mod lua;
+mod sql_faults;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
-//! tapline's built-in network faults, as pipeline stages: latency (fixed or drawn from a
+//! tapline's built-in faults, as pipeline stages: latency (fixed or drawn from a
 //! distribution), jitter, bandwidth, packet loss (as TCP recovery delay), blackhole and HTTP
-//! errors, each on a leg and direction, with a probability and a schedule. Names, defaults and
+//! errors, each on a leg and direction, with a probability and a schedule; HTTP faults may be
+//! aimed at routes, and SQL errors, latency and resets at chosen statements. Names, defaults and
 //! units follow lueur/fault so that its users' command lines carry over; `docs/faults.md`
 //! describes the model.
 #![forbid(unsafe_code)]
@@ -18,7 +19,7 @@ pub use bandwidth::{Rate, TokenBucket};
 pub use distribution::{DistributionName, DistributionParams, LatencyDistribution};
 pub use loss::{LossModel, Recovery};
 pub use schedule::Schedule;
-pub use spec::{FaultKind, FaultSpec};
+pub use spec::{Aim, FaultKind, FaultSpec};
 pub use stage::FaultStage;
 pub use target::{Direction, Leg, Target};
 

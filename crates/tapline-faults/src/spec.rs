@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use regex::{Regex, RegexBuilder};
+use tapline_core::PgError;
 
 use crate::bandwidth::Rate;
 use crate::distribution::LatencyDistribution;
@@ -49,6 +51,12 @@ pub enum FaultKind {
         /// Body (sent as `text/plain`).
         body: Bytes,
     },
+    /// Answer matching PostgreSQL statements with this error; they never reach the server.
+    SqlError(PgError),
+    /// Delay matching PostgreSQL statements (their response time grows by the delay).
+    SqlLatency(LatencyDistribution),
+    /// Close the connection when a matching PostgreSQL statement arrives.
+    SqlReset,
 }
 
 impl FaultKind {
@@ -61,7 +69,41 @@ impl FaultKind {
             FaultKind::PacketLoss { .. } => "packet-loss",
             FaultKind::Blackhole => "blackhole",
             FaultKind::HttpError { .. } => "http-error",
+            FaultKind::SqlError(_) => "sql-error",
+            FaultKind::SqlLatency(_) => "sql-latency",
+            FaultKind::SqlReset => "sql-reset",
         }
+    }
+
+    /// True for the faults aimed at PostgreSQL statements (they need an [`Aim`]).
+    pub fn is_sql(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::SqlError(_) | FaultKind::SqlLatency(_) | FaultKind::SqlReset
+        )
+    }
+}
+
+/// What a fault is aimed at: a regular expression, case-insensitive unless it says `(?-i)`,
+/// searched in the SQL of a statement (`Query`; a `Bind` by the statement it was prepared
+/// from) or in an HTTP request's `METHOD PATH` (`POST /api/orders?id=1`).
+#[derive(Debug, Clone)]
+pub struct Aim(Regex);
+
+impl Aim {
+    /// Compiles `pattern`; the error says what is wrong with it.
+    pub fn new(pattern: &str) -> Result<Aim, FaultError> {
+        RegexBuilder::new(pattern)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map(Aim)
+            .map_err(|e| FaultError::Invalid(format!("not a valid regular expression: {e}")))
+    }
+
+    /// Whether `text` holds a match.
+    pub fn hits(&self, text: &str) -> bool {
+        self.0.is_match(text)
     }
 }
 
@@ -76,6 +118,19 @@ pub struct FaultSpec {
     pub probability: f64,
     /// When it is active.
     pub schedule: Schedule,
+    /// The statements (SQL faults) or routes (HTTP faults) it applies to; `None`: all.
+    pub aim: Option<Aim>,
+}
+
+/// Checks a SQLSTATE (five digits or capital letters).
+pub fn sqlstate(code: &str) -> Result<String, FaultError> {
+    if PgError::valid_code(code) {
+        Ok(code.to_string())
+    } else {
+        Err(FaultError::Invalid(format!(
+            "'{code}' is not a SQLSTATE (five digits or capital letters, e.g. 40001)"
+        )))
+    }
 }
 
 /// Checks that `p` is a probability (0..=1).

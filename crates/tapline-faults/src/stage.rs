@@ -3,8 +3,10 @@
 //! HTTP flows (forward proxy, HTTP mappings) are faulted per message in the request and
 //! response hooks; byte flows (CONNECT tunnels, TCP and PostgreSQL mappings) per chunk. A
 //! request is client-leg ingress and server-leg egress; a response is server-leg ingress and
-//! client-leg egress (see [`Target`]). Hooks delay by awaiting tokio timers, so the proxy's
-//! other flows go on meanwhile. Faults apply in proxy mode only.
+//! client-leg egress (see [`Target`]). HTTP faults with an aim apply to the exchanges whose
+//! `METHOD PATH` it matches; SQL faults to the PostgreSQL statements it matches (module
+//! `sql`). Hooks delay by awaiting tokio timers, so the proxy's other flows go on meanwhile.
+//! Faults apply in proxy mode only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, FlowId, Headers, HookResult,
-    HttpRequest, HttpResponse, Interest, Kind, KindSet, Mode, Protocol, RequestVerdict,
-    ResponseVerdict, Route, Side, Stage, StageCounters,
+    HttpRequest, HttpResponse, Interest, Kind, KindSet, Message, MessageVerdict, Mode, Protocol,
+    RequestVerdict, ResponseVerdict, Route, Side, Stage, StageCounters, Timestamp,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -25,6 +27,8 @@ use crate::bandwidth::{Rate, TokenBucket};
 use crate::distribution::LatencyDistribution;
 use crate::loss::{LossModel, Recovery};
 use crate::spec::{FaultKind, FaultSpec};
+
+mod sql;
 
 /// What a fault remembers about one flow, dropped at its end.
 #[derive(Default)]
@@ -39,6 +43,8 @@ struct FlowState {
     next_jitter: [Option<Instant>; 2],
     /// Woken when the flow ends (HTTP blackholes wait on it).
     ended: Option<Arc<Notify>>,
+    /// The exchange in progress is one the fault is aimed at (HTTP faults with an aim).
+    aimed: bool,
 }
 
 fn index(from: Side) -> usize {
@@ -243,8 +249,28 @@ impl FaultStage {
             } => self.jitter(id, from, *amplitude, *frequency),
             FaultKind::Bandwidth { rate } => self.pace(id, from, len, *rate),
             FaultKind::PacketLoss { model } => self.lose(len, model),
-            FaultKind::Blackhole | FaultKind::HttpError { .. } => Action::Pass,
+            FaultKind::Blackhole
+            | FaultKind::HttpError { .. }
+            | FaultKind::SqlError(_)
+            | FaultKind::SqlLatency(_)
+            | FaultKind::SqlReset => Action::Pass,
         }
+    }
+
+    /// Whether the fault is aimed at this request (`METHOD PATH`), remembered for its
+    /// response.
+    fn aimed_request(&self, flow: &Flow, request: &HttpRequest) -> bool {
+        let Some(aim) = &self.spec.aim else {
+            return true;
+        };
+        let hit = aim.hits(&format!("{} {}", request.method, request.path));
+        self.with_flow(flow.id, |s| s.aimed = hit);
+        hit
+    }
+
+    /// Whether the fault is aimed at the exchange this response answers.
+    fn aimed_response(&self, flow: &Flow) -> bool {
+        self.spec.aim.is_none() || self.with_flow(flow.id, |s| s.aimed)
     }
 
     /// The decision for an HTTP message at `point` of `len` bytes on the wire.
@@ -350,6 +376,12 @@ impl Stage for FaultStage {
         if flow.mode != Mode::Proxy {
             return Interest::default();
         }
+        if self.spec.kind.is_sql() {
+            return Interest {
+                messages: flow.protocol == Protocol::Postgres,
+                ..Interest::default()
+            };
+        }
         let http = is_http(flow);
         let http_error = matches!(self.spec.kind, FaultKind::HttpError { .. });
         if !http && http_error {
@@ -382,6 +414,28 @@ impl Stage for FaultStage {
         Box::pin(async { Ok(()) })
     }
 
+    fn on_message<'a>(
+        &'a self,
+        flow: &'a Arc<Flow>,
+        _ts: Timestamp,
+        message: &'a mut Message,
+    ) -> BoxFuture<'a, HookResult<MessageVerdict>> {
+        let action = self.decide_message(flow, message);
+        Box::pin(async move {
+            Ok(match action {
+                sql::SqlAction::Pass => MessageVerdict::Continue,
+                sql::SqlAction::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    MessageVerdict::Continue
+                }
+                sql::SqlAction::Fail(error) => MessageVerdict::PgError(error),
+                sql::SqlAction::Reset => MessageVerdict::Close(
+                    "sql-reset: the connection was closed at a matching statement".into(),
+                ),
+            })
+        })
+    }
+
     fn on_chunk<'a>(
         &'a self,
         flow: &'a Arc<Flow>,
@@ -409,7 +463,10 @@ impl Stage for FaultStage {
         flow: &'a Arc<Flow>,
         request: &'a mut HttpRequest,
     ) -> BoxFuture<'a, HookResult<RequestVerdict>> {
-        let action = self.decide_http(flow, Point::Request, request_len(request));
+        let action = match self.aimed_request(flow, request) {
+            true => self.decide_http(flow, Point::Request, request_len(request)),
+            false => Action::Pass,
+        };
         Box::pin(async move {
             Ok(match action {
                 Action::Pass => RequestVerdict::Continue,
@@ -435,7 +492,10 @@ impl Stage for FaultStage {
         flow: &'a Arc<Flow>,
         response: &'a mut HttpResponse,
     ) -> BoxFuture<'a, HookResult<ResponseVerdict>> {
-        let action = self.decide_http(flow, Point::Response, response_len(response));
+        let action = match self.aimed_response(flow) {
+            true => self.decide_http(flow, Point::Response, response_len(response)),
+            false => Action::Pass,
+        };
         Box::pin(async move {
             Ok(match action {
                 Action::Pass | Action::Respond(_) => ResponseVerdict::Continue,
