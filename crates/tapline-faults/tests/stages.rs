@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tapline_core::{
     Chunk, ChunkVerdict, Dispatch, EventKind, Flow, FlowEnd, FlowId, FlowStats, HttpRequest,
-    HttpResponse, Mode, NullSink, Pipeline, Protocol, RequestVerdict, ResponseVerdict, Route, Side,
-    Stage, StageCounters, Timestamp,
+    HttpResponse, Message, MessageVerdict, Mode, NullSink, PgError, Pipeline, Protocol,
+    RequestVerdict, ResponseVerdict, Route, Side, Stage, StageCounters, Timestamp,
 };
 use tapline_faults::{
-    Direction, DistributionParams, FaultKind, FaultSpec, FaultStage, LatencyDistribution, Leg,
+    Aim, Direction, DistributionParams, FaultKind, FaultSpec, FaultStage, LatencyDistribution, Leg,
     LossModel, Rate, Schedule, Target,
 };
 use tokio::time::Instant;
@@ -42,6 +42,7 @@ fn spec(kind: FaultKind, leg: Leg, direction: Direction) -> FaultSpec {
         target: Target::new(leg, direction),
         probability: 1.0,
         schedule: Schedule::always(),
+        aim: None,
     }
 }
 
@@ -490,4 +491,76 @@ async fn capture_flows_are_never_faulted() {
         ..(*tcp_flow(1)).clone()
     });
     assert_eq!(p.dispatch(&f).interest(), Default::default());
+}
+
+fn pg_message(from: Side, type_name: &str, sql: &str) -> Message {
+    Message {
+        protocol: Protocol::Postgres,
+        from,
+        type_name: type_name.into(),
+        fields: serde_json::json!({ "sql": sql }),
+        raw: Bytes::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sql_faults_hit_matching_statements_and_executions_only() {
+    let error = PgError {
+        severity: "ERROR".into(),
+        code: "40001".into(),
+        message: "rehearsed".into(),
+    };
+    let mut s = spec(
+        FaultKind::SqlError(error.clone()),
+        Leg::Server,
+        Direction::Ingress,
+    );
+    s.aim = Some(Aim::new("^update orders").unwrap());
+    let (p, _) = pipeline(s);
+    let d = p.dispatch(&tcp_flow(1));
+    let verdict = |from, t: &str, sql: &str| {
+        let d = d.clone();
+        let mut m = pg_message(from, t, sql);
+        async move { d.message(Timestamp(0), &mut m).await }
+    };
+    let (v, by) = verdict(Side::Client, "Query", "UPDATE orders SET x = 1").await;
+    assert_eq!(v, MessageVerdict::PgError(error.clone()));
+    assert_eq!(by.as_deref(), Some("fault plugin sql-error"));
+    // A prepared statement's executions match by the SQL they were prepared from; the
+    // Parse itself only prepares.
+    let (v, _) = verdict(Side::Client, "Bind", "update orders set x = $1").await;
+    assert!(matches!(v, MessageVerdict::PgError(_)));
+    let (v, _) = verdict(Side::Client, "Parse", "update orders set x = $1").await;
+    assert_eq!(v, MessageVerdict::Continue);
+    let (v, _) = verdict(Side::Client, "Query", "select * from orders").await;
+    assert_eq!(v, MessageVerdict::Continue);
+    let (v, _) = verdict(Side::Server, "CommandComplete", "update orders").await;
+    assert_eq!(v, MessageVerdict::Continue);
+
+    // Latency: the matching statement is held for the delay, on the stage's own clock.
+    let mut s = spec(
+        FaultKind::SqlLatency(LatencyDistribution::Normal {
+            mean: 250.0,
+            stddev: 0.0,
+        }),
+        Leg::Server,
+        Direction::Ingress,
+    );
+    s.aim = Some(Aim::new("report").unwrap());
+    let (p, _) = pipeline(s);
+    let d = p.dispatch(&tcp_flow(2));
+    let started = Instant::now();
+    let mut m = pg_message(Side::Client, "Query", "select * from monthly_REPORT");
+    assert_eq!(
+        d.message(Timestamp(0), &mut m).await.0,
+        MessageVerdict::Continue
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
+    let mut m = pg_message(Side::Client, "Query", "select 1");
+    d.message(Timestamp(0), &mut m).await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(250),
+        "others are not held"
+    );
 }
