@@ -10,9 +10,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tapline_core::{
     block_on, Chunk, ChunkVerdict, Event, EventKind, EventSink, FailurePolicy, Flow, FlowEnd,
-    FlowId, FlowStats, Headers, HttpRequest, HttpResponse, Kind, KindSet, Message, Mode,
-    PacketInfo, PgTransaction, Pipeline, Protocol, RequestLine, RequestVerdict, ResponseVerdict,
-    Route, Side, Stage, StageCounters, Timestamp, Transaction,
+    FlowId, FlowStats, Headers, HttpRequest, HttpResponse, Kind, KindSet, Message, MessageVerdict,
+    Mode, PacketInfo, PgError, PgTransaction, Pipeline, Protocol, RequestLine, RequestVerdict,
+    ResponseVerdict, Route, Side, Stage, StageCounters, Timestamp, Transaction,
 };
 use tapline_lua::{Host, HostConfig, LuaError, LuaPlugin, PluginArg, PluginKind};
 
@@ -1185,4 +1185,146 @@ return p
     let kinds: Vec<Kind> = events.iter().map(Event::kind).collect();
     assert_eq!(kinds, [Kind::Record, Kind::Transaction]);
     assert!(matches!(&events[1].kind, EventKind::Transaction(t) if *t == tx));
+}
+
+fn pg(from: Side, type_name: &str, fields: serde_json::Value) -> Message {
+    Message {
+        protocol: Protocol::Postgres,
+        from,
+        type_name: type_name.into(),
+        fields,
+        raw: Bytes::new(),
+    }
+}
+
+const MESSAGE_VERDICTS: &str = r#"
+local p = { name = "judge" }
+function p.on_message(msg)
+  if msg.type == "Query" and msg.fields.sql == "fail me" then
+    return tap.pg_error{ code = "40001", message = "rehearsed" }
+  elseif msg.type == "Query" and msg.fields.sql == "bad code" then
+    return tap.pg_error{ code = "4001" }
+  elseif msg.type == "Query" and msg.fields.sql == "rewrite me" then
+    msg.fields.sql = "select 'rewritten'"
+  elseif msg.type == "Query" and msg.fields.sql == "slow" then
+    return tap.delay(250)
+  elseif msg.type == "DataRow" then
+    msg.fields.values[2] = "edited"
+    msg.fields.values[3] = nil
+  elseif msg.type == "Terminate" then
+    return tap.close("bye")
+  end
+end
+function p.on_request(req) return tap.pg_error{ code = "40001" } end
+return p
+"#;
+
+#[test]
+fn message_verdicts_and_edits() {
+    let fx = Fixture::new(Mode::Proxy);
+    let plugin = fx.load("judge.lua", MESSAGE_VERDICTS);
+    assert!(
+        plugin
+            .interest(&flow(1, Mode::Proxy, Protocol::Postgres))
+            .messages
+    );
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&flow(1, Mode::Proxy, Protocol::Postgres));
+    let judge = |m: &mut Message| block_on(d.message(ts(), m));
+
+    let (verdict, by) = judge(&mut pg(
+        Side::Client,
+        "Query",
+        serde_json::json!({"sql": "fail me"}),
+    ));
+    assert_eq!(
+        verdict,
+        MessageVerdict::PgError(PgError {
+            severity: "ERROR".into(),
+            code: "40001".into(),
+            message: "rehearsed".into()
+        })
+    );
+    assert_eq!(by.as_deref(), Some("lua plugin judge"));
+
+    let mut q = pg(
+        Side::Client,
+        "Query",
+        serde_json::json!({"sql": "rewrite me"}),
+    );
+    assert_eq!(judge(&mut q).0, MessageVerdict::Continue);
+    assert_eq!(q.fields["sql"], "select 'rewritten'");
+
+    let mut row = pg(
+        Side::Server,
+        "DataRow",
+        serde_json::json!({"values": ["a", "b", "c", null]}),
+    );
+    judge(&mut row);
+    assert_eq!(
+        row.fields["values"],
+        serde_json::json!(["a", "edited", null, null])
+    );
+
+    assert_eq!(
+        judge(&mut pg(Side::Client, "Terminate", serde_json::json!({}))).0,
+        MessageVerdict::Close("bye".into())
+    );
+
+    // A bad SQLSTATE and an error verdict from an HTTP hook are counted failures; the
+    // event goes on.
+    assert_eq!(
+        judge(&mut pg(
+            Side::Client,
+            "Query",
+            serde_json::json!({"sql": "bad code"})
+        ))
+        .0,
+        MessageVerdict::Continue
+    );
+    let http = pipeline.dispatch(&flow(2, Mode::Proxy, Protocol::Http));
+    assert_eq!(
+        block_on(http.request(&mut request("/"))),
+        RequestVerdict::Continue
+    );
+    assert_eq!(count(&plugin.counters().errors), 2);
+}
+
+#[test]
+fn capture_mode_message_verdicts_are_counted_not_applied() {
+    let fx = Fixture::new(Mode::Capture);
+    let plugin = fx.load("judge.lua", MESSAGE_VERDICTS);
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&flow(1, Mode::Capture, Protocol::Postgres));
+    block_on(d.decoded(
+        ts(),
+        EventKind::Message(pg(
+            Side::Client,
+            "Query",
+            serde_json::json!({"sql": "fail me"}),
+        )),
+    ));
+    // tap.delay in capture: counted, never waited for (this would need a runtime).
+    block_on(d.decoded(
+        ts(),
+        EventKind::Message(pg(
+            Side::Client,
+            "Query",
+            serde_json::json!({"sql": "slow"}),
+        )),
+    ));
+    assert_eq!(count(&plugin.counters().ignored_verdicts), 2);
+    assert_eq!(count(&plugin.counters().errors), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_holds_the_event_in_the_proxy() {
+    let fx = Fixture::new(Mode::Proxy);
+    let plugin = fx.load("judge.lua", MESSAGE_VERDICTS);
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&flow(1, Mode::Proxy, Protocol::Postgres));
+    let started = tokio::time::Instant::now();
+    let mut q = pg(Side::Client, "Query", serde_json::json!({"sql": "slow"}));
+    assert_eq!(d.message(ts(), &mut q).await.0, MessageVerdict::Continue);
+    assert_eq!(started.elapsed(), Duration::from_millis(250));
 }
