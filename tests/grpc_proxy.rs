@@ -550,3 +550,37 @@ fn the_example_postgres_plugin_decodes_a_psql_session() {
         plugin.wait_output(line, Duration::from_secs(10));
     }
 }
+
+/// tapline's `ProcessMessage` extension: the example `sql_faults.py` plugin (which sets
+/// `can_handle_messages`) fails the matching statement with its SQLSTATE; the others of the
+/// session succeed and the server never sees the failed one.
+#[test]
+fn a_message_plugin_fails_the_matching_statement_only() {
+    let Some(stubs) = grpc_stubs() else { return };
+    let Some(pg) = Postgres::start_with(|_| "-c log_statement=all".into()) else {
+        return;
+    };
+    std::fs::copy(
+        common::repo_root().join("examples/grpc/sql_faults.py"),
+        stubs.join("sql_faults.py"),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut plugin = grpc_plugin(&stubs, "sql_faults.py", port, &["orders_fail", "40P01"]);
+    let (_proxy, listen) = mapping_proxy("psql", pg.addr, port, &[]);
+    let (_, out, err) = Postgres::psql(listen, "select 'orders_fail'");
+    assert!(
+        err.contains("rehearsed failure 40P01 (sql-faults plugin)"),
+        "{out}{err}"
+    );
+    let (code, out, err) = Postgres::psql(listen, "select 'fine' as answer");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fine"), "{out}");
+    assert!(!pg.log().contains("orders_fail"), "the server never saw it");
+    plugin.stop(Duration::from_secs(5));
+    assert!(
+        plugin.stdout().contains("injecting 40P01 #1"),
+        "{}",
+        plugin.stdout()
+    );
+}

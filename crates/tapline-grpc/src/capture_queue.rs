@@ -23,6 +23,8 @@ pub(crate) enum Call {
     Response(proto::HttpResponse),
     /// `ProcessTunnelData`.
     Tunnel(proto::ProcessTunnelDataRequest),
+    /// `ProcessMessage`.
+    Message(proto::ProcessMessageRequest),
     /// Everything before this was handled (or dropped past the stop grace).
     Stop(oneshot::Sender<()>),
 }
@@ -96,6 +98,7 @@ async fn observe(plugin: &Plugin, call: Call) {
         Call::Request(_) => Hook::Request,
         Call::Response(_) => Hook::Response,
         Call::Tunnel(_) | Call::Stop(_) => Hook::Data,
+        Call::Message(_) => Hook::Message,
     };
     let applied = match call {
         Call::Request(message) => {
@@ -120,6 +123,12 @@ async fn observe(plugin: &Plugin, call: Call) {
                 .and_then(|answer| convert::chunk_verdict(answer, &original, plugin.name()))
                 .map(|verdict| verdict != ChunkVerdict::Pass)
         }
+        Call::Message(message) => remote.message(message).await.map(|answer| {
+            !matches!(
+                answer.action,
+                None | Some(proto::process_message_response::Action::PassThrough(_))
+            )
+        }),
         Call::Stop(done) => {
             let _ = done.send(());
             return;

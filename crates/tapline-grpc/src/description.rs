@@ -38,6 +38,8 @@ pub struct Capabilities {
     pub tunnel: bool,
     /// Mapping protocols whose bytes it wants; unknown values are left out.
     pub protocols: Vec<SupportedProtocol>,
+    /// Decoded PostgreSQL messages (`ProcessMessage`, tapline's extension).
+    pub messages: bool,
 }
 
 impl Capabilities {
@@ -76,6 +78,7 @@ impl PluginDescription {
                 http_forward: capabilities.can_handle_http_forward,
                 tunnel: capabilities.can_handle_tunnel,
                 protocols,
+                messages: capabilities.can_handle_messages,
             },
         }
     }
@@ -114,6 +117,9 @@ impl fmt::Display for Capabilities {
         }
         if self.tunnel {
             parts.push("tunnel".to_string());
+        }
+        if self.messages {
+            parts.push("messages".to_string());
         }
         let protocols = if self.any_protocol() {
             if self.tunnel { "any" } else { "none" }.to_string()
@@ -154,6 +160,7 @@ mod tests {
                 can_handle_http_forward: true,
                 can_handle_tunnel: true,
                 protocols,
+                can_handle_messages: false,
             },
         )
     }

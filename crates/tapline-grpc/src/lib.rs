@@ -3,7 +3,8 @@
 //!
 //! [`GrpcStage::connect`] turns one plugin address into a pipeline [`Stage`]: it describes
 //! the plugin (`GetPluginInfo`, `GetPluginCapabilities`), routes flows to it by those
-//! capabilities, calls it per HTTP message or stream chunk with a time limit and a failure
+//! capabilities, calls it per HTTP message or stream chunk (and per decoded PostgreSQL
+//! message, for plugins that opt in with `can_handle_messages`) with a time limit and a failure
 //! policy, and supervises its health (offline plugins are skipped until they answer again).
 //! In capture mode the calls observe only, through a bounded queue. [`probe`] describes a
 //! plugin once, for `tapline plugins check`.
@@ -17,6 +18,7 @@ mod capture_queue;
 mod convert;
 mod description;
 mod error;
+mod message;
 mod plugin;
 mod remote;
 mod routing;

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tapline_core::{Chunk, ChunkVerdict, Flow, HttpRequest, HttpResponse, StageCounters};
+use tapline_core::{Chunk, ChunkVerdict, Flow, HttpRequest, HttpResponse, Message, StageCounters};
 use tapline_core::{Hook, HookFailure, RequestVerdict, ResponseVerdict};
 
 use crate::convert;
@@ -162,5 +162,17 @@ impl Plugin {
         let message = convert::tunnel_message(flow, chunk, routing.leg());
         let answer = self.remote.tunnel_data(message).await?;
         convert::chunk_verdict(answer, &chunk.data, self.name())
+    }
+
+    /// `ProcessMessage` for `message` of `flow`: the verdict (edits land in `message`), and
+    /// the delay asked for.
+    pub(crate) async fn process_message(
+        &self,
+        flow: &Flow,
+        message: &mut Message,
+    ) -> Result<crate::message::Answer, GrpcError> {
+        let request = crate::message::request(flow, message);
+        let answer = self.remote.message(request).await?;
+        crate::message::answer(answer, message, self.name())
     }
 }

@@ -12,8 +12,8 @@ use crate::proto::plugin_service_client::PluginServiceClient;
 use crate::proto::{
     GetPluginCapabilitiesRequest, GetPluginInfoRequest, HealthCheckRequest, HealthCheckResponse,
     HttpRequest, HttpResponse, ProcessHttpRequestRequest, ProcessHttpRequestResponse,
-    ProcessHttpResponseRequest, ProcessHttpResponseResponse, ProcessTunnelDataRequest,
-    ProcessTunnelDataResponse,
+    ProcessHttpResponseRequest, ProcessHttpResponseResponse, ProcessMessageRequest,
+    ProcessMessageResponse, ProcessTunnelDataRequest, ProcessTunnelDataResponse,
 };
 
 /// A plugin's address and a channel to it. Cloning shares the channel (one HTTP/2
@@ -127,6 +127,16 @@ impl Remote {
     ) -> Result<ProcessTunnelDataResponse, GrpcError> {
         let mut client = self.client.clone();
         self.bounded("ProcessTunnelData", client.process_tunnel_data(message))
+            .await
+    }
+
+    /// `ProcessMessage` (tapline's extension).
+    pub(crate) async fn message(
+        &self,
+        message: ProcessMessageRequest,
+    ) -> Result<ProcessMessageResponse, GrpcError> {
+        let mut client = self.client.clone();
+        self.bounded("ProcessMessage", client.process_message(message))
             .await
     }
 

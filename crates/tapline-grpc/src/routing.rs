@@ -1,7 +1,7 @@
 //! Which flows and events a plugin gets, from its capabilities and the flow's route and
-//! protocol, packed in one atomic byte so every hook reads it without a lock.
+//! protocol, packed in one atomic word so every hook reads it without a lock.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use tapline_core::{Flow, Interest, Protocol, Route, Side};
 
@@ -9,31 +9,33 @@ use crate::description::PluginDescription;
 use crate::proto::get_plugin_capabilities_response::SupportedProtocol;
 use crate::proto::get_plugin_info_response::Side as PluginSide;
 
-const KNOWN: u8 = 1;
-const HTTP_FORWARD: u8 = 1 << 1;
-const TUNNEL: u8 = 1 << 2;
-const ANY_PROTOCOL: u8 = 1 << 3;
-const HTTP: u8 = 1 << 4;
-const HTTPS: u8 = 1 << 5;
-const POSTGRESQL: u8 = 1 << 6;
-const SERVER_LEG: u8 = 1 << 7;
+const KNOWN: u16 = 1;
+const HTTP_FORWARD: u16 = 1 << 1;
+const TUNNEL: u16 = 1 << 2;
+const ANY_PROTOCOL: u16 = 1 << 3;
+const HTTP: u16 = 1 << 4;
+const HTTPS: u16 = 1 << 5;
+const POSTGRESQL: u16 = 1 << 6;
+const SERVER_LEG: u16 = 1 << 7;
+const MESSAGES: u16 = 1 << 8;
 
 /// A plugin's routing facts: capabilities plus the leg its tunnel calls speak of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Routing(u8);
+pub(crate) struct Routing(u16);
 
 impl Routing {
     /// The routing of a described plugin.
     pub(crate) fn of(description: &PluginDescription) -> Routing {
         let caps = &description.capabilities;
         let mut bits = KNOWN;
-        let mut set = |flag: u8, on: bool| {
+        let mut set = |flag: u16, on: bool| {
             if on {
                 bits |= flag
             }
         };
         set(HTTP_FORWARD, caps.http_forward);
         set(TUNNEL, caps.tunnel);
+        set(MESSAGES, caps.messages);
         set(ANY_PROTOCOL, caps.any_protocol());
         for p in &caps.protocols {
             set(
@@ -51,7 +53,7 @@ impl Routing {
         Routing(bits)
     }
 
-    fn has(self, flag: u8) -> bool {
+    fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
     }
 
@@ -62,7 +64,8 @@ impl Routing {
     ///   forwarding or names HTTPS;
     /// - `CONNECT` tunnel bytes (decrypted when intercepted) when it handles tunnels;
     /// - mapping (and capture) bytes of protocol P when its protocols hold P, or when it named
-    ///   no protocol and handles tunnels.
+    ///   no protocol and handles tunnels;
+    /// - decoded PostgreSQL messages when it set `can_handle_messages`.
     pub(crate) fn interest(self, flow: &Flow) -> Interest {
         let (http, chunks) = match flow.route {
             Route::Forward => (self.has(HTTP_FORWARD), false),
@@ -79,6 +82,7 @@ impl Routing {
             chunks,
             requests: http,
             responses: http,
+            messages: self.has(MESSAGES) && flow.protocol == Protocol::Postgres,
             ..Interest::default()
         }
     }
@@ -105,7 +109,7 @@ impl Routing {
 
 /// The latest known [`Routing`] of a plugin, readable from any thread without a lock.
 #[derive(Debug, Default)]
-pub(crate) struct RoutingCell(AtomicU8);
+pub(crate) struct RoutingCell(AtomicU16);
 
 impl RoutingCell {
     /// The routing, once the plugin has been described.
@@ -142,6 +146,7 @@ mod tests {
                 http_forward: forward,
                 tunnel,
                 protocols: protocols.to_vec(),
+                messages: false,
             },
         })
     }

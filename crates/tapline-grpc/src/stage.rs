@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Flow, HookFailure, HookResult, HttpRequest, HttpResponse,
-    Interest, Mode, RequestVerdict, ResponseVerdict, Stage, StageCounters,
+    Interest, Message, MessageVerdict, Mode, RequestVerdict, ResponseVerdict, Stage, StageCounters,
+    Timestamp,
 };
 use tokio::runtime::Handle;
 
@@ -192,6 +193,32 @@ impl Stage for GrpcStage {
                 .process_response(response, message)
                 .await
                 .map_err(|e| self.failed(e))
+        })
+    }
+
+    fn on_message<'a>(
+        &'a self,
+        flow: &'a Arc<Flow>,
+        _ts: Timestamp,
+        message: &'a mut Message,
+    ) -> BoxFuture<'a, HookResult<MessageVerdict>> {
+        if let Some(queue) = &self.capture {
+            queue.offer(|| Call::Message(crate::message::request(flow, message)));
+            return Box::pin(ready(Ok(MessageVerdict::Continue)));
+        }
+        if !self.reachable() {
+            return Box::pin(ready(Ok(MessageVerdict::Continue)));
+        }
+        Box::pin(async move {
+            let answer = self
+                .plugin
+                .process_message(flow, message)
+                .await
+                .map_err(|e| self.failed(e))?;
+            if let Some(delay) = answer.delay {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(answer.verdict)
         })
     }
 

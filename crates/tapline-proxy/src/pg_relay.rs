@@ -216,7 +216,10 @@ impl Session<'_> {
             let before = editable(&m.type_name).then(|| m.fields.clone());
             match self.dispatch.message(ts, &mut m).await {
                 (MessageVerdict::Continue, _) => {
-                    if let Some(before) = &before {
+                    if !m.raw.is_empty() && m.raw[..] != msg[..] {
+                        // A stage replaced the bytes (gRPC `replace_raw`).
+                        forward = Some(m.raw.to_vec());
+                    } else if let Some(before) = &before {
                         forward = encode::edited(&msg, before, &m).or(forward);
                     }
                 }
