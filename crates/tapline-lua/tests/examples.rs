@@ -288,3 +288,118 @@ fn slow_http_alerts_over_the_threshold_in_both_modes() {
         assert_eq!(fields["flow_uid"], f.uid.to_string());
     }
 }
+
+fn pg(from: Side, t: &str, fields: serde_json::Value) -> Message {
+    Message {
+        protocol: Protocol::Postgres,
+        from,
+        type_name: t.into(),
+        fields,
+        raw: Bytes::new(),
+    }
+}
+
+#[test]
+fn retry_rehearsal_fails_only_updates_of_orders() {
+    let (plugin, sink) = load(
+        "retry_rehearsal.lua",
+        Mode::Proxy,
+        &["retry-rehearsal.share=1"],
+    );
+    let f = flow(3, Mode::Proxy, Protocol::Postgres);
+    let ts = Timestamp::from_secs_micros(1_700_000_000, 0);
+    block_on(async {
+        let mut update = pg(
+            Side::Client,
+            "Query",
+            serde_json::json!({"sql": "UPDATE orders SET paid = true"}),
+        );
+        match plugin.on_message(&f, ts, &mut update).await.unwrap() {
+            MessageVerdict::PgError(e) => assert_eq!(e.code, "40001"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        let mut bind = pg(
+            Side::Client,
+            "Bind",
+            serde_json::json!({"sql": "update orders set paid = $1"}),
+        );
+        assert!(matches!(
+            plugin.on_message(&f, ts, &mut bind).await.unwrap(),
+            MessageVerdict::PgError(_)
+        ));
+        for (t, sql) in [
+            ("Query", "select * from orders"),
+            ("Parse", "update orders set x = 1"),
+        ] {
+            let mut m = pg(Side::Client, t, serde_json::json!({ "sql": sql }));
+            assert_eq!(
+                plugin.on_message(&f, ts, &mut m).await.unwrap(),
+                MessageVerdict::Continue
+            );
+        }
+        plugin.on_stop().await.unwrap();
+    });
+    let r = sink.take();
+    assert_eq!(r.last().unwrap().2["count"], 2, "{r:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_report_delays_only_the_report() {
+    let (plugin, _) = load("slow_report.lua", Mode::Proxy, &["slow-report.ms=1500"]);
+    let f = flow(4, Mode::Proxy, Protocol::Postgres);
+    let ts = Timestamp::from_secs_micros(1_700_000_000, 0);
+    let started = tokio::time::Instant::now();
+    let mut q = pg(
+        Side::Client,
+        "Query",
+        serde_json::json!({"sql": "select * from monthly_report"}),
+    );
+    assert_eq!(
+        plugin.on_message(&f, ts, &mut q).await.unwrap(),
+        MessageVerdict::Continue
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(1500));
+    let mut q = pg(
+        Side::Client,
+        "Query",
+        serde_json::json!({"sql": "select 1"}),
+    );
+    plugin.on_message(&f, ts, &mut q).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_millis(1500));
+}
+
+#[test]
+fn corrupt_column_rewrites_the_named_column_only() {
+    let (plugin, _) = load("corrupt_column.lua", Mode::Proxy, &[]);
+    let f = flow(5, Mode::Proxy, Protocol::Postgres);
+    let ts = Timestamp::from_secs_micros(1_700_000_000, 0);
+    block_on(async {
+        let mut desc = pg(
+            Side::Server,
+            "RowDescription",
+            serde_json::json!({"columns": [{"name": "id"}, {"name": "email"}]}),
+        );
+        plugin.on_message(&f, ts, &mut desc).await.unwrap();
+        let mut row = pg(
+            Side::Server,
+            "DataRow",
+            serde_json::json!({"values": ["1", "a@b.c"]}),
+        );
+        plugin.on_message(&f, ts, &mut row).await.unwrap();
+        assert_eq!(
+            row.fields["values"],
+            serde_json::json!(["1", "corrupted@example.invalid"])
+        );
+        let mut null = pg(
+            Side::Server,
+            "DataRow",
+            serde_json::json!({"values": ["2", null]}),
+        );
+        plugin.on_message(&f, ts, &mut null).await.unwrap();
+        assert_eq!(
+            null.fields["values"],
+            serde_json::json!(["2", null]),
+            "NULL stays NULL"
+        );
+    });
+}
