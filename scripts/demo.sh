@@ -3,12 +3,15 @@
 #  1. passive: model the HTTP and PostgreSQL traffic in samples/sample.pcap (recorded by
 #     scripts/record-sample.sh), with riff's "which scanner input?" plugin and a SQL logger;
 #  2. active: the demo origin behind the intercepting proxy, with a Lua plugin that adds a
-#     header, a 50 ms latency fault, and the slow-HTTP plugin that also ran on the capture
-#     (one plugin, both modes), a few requests through it, one of its JSON events (with the
-#     flow's UUID), then a clean stop;
+#     header, a 50 ms latency fault, an HTTP 503 aimed at one route (POST /echo), and the
+#     slow-HTTP plugin that also ran on the capture (one plugin, both modes), a few requests
+#     through it, one of its JSON events (with the flow's UUID), then a clean stop;
 #  3. TLS interception: an HTTPS origin (openssl s_server, its certificate from a CA made here)
 #     behind the proxy with --intercept-tls, curl trusting tapline's own CA (made in a temp
-#     dir): the same plugin sees the decrypted request, and the JSON shows the flow's TLS.
+#     dir): the same plugin sees the decrypted request, and the JSON shows the flow's TLS;
+#  4. where PostgreSQL is installed (scripts/install-deps.sh test): a throwaway cluster behind
+#     a psql mapping with a SQL error aimed at one statement; psql runs a transaction, the
+#     aimed UPDATE fails with 40001 and the server never sees it.
 # Installs libpcap and curl if missing, builds a release binary. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +28,7 @@ echo "== 1. tapline capture -r samples/sample.pcap --plugin ua_watch.lua --plugi
   --plugin examples/plugins/slow_http.lua --plugin-arg slow-http.ms=40
 
 echo
-echo "== 2. tapline proxy in front of tapline demo, with add_header.lua, slow_http.lua and a 50 ms latency fault"
+echo "== 2. tapline proxy in front of tapline demo, with add_header.lua, slow_http.lua, a 50 ms latency fault and a 503 aimed at POST /echo"
 origin=127.0.0.1:$(free_port)
 proxy=127.0.0.1:$(free_port)
 events=$(mktemp)
@@ -36,18 +39,22 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ev
 "$bin" proxy --proxy-address "$proxy" --duration 30s --output "$events" \
   --plugin examples/plugins/add_header.lua \
   --plugin examples/plugins/slow_http.lua --plugin-arg slow-http.ms=40 \
-  --with-latency --latency-mean 50 & proxy_pid=$!; pids+=($proxy_pid)
+  --with-latency --latency-mean 50 \
+  --with-http-response --http-response-status 503 --http-response-match '^POST /echo' & proxy_pid=$!; pids+=($proxy_pid)
 for _ in $(seq 50); do curl -s -o /dev/null "http://$proxy" && break; sleep 0.1; done
 echo "-- the origin's /echo, as seen through the proxy (note the header the plugin added):"
 curl -s -x "http://$proxy" "http://$origin/echo"
 curl -s -x "http://$proxy" "http://$origin/status/503" -o /dev/null
-curl -s -x "http://$proxy" -d 'hello=world' "http://$origin/echo" -o /dev/null
+curl -s -x "http://$proxy" -d 'hello=world' "http://$origin/echo" -o /dev/null \
+  -w "-- POST /echo: %{http_code} (the fault aimed at that route); "
+curl -s -x "http://$proxy" "http://$origin/echo?again" -o /dev/null -w "GET /echo: %{http_code}\n"
 curl -s -x "http://$proxy" "http://$origin/bytes/100000" -o /dev/null \
   -w "-- 100000 bytes through the proxy in %{time_total} s (the 50 ms latency fault included)\n"
 sleep 0.3
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo "-- one of the proxy's JSON events (--output): the POST's transaction, with the flow's UUID"
 grep '"kind":"transaction"' "$events" | grep '"method":"POST"' | head -1
+: > "$events"
 
 echo
 echo "== 3. TLS interception: curl -> tapline proxy --intercept-tls -> an HTTPS origin (openssl s_server)"
@@ -75,6 +82,33 @@ sleep 0.3
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo "-- the decrypted request's JSON event: an https URL, the header the plugin added, the flow's TLS"
 grep '"kind":"http_request"' "$events" | grep '"url":"https' | head -1
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "$pg_bin" ] && [ "$(id -u)" = 0 ] && command -v psql >/dev/null; then
+  echo
+  echo "== 4. a SQL fault aimed at one statement: psql -> tapline psql mapping (--with-sql-error) -> PostgreSQL"
+  pg_dir=$(mktemp -d); chown postgres "$pg_dir"
+  pg_port=$(free_port); map_port=$(free_port)
+  runuser -u postgres -- "$pg_bin/initdb" -D "$pg_dir/data" -A trust -U postgres --no-sync >/dev/null
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_dir -c fsync=off -c log_statement=all" start >/dev/null
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$events" "$events.err" "$tls_dir" "$pg_dir"' EXIT
+  "$bin" proxy --disable-http-proxy --proxy "$map_port=psql://127.0.0.1:$pg_port" --duration 30s \
+    --output "$events" --with-sql-error --sql-error-code 40001 \
+    --sql-error-message 'could not serialize access (rehearsed by tapline)' \
+    --sql-error-match '^\s*update\s+orders' 2> >(tee "$events.err" >&2) & proxy_pid=$!; pids+=($proxy_pid)
+  for _ in $(seq 50); do grep -q "mapping 127.0.0.1:$map_port" "$events.err" 2>/dev/null && break; sleep 0.1; done
+  PGSSLMODE=disable psql -X -h 127.0.0.1 -p "$map_port" -U postgres -d postgres \
+    -c "create table orders (id int, state text)" -c "insert into orders values (1, 'new')" \
+    -c "begin" -c "update orders set state = 'paid' where id = 1" -c "select 1" -c "rollback" \
+    -c "select id, state from orders" 2>&1 || true
+  sleep 0.3
+  kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
+  echo "-- the server's log never shows the UPDATE (only tapline's stand-in):"
+  echo "   UPDATE statements the server saw: $(grep -c 'update orders' "$pg_dir/log" || true)"
+  echo "-- the statement's JSON transaction says the failure was rehearsed:"
+  grep '"injected":"sql-error"' "$events" | head -1
+fi
 
 echo
 echo "done: see README.md for capture on a live interface, gRPC plugins, JSON/syslog outputs and docs/tls.md."
