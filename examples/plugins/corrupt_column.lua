@@ -5,7 +5,7 @@
 --   tapline proxy --disable-http-proxy --proxy 6432=psql://127.0.0.1:5432 \
 --       --plugin examples/plugins/corrupt_column.lua \
 --       --plugin-arg corrupt-column.column=email --plugin-arg corrupt-column.value=oops
-local p = { name = "corrupt-column", version = "1.0" }
+local p = { name = "corrupt-column", version = "1.0", messages = { "RowDescription", "DataRow" } }
 
 local column = "email"
 local value = "corrupted@example.invalid"

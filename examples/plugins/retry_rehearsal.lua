@@ -8,7 +8,7 @@
 -- The same with a built-in fault, no plugin:
 --   --with-sql-error --sql-error-code 40001 --sql-error-match '^\s*update\s+orders' \
 --       --sql-error-probability 0.1
-local p = { name = "retry-rehearsal", version = "1.0" }
+local p = { name = "retry-rehearsal", version = "1.0", messages = { "Query", "Bind" } }
 
 local share = 0.1
 -- A Lua pattern, matched against the lower-cased SQL.

@@ -6,7 +6,7 @@
 --       --plugin examples/plugins/slow_report.lua --plugin-arg slow-report.word=monthly_report
 -- The same with a built-in fault: --with-sql-latency --sql-latency-match monthly_report
 --       --sql-latency-mean 2000
-local p = { name = "slow-report", version = "1.0" }
+local p = { name = "slow-report", version = "1.0", messages = { "Query", "Bind" } }
 
 local word = "monthly_report"
 local ms = 2000

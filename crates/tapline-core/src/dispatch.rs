@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::event::{Chunk, Event, EventKind, Message};
-use crate::flow::Flow;
+use crate::flow::{Flow, Side};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::kind::Kind;
 use crate::pipeline::{label, FailurePolicy, Pipeline};
@@ -274,7 +274,11 @@ impl Dispatch {
         if !self.interest.messages {
             return (MessageVerdict::Continue, None);
         }
-        for stage in self.stages(|i| i.messages) {
+        let (from, type_name) = (message.from, message.type_name.clone());
+        for stage in self
+            .stages(|i| i.messages)
+            .filter(|s| s.wants_message(from, &type_name))
+        {
             match self
                 .call(
                     stage,
@@ -292,6 +296,15 @@ impl Dispatch {
             }
         }
         (MessageVerdict::Continue, None)
+    }
+
+    /// Whether some stage wants messages of this type from `from` (see
+    /// [`Stage::wants_message`]).
+    pub fn wants_message(&self, from: Side, type_name: &str) -> bool {
+        self.interest.messages
+            && self
+                .stages(|i| i.messages)
+                .any(|s| s.wants_message(from, type_name))
     }
 
     /// An event that takes no verdict: the stages that observe its kind see it (flow

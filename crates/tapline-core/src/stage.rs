@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::counters::StageCounters;
 use crate::event::{Chunk, Event, Message};
-use crate::flow::Flow;
+use crate::flow::{Flow, Side};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::kind::{Kind, KindSet};
 use crate::time::Timestamp;
@@ -194,6 +194,13 @@ pub trait Stage: Send + Sync {
 
     /// The events this stage wants for `flow`.
     fn interest(&self, flow: &Flow) -> Interest;
+
+    /// Whether the stage wants a decoded message of this type from `from`, among the flows
+    /// whose interest has `messages` (the proxy builds and judges only the messages some
+    /// stage wants). All of them unless the stage says otherwise.
+    fn wants_message(&self, _from: Side, _type_name: &str) -> bool {
+        true
+    }
 
     /// Whether the stage wants packets that belong to no flow (ARP, ICMP, non-IP).
     fn wants_packets(&self) -> bool {

@@ -238,6 +238,30 @@ impl FlowDecoder {
         }
     }
 
+    /// The wire name of a whole PostgreSQL message framed by [`FlowDecoder::pg_frame`].
+    pub fn pg_message_type(&self, side: Side, msg: &[u8]) -> &'static str {
+        match &self.inner {
+            Inner::Postgres(pg) => pg.message_type(side, msg),
+            _ => "",
+        }
+    }
+
+    /// Feeds one whole PostgreSQL message framed by [`FlowDecoder::pg_frame`], with its
+    /// fields built only when `fields`.
+    pub fn feed_pg_message(
+        &mut self,
+        side: Side,
+        ts: Timestamp,
+        msg: &[u8],
+        fields: bool,
+        out: &mut Vec<EventKind>,
+    ) {
+        match &mut self.inner {
+            Inner::Postgres(pg) => pg.feed_message(side, ts, msg, fields, out),
+            _ => self.feed(side, ts, msg, out),
+        }
+    }
+
     /// The next failed PostgreSQL statement's error is `injected`'s.
     pub fn inject_next(&mut self, injected: Injected) {
         if let Inner::Postgres(pg) = &mut self.inner {

@@ -402,6 +402,10 @@ impl Stage for FaultStage {
         &self.counters
     }
 
+    fn wants_message(&self, from: Side, type_name: &str) -> bool {
+        sql::judges(from, type_name)
+    }
+
     fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
         if let (EventKind::FlowEnd { .. }, Some(flow)) = (&event.kind, &event.flow) {
             if let Some(state) = self.flows.lock().remove(&flow.id) {

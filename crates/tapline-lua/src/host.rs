@@ -114,6 +114,8 @@ pub struct PluginInfo {
     pub hooks: Vec<&'static str>,
     /// tapline or riff style.
     pub kind: PluginKind,
+    /// Its `messages` field: the message types `on_message` is called for (`None`: all).
+    pub messages: Option<Vec<String>>,
 }
 
 impl fmt::Display for PluginInfo {
@@ -206,6 +208,8 @@ impl Host {
         };
         let info = PluginInfo {
             hooks: first.hooks.defined(),
+            messages: message_types(first)
+                .map_err(|why| LuaError::Load(format!("{}: {why}", path.display())))?,
             name,
             version,
             path: path.to_path_buf(),
@@ -260,6 +264,24 @@ fn identify(state: &PluginState, stem: &str) -> (String, String) {
         field("name").unwrap_or_else(|| stem.to_string()),
         field("version").unwrap_or_default(),
     )
+}
+
+/// The plugin's `messages` field: a list of message type names (`{"Query", "Bind"}`), so
+/// that `on_message` is called, and messages are built, only for those.
+fn message_types(state: &PluginState) -> Result<Option<Vec<String>>, String> {
+    let bad = || "messages must be a list of message type names, e.g. { \"Query\", \"Bind\" }";
+    match state.module.get::<Value>("messages") {
+        Ok(Value::Nil) => Ok(None),
+        Ok(Value::Table(t)) => t
+            .sequence_values::<Value>()
+            .map(|v| match v {
+                Ok(Value::String(s)) => Ok(s.to_string_lossy()),
+                _ => Err(bad().to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        _ => Err(bad().to_string()),
+    }
 }
 
 /// Warns about `on_*` fields that are no hook tapline knows (likely typos).

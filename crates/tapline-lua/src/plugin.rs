@@ -9,7 +9,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, Hook, HookFailure, HookResult,
     HttpRequest, HttpResponse, Interest, Kind, KindSet, Message, MessageVerdict, Mode,
-    RequestVerdict, ResponseVerdict, Stage, StageCounters, Timestamp,
+    RequestVerdict, ResponseVerdict, Side, Stage, StageCounters, Timestamp,
 };
 
 use crate::api::Verdict;
@@ -439,6 +439,13 @@ impl Stage for LuaPlugin {
             packets: flow.mode == Mode::Capture && (d.packet || d.riff),
             observe: d.observed(),
         }
+    }
+
+    fn wants_message(&self, _from: Side, type_name: &str) -> bool {
+        self.info
+            .messages
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == type_name))
     }
 
     fn wants_packets(&self) -> bool {

@@ -1328,3 +1328,33 @@ async fn a_delay_holds_the_event_in_the_proxy() {
     assert_eq!(d.message(ts(), &mut q).await.0, MessageVerdict::Continue);
     assert_eq!(started.elapsed(), Duration::from_millis(250));
 }
+
+#[test]
+fn a_messages_list_narrows_on_message_to_those_types() {
+    let fx = Fixture::new(Mode::Proxy);
+    let plugin = fx.load(
+        "narrow.lua",
+        "local p = { messages = { 'Query', 'Bind' } }\nfunction p.on_message(m) tap.shared:incr('seen', 1) end\nreturn p\n",
+    );
+    assert!(plugin.wants_message(Side::Client, "Query"));
+    assert!(!plugin.wants_message(Side::Server, "DataRow"));
+    let pipeline = Pipeline::new(vec![plugin.clone() as Arc<dyn Stage>], fx.sink.clone());
+    let d = pipeline.dispatch(&flow(1, Mode::Proxy, Protocol::Postgres));
+    assert!(d.wants_message(Side::Client, "Bind"));
+    assert!(!d.wants_message(Side::Server, "RowDescription"));
+    block_on(d.message(
+        ts(),
+        &mut pg(Side::Server, "DataRow", serde_json::json!({"values": []})),
+    ));
+    assert_eq!(
+        count(&plugin.counters().calls),
+        0,
+        "not called for a type it did not list"
+    );
+
+    let err = fx.load_err(
+        "bad.lua",
+        "local p = { messages = 'Query' }\nfunction p.on_message(m) end\nreturn p\n",
+    );
+    assert!(err.to_string().contains("messages must be a list"), "{err}");
+}

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tapline_core::{
-    Chunk, Dispatch, EventKind, FlowEnd, FlowStats, Injected, MessageVerdict, PgError, Side,
+    Chunk, Dispatch, EventKind, FlowEnd, FlowStats, Injected, Kind, MessageVerdict, PgError, Side,
     Timestamp,
 };
 use tapline_decode::pgsql::{encode, Frame};
@@ -51,6 +51,7 @@ pub(crate) async fn relay_messages<C: Conn, S: Conn>(
     let session = Session {
         dispatch,
         observing: dispatch.observing(),
+        sink_reads: dispatch.pipeline().sink().wants_details(Kind::Message),
         state: Mutex::new(State {
             decoder,
             injections: Injections::default(),
@@ -94,6 +95,8 @@ struct Session<'d> {
     dispatch: &'d Dispatch,
     /// For events of bytes that went on before they were decoded.
     observing: Dispatch,
+    /// An output reads messages' fields (else only the messages a stage judges are built).
+    sink_reads: bool,
     /// Held while a message is decoded and judged, never while bytes are written.
     state: Mutex<State>,
     stats: Counters,
@@ -204,8 +207,16 @@ impl Session<'_> {
                 msg = Cow::Owned(encode::error_response(&error));
             }
         }
+        // Only the messages some stage judges go through the stages, and only those and the
+        // ones an output reads get their fields built.
+        let judged = self
+            .dispatch
+            .wants_message(from, state.decoder.pg_message_type(from, &msg));
         let mut events = Vec::new();
-        state.decoder.feed(from, ts, &msg, &mut events);
+        let fields = judged || self.sink_reads;
+        state
+            .decoder
+            .feed_pg_message(from, ts, &msg, fields, &mut events);
         let mut forward: Option<Vec<u8>> = None;
         let mut close = None;
         for kind in events {
@@ -213,6 +224,10 @@ impl Session<'_> {
                 self.dispatch.decoded(ts, kind).await;
                 continue;
             };
+            if !judged {
+                self.dispatch.event(ts, EventKind::Message(m)).await;
+                continue;
+            }
             let before = editable(&m.type_name).then(|| m.fields.clone());
             match self.dispatch.message(ts, &mut m).await {
                 (MessageVerdict::Continue, _) => {

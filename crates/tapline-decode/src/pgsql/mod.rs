@@ -203,6 +203,34 @@ impl PgDecoder {
         }
     }
 
+    /// The wire name of the whole message `msg` that [`PgDecoder::frame`] gave for `side`
+    /// (`Query`, `DataRow`, `StartupMessage`, …; `Authentication` for any of its kinds).
+    pub fn message_type(&self, side: Side, msg: &[u8]) -> &'static str {
+        match (side, self.client.state) {
+            (Side::Client, State::Startup) if msg.len() >= 8 => {
+                untyped_code(be32(&msg[4..])).unwrap_or("StartupMessage")
+            }
+            (Side::Client, _) => msg.first().map_or("", |t| frontend::tag_name(*t)),
+            (Side::Server, State::EncryptionAnswer) => "EncryptionResponse",
+            (Side::Server, _) => msg.first().map_or("", |t| backend::tag_name(*t)),
+        }
+    }
+
+    /// Feeds one whole message, building its fields (and keeping its bytes) only when
+    /// `fields` (whatever this decoder's own setting).
+    pub fn feed_message(
+        &mut self,
+        side: Side,
+        ts: Timestamp,
+        msg: &[u8],
+        fields: bool,
+        out: &mut Vec<EventKind>,
+    ) {
+        let own = std::mem::replace(&mut self.fields, fields);
+        self.feed(side, ts, msg, out);
+        self.fields = own;
+    }
+
     /// The next failed statement's error is a stage's (see [`Frame`]): its transaction
     /// says so.
     pub fn inject_next(&mut self, injected: Injected) {

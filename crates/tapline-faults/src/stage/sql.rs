@@ -15,6 +15,12 @@ pub(super) enum SqlAction {
     Reset,
 }
 
+/// The messages a SQL fault looks at: a client's `Query` (a simple statement) and `Bind` (an
+/// execution of a prepared one).
+pub(super) fn judges(from: Side, type_name: &str) -> bool {
+    from == Side::Client && matches!(type_name, "Query" | "Bind")
+}
+
 impl FaultStage {
     /// The decision for a decoded message: a client's `Query`, or a `Bind` (an execution
     /// of a prepared statement, matched by the SQL it was prepared from), whose SQL the aim
@@ -23,8 +29,7 @@ impl FaultStage {
     /// later execution).
     pub(super) fn decide_message(&self, flow: &Flow, message: &Message) -> SqlAction {
         if !self.spec.kind.is_sql()
-            || message.from != Side::Client
-            || !matches!(message.type_name.as_str(), "Query" | "Bind")
+            || !judges(message.from, &message.type_name)
             || flow.mode != tapline_core::Mode::Proxy
         {
             return SqlAction::Pass;
