@@ -64,17 +64,24 @@ pub(crate) async fn relay_messages<C: Conn, S: Conn>(
         Some(c) => (None, Some(c.data)),
         None => (None, None),
     };
-    let (cr, cw) = tokio::io::split(client);
-    let (sr, sw) = tokio::io::split(server);
     let both = async {
-        tokio::try_join!(
-            session.pump(Side::Client, cr, sw, first_c),
-            session.pump(Side::Server, sr, cw, first_s),
-        )
+        match (client.plain(), server.plain()) {
+            // Plain TCP halves need no lock between the directions.
+            (Some(client), Some(server)) => {
+                let (cr, cw) = client.split();
+                let (sr, sw) = server.split();
+                session.both(cr, cw, sr, sw, first_c, first_s).await
+            }
+            _ => {
+                let (cr, cw) = tokio::io::split(client);
+                let (sr, sw) = tokio::io::split(server);
+                session.both(cr, cw, sr, sw, first_c, first_s).await
+            }
+        }
     };
     let end = tokio::select! {
         r = both => match r {
-            Ok(_) => FlowEnd::Fin,
+            Ok(()) => FlowEnd::Fin,
             Err(end) => end,
         },
         _ = session.activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
@@ -111,6 +118,29 @@ struct State {
 }
 
 impl Session<'_> {
+    /// Carries both directions until both ended or one failed.
+    async fn both<CR, CW, SR, SW>(
+        &self,
+        cr: CR,
+        cw: CW,
+        sr: SR,
+        sw: SW,
+        first_c: Option<Bytes>,
+        first_s: Option<Bytes>,
+    ) -> Result<(), FlowEnd>
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+        SR: AsyncRead + Unpin,
+        SW: AsyncWrite + Unpin,
+    {
+        tokio::try_join!(
+            self.pump(Side::Client, cr, sw, first_c),
+            self.pump(Side::Server, sr, cw, first_s),
+        )
+        .map(|_| ())
+    }
+
     /// Carries `from`'s messages to the other side until EOF, then half-closes it.
     async fn pump<R, W>(
         &self,
@@ -163,6 +193,7 @@ impl Session<'_> {
         buf: &mut BytesMut,
         out: &mut Vec<u8>,
     ) -> Result<(), FlowEnd> {
+        let ts = Timestamp::now();
         let mut state = self.state.lock().await;
         loop {
             match state.decoder.pg_frame(from, buf) {
@@ -170,7 +201,6 @@ impl Session<'_> {
                 Frame::Raw => {
                     let data = buf.split().freeze();
                     out.extend_from_slice(&data);
-                    let ts = Timestamp::now();
                     let mut events = Vec::new();
                     state.decoder.feed(from, ts, &data, &mut events);
                     drop(state);
@@ -181,22 +211,22 @@ impl Session<'_> {
                 }
                 Frame::Whole(n) => {
                     let msg = buf.split_to(n);
-                    self.message(&mut state, from, &msg, out).await?;
+                    self.message(&mut state, from, ts, &msg, out).await?;
                 }
             }
         }
     }
 
-    /// Decodes one whole message, runs it through the stages and appends what they leave of
+    /// Decodes one whole message (read at `ts`), runs it through the stages and appends what they leave of
     /// it to `out`.
     async fn message(
         &self,
         state: &mut State,
         from: Side,
+        ts: Timestamp,
         msg: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), FlowEnd> {
-        let ts = Timestamp::now();
         let mut msg = Cow::Borrowed(msg);
         if from == Side::Server {
             if let Some((error, stage)) = state.injections.answer(&msg) {
