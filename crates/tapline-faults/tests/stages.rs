@@ -564,3 +564,35 @@ async fn sql_faults_hit_matching_statements_and_executions_only() {
         "others are not held"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn latency_aimed_at_a_route_delays_only_its_exchanges() {
+    let kind = latency(
+        "normal",
+        DistributionParams {
+            mean: Some(100.0),
+            stddev: Some(0.0),
+            ..Default::default()
+        },
+    );
+    let mut s = spec(kind, Leg::Server, Direction::Ingress);
+    s.aim = Some(Aim::new("^POST /orders").unwrap());
+    let (p, _) = pipeline(s);
+    let d = p.dispatch(&http_flow(1));
+    let timed = |method: &'static str, path: &'static str| {
+        let d = d.clone();
+        async move {
+            let start = Instant::now();
+            let mut req = request();
+            req.method = method.into();
+            req.path = path.into();
+            d.request(&mut req).await;
+            d.response(&mut response(10)).await;
+            start.elapsed()
+        }
+    };
+    assert_eq!(timed("POST", "/orders/7").await, Duration::from_millis(100));
+    assert_eq!(timed("GET", "/orders/7").await, Duration::ZERO);
+    assert_eq!(timed("POST", "/carts").await, Duration::ZERO);
+    assert_eq!(timed("post", "/orders").await, Duration::from_millis(100));
+}
