@@ -49,7 +49,8 @@ pub(crate) async fn tunnel(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let (addr, mut server) = match ctx.connect(&host, port).await {
+    // The phases an open tunnel is not in are boxed, so an idle tunnel's future stays small.
+    let (addr, mut server) = match Box::pin(ctx.connect(&host, port)).await {
         Ok(connected) => connected,
         Err(e) => {
             tracing::debug!("CONNECT {host}:{port}: {}", e.message());
@@ -74,17 +75,34 @@ pub(crate) async fn tunnel(
     };
     let first = match first {
         Ok(Some(c)) if c.from == Side::Client && looks_like_tls(&c.data) => {
-            return tls_tunnel(ctx, peer, host, port, client, (addr, server), c.data).await;
+            return Box::pin(tls_tunnel(
+                ctx,
+                peer,
+                host,
+                port,
+                client,
+                (addr, server),
+                c.data,
+            ))
+            .await;
         }
         Ok(first) => first,
         Err(end) => {
-            return OpenFlow::failed(ctx, Protocol::Tcp, Route::Tunnel, peer, addr, None, end).await
+            let failed = OpenFlow::failed(ctx, Protocol::Tcp, Route::Tunnel, peer, addr, None, end);
+            return Box::pin(failed).await;
         }
     };
-    let (open, dispatch) =
-        OpenFlow::start(ctx, Protocol::Tcp, Route::Tunnel, peer, addr, None).await;
+    let (open, dispatch) = Box::pin(OpenFlow::start(
+        ctx,
+        Protocol::Tcp,
+        Route::Tunnel,
+        peer,
+        addr,
+        None,
+    ))
+    .await;
     let (stats, end) = relay(ctx, &dispatch, &mut client, &mut server, first, None).await;
-    open.end(&dispatch, stats, end).await;
+    Box::pin(open.end(&dispatch, stats, end)).await;
 }
 
 /// A tunnel whose client opened with TLS: intercepted when the policy says so for its

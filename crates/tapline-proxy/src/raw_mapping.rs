@@ -32,9 +32,9 @@ pub(crate) async fn serve(
             .policy
             .may_intercept([spec.host.as_str()], spec.port);
     match spec.scheme {
-        Scheme::Postgres => crate::postgres::serve(&ctx, client, peer, &spec).await,
-        Scheme::Tls if may_intercept => tls_mapping(&ctx, client, peer, &spec).await,
-        _ => relay_mapping(&ctx, client, peer, &spec, None).await,
+        Scheme::Postgres => Box::pin(crate::postgres::serve(&ctx, client, peer, &spec)).await,
+        Scheme::Tls if may_intercept => Box::pin(tls_mapping(&ctx, client, peer, &spec)).await,
+        _ => Box::pin(relay_mapping(&ctx, client, peer, &spec, None)).await,
     }
 }
 
@@ -48,10 +48,19 @@ pub(crate) async fn relay_mapping(
     first: Option<Chunk>,
 ) {
     let protocol = spec.scheme.protocol();
-    let Some((addr, mut server)) = connect_upstream(ctx, peer, spec, protocol).await else {
+    let Some((addr, mut server)) = Box::pin(connect_upstream(ctx, peer, spec, protocol)).await
+    else {
         return;
     };
-    let (open, dispatch) = OpenFlow::start(ctx, protocol, Route::Mapping, peer, addr, None).await;
+    let (open, dispatch) = Box::pin(OpenFlow::start(
+        ctx,
+        protocol,
+        Route::Mapping,
+        peer,
+        addr,
+        None,
+    ))
+    .await;
     let decoder = match spec.scheme {
         Scheme::Postgres => Some(FlowDecoder::new(protocol, &ctx.decode)),
         Scheme::Tcp => Some(FlowDecoder::for_ports(
@@ -62,7 +71,7 @@ pub(crate) async fn relay_mapping(
         Scheme::Tls | Scheme::Http => None,
     };
     let (stats, end) = relay(ctx, &dispatch, &mut client, &mut server, first, decoder).await;
-    open.end(&dispatch, stats, end).await;
+    Box::pin(open.end(&dispatch, stats, end)).await;
 }
 
 /// Connects to the mapping's upstream; when it cannot, the flow is still reported (so

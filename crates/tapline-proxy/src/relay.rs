@@ -14,7 +14,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tapline_core::{
     Chunk, ChunkVerdict, Dispatch, EventKind, FlowEnd, FlowStats, Protocol, Side, Timestamp,
     Verdicts,
@@ -31,9 +31,9 @@ use crate::splice;
 use crate::stop::Phase;
 
 /// Bytes read per call at first; a flow that fills its buffer gets a bigger one, up to
-/// [`MAX_BUF`], so bulk transfers make few, large writes (fewer wake-ups of the receiver)
-/// while idle connections keep little memory.
-const BUF_SIZE: usize = 64 * 1024;
+/// [`MAX_BUF`], so bulk transfers make few, large writes (fewer wake-ups of the receiver).
+/// Idle TCP connections hold no buffer at all.
+const BUF_SIZE: usize = 16 * 1024;
 /// Largest read buffer of one direction.
 const MAX_BUF: usize = 1024 * 1024;
 
@@ -60,7 +60,7 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
     let judged = dispatch.interest().messages && dispatch.verdicts() == Verdicts::Apply;
     let decoder = match decoder {
         Some(d) if judged && d.protocol() == Protocol::Postgres => {
-            return relay_messages(ctx, dispatch, client, server, first, d).await
+            return Box::pin(relay_messages(ctx, dispatch, client, server, first, d)).await
         }
         other => other,
     };
@@ -104,7 +104,7 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
         _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
         _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
     };
-    tap.finish_decoding().await;
+    Box::pin(tap.finish_decoding()).await;
     (stats.snapshot(), end)
 }
 
@@ -244,36 +244,52 @@ where
     } = *pumps;
     if let Some(data) = first {
         stats.add(from, data.len());
-        tap.forward(from, data, &mut writer).await?;
+        Box::pin(tap.forward(from, data, &mut writer)).await?;
     }
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut size = BUF_SIZE;
+    // Empty while the connection is idle: a TCP half takes a buffer when bytes arrive and
+    // gives it back once a read drained the socket, so idle connections hold none.
+    let mut buf = BytesMut::new();
     loop {
         if let (true, Some(r), Some(w)) = (tap.fast(), reader.tcp(), writer.tcp()) {
             if let Some(pipe) = splice::Pipe::new() {
-                pipe.relay(r, w, |n| {
+                // Boxed, as the hooks' path below: an idle connection's future stays small.
+                Box::pin(pipe.relay(r, w, |n| {
                     stats.add(from, n);
                     activity.touch();
-                })
+                }))
                 .await
                 .map_err(end_of)?;
                 break;
             }
         }
-        let n = reader.read(&mut buf).await.map_err(end_of)?;
+        if buf.capacity() == 0 {
+            if let Some(socket) = reader.tcp() {
+                socket.readable().await.map_err(end_of)?;
+            }
+            buf.reserve(size);
+        }
+        let room = buf.capacity() - buf.len();
+        let n = reader.read_buf(&mut buf).await.map_err(end_of)?;
         if n == 0 {
             break;
         }
         stats.add(from, n);
         activity.touch();
-        let full = n == buf.len();
+        let data = buf.split().freeze();
         if tap.fast() {
-            write_out(&mut writer, &buf[..n]).await?;
+            write_out(&mut writer, &data).await?;
         } else {
-            tap.forward(from, Bytes::copy_from_slice(&buf[..n]), &mut writer)
-                .await?;
+            Box::pin(tap.forward(from, data, &mut writer)).await?;
         }
-        if full && buf.len() < MAX_BUF {
-            buf.resize(buf.len() * 2, 0);
+        if n == room && size < MAX_BUF {
+            // A full read: bulk data, worth bigger reads.
+            size *= 2;
+        }
+        if n < room && reader.tcp().is_some() {
+            buf = BytesMut::new();
+        } else if buf.capacity() < size {
+            buf.reserve(size);
         }
     }
     // The peer may already be gone; the other direction reports that.
@@ -295,24 +311,50 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
 const FIRST_READ: usize = 16 * 1024;
 
 /// Waits for whichever side speaks first (a tunnel or an intercepted connection whose
-/// protocol is not known yet). `Ok(None)` when a side closed without a byte.
+/// protocol is not known yet). `Ok(None)` when a side closed without a byte. Plain TCP sides
+/// are waited on without a buffer: one is taken when bytes arrive.
 pub(crate) async fn first_chunk<C: Conn, S: Conn>(
     ctx: &Shared,
     client: &mut C,
     server: &mut S,
 ) -> Result<Option<Chunk>, FlowEnd> {
-    let mut cbuf = vec![0u8; FIRST_READ];
-    let mut sbuf = vec![0u8; FIRST_READ];
-    let (from, read) = tokio::select! {
-        r = client.read(&mut cbuf) => (Side::Client, r),
-        r = server.read(&mut sbuf) => (Side::Server, r),
-        _ = tokio::time::sleep(ctx.limits.idle_timeout) => return Err(FlowEnd::Timeout),
-        _ = ctx.stop.reached(Phase::Forced) => return Err(FlowEnd::Shutdown),
+    let deadline = tokio::time::Instant::now() + ctx.limits.idle_timeout;
+    let (from, read) = match (client.plain(), server.plain()) {
+        (Some(client), Some(server)) => loop {
+            let from = tokio::select! {
+                r = client.readable() => r.map(|()| Side::Client),
+                r = server.readable() => r.map(|()| Side::Server),
+                _ = tokio::time::sleep_until(deadline) => return Err(FlowEnd::Timeout),
+                _ = ctx.stop.reached(Phase::Forced) => return Err(FlowEnd::Shutdown),
+            }
+            .map_err(end_of)?;
+            let socket = if from == Side::Client {
+                &*client
+            } else {
+                &*server
+            };
+            let mut buf = vec![0u8; FIRST_READ];
+            match socket.try_read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => break (from, read.map(|n| (buf, n))),
+            }
+        },
+        _ => {
+            let mut cbuf = vec![0u8; FIRST_READ];
+            let mut sbuf = vec![0u8; FIRST_READ];
+            let (from, read) = tokio::select! {
+                r = client.read(&mut cbuf) => (Side::Client, r),
+                r = server.read(&mut sbuf) => (Side::Server, r),
+                _ = tokio::time::sleep_until(deadline) => return Err(FlowEnd::Timeout),
+                _ = ctx.stop.reached(Phase::Forced) => return Err(FlowEnd::Shutdown),
+            };
+            let buf = if from == Side::Client { cbuf } else { sbuf };
+            (from, read.map(|n| (buf, n)))
+        }
     };
-    let buf = if from == Side::Client { cbuf } else { sbuf };
     match read {
-        Ok(0) => Ok(None),
-        Ok(n) => Ok(Some(Chunk {
+        Ok((_, 0)) => Ok(None),
+        Ok((buf, n)) => Ok(Some(Chunk {
             from,
             data: Bytes::copy_from_slice(&buf[..n]),
         })),

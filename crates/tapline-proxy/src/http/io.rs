@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tapline_core::{Chunk, FlowStats, Side};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::exchange::{Exchange, Timer, Wait};
@@ -25,6 +25,9 @@ const MIN_READ: usize = 8 * 1024;
 /// Room a read gets at most: a connection whose reads fill their room (a bulk body) grows
 /// its buffer up to this, for fewer and larger system calls.
 const MAX_READ: usize = 64 * 1024;
+/// The stack buffer a keep-alive client's next request is first read into (most request
+/// heads fit; a longer one is read on into the request's own buffer).
+const IDLE_PROBE: usize = 4 * 1024;
 /// Most queued pieces written in one vectored write.
 const MAX_SLICES: usize = 16;
 
@@ -246,7 +249,13 @@ where
         let upstream_busy = !machine.upstream_output().is_empty();
         let client_busy = !machine.client_output().is_empty();
         if wait.client.is_some() && !upstream_busy {
-            match read(Pin::new(&mut self.client), cx, &mut machine.client_in) {
+            let between = wait.client == Some(Timer::Idle) && machine.client_in.is_empty();
+            let read = if between {
+                read_idle(Pin::new(&mut self.client), cx, &mut machine.client_in)
+            } else {
+                read(Pin::new(&mut self.client), cx, &mut machine.client_in)
+            };
+            match read {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Happened::ClientEnd(None)),
                 Poll::Ready(Ok(n)) => {
                     self.read.add(n);
@@ -300,6 +309,28 @@ where
         }
         Poll::Pending
     }
+}
+
+/// Reads the first bytes of a keep-alive client's next request into `buf` (empty): while
+/// the client is idle no buffer is held (the one of the last request is given back) and a
+/// small stack buffer waits for the bytes, which are then copied into a new one.
+fn read_idle<R: AsyncRead + ?Sized>(
+    from: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+    let mut probe = [0u8; IDLE_PROBE];
+    let mut got = ReadBuf::new(&mut probe);
+    std::task::ready!(from.poll_read(cx, &mut got))?;
+    let n = got.filled().len();
+    if n > 0 {
+        buf.reserve(MIN_READ.max(n));
+        buf.extend_from_slice(got.filled());
+    }
+    Poll::Ready(Ok(n))
 }
 
 /// Reads into `buf`, giving it room first (growing for reads that fill it).

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tapline_core::{Chunk, FlowEnd, FlowStats, Side, TlsInfo};
+use tapline_core::{Chunk, Dispatch, FlowEnd, FlowStats, Side, TlsInfo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -36,6 +36,7 @@ pub(crate) use upstream::{Remembered, Upstreams};
 
 use crate::conn::Conn;
 use crate::context::Shared;
+use crate::flows::OpenFlow;
 use crate::relay::relay;
 use crate::stop::Phase;
 use driver::{Driver, Ending};
@@ -50,7 +51,9 @@ pub(crate) async fn serve(
     permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let tunnel = exchanges(
+    // Boxed, as the tunnel below: a connection that became a tunnel gives the exchange's
+    // memory back.
+    let tunnel = Box::pin(exchanges(
         &ctx,
         ctx.clone(),
         stream,
@@ -58,10 +61,12 @@ pub(crate) async fn serve(
         upstream,
         None,
         Bytes::new(),
-    )
+    ))
     .await;
     if let Some((client, target, early)) = tunnel {
-        crate::connect::tunnel(&ctx, peer, &target, client, early).await;
+        // Boxed: the tunnel's future (TLS interception included) is only allocated for
+        // tunnels, so a keep-alive client's task stays small.
+        Box::pin(crate::connect::tunnel(&ctx, peer, &target, client, early)).await;
     }
     drop(permit);
 }
@@ -87,13 +92,13 @@ pub(crate) async fn exchanges<C: Conn, U: Upstreams>(
     };
     let step = match outcome {
         None => {
-            driver.forced().await;
+            Box::pin(driver.forced()).await;
             return None;
         }
         Some(None) => return None,
         Some(Some(step)) => step,
     };
-    match driver.ending(step).await {
+    match Box::pin(driver.ending(step)).await {
         Ending::Closed => None,
         Ending::Tunnel {
             client,
@@ -101,36 +106,61 @@ pub(crate) async fn exchanges<C: Conn, U: Upstreams>(
             early,
         } => Some((client, target, early)),
         Ending::Switched {
-            mut client,
-            mut upstream,
+            client,
+            upstream,
             client_in,
             upstream_in,
             flow,
             dispatch,
             totals,
         } => {
-            // Bytes either side sent right after the switch were read with its head.
-            let wrote = async {
-                upstream.write_all(&client_in).await?;
-                upstream.flush().await
-            };
-            let (stats, end) = if !client_in.is_empty() && wrote.await.is_err() {
-                (
-                    FlowStats::default(),
-                    FlowEnd::Error("the upstream left".into()),
-                )
-            } else {
-                let first = (!upstream_in.is_empty()).then(|| Chunk {
-                    from: Side::Server,
-                    data: upstream_in,
-                });
-                relay(ctx, &dispatch, &mut client, &mut upstream, first, None).await
-            };
-            flow.end(&dispatch, add(totals, stats), end).await;
+            // Boxed: only switched connections pay for the relay's future.
+            Box::pin(switched(
+                ctx,
+                client,
+                upstream,
+                (client_in, upstream_in),
+                flow,
+                dispatch,
+                totals,
+            ))
+            .await;
             None
         }
     }
 }
+
+/// Relays a connection after a protocol switch (`101`) until it ends; bytes either side
+/// sent right after the switch were read with its head (`early`: client's, upstream's).
+async fn switched<C: Conn, S: Conn>(
+    ctx: &Arc<Shared>,
+    mut client: C,
+    mut upstream: S,
+    early: (Bytes, Bytes),
+    flow: OpenFlow,
+    dispatch: Dispatch,
+    totals: FlowStats,
+) {
+    let (client_in, upstream_in) = early;
+    let wrote = async {
+        upstream.write_all(&client_in).await?;
+        upstream.flush().await
+    };
+    let (stats, end) = if !client_in.is_empty() && wrote.await.is_err() {
+        (
+            FlowStats::default(),
+            FlowEnd::Error("the upstream left".into()),
+        )
+    } else {
+        let first = (!upstream_in.is_empty()).then(|| Chunk {
+            from: Side::Server,
+            data: upstream_in,
+        });
+        relay(ctx, &dispatch, &mut client, &mut upstream, first, None).await
+    };
+    flow.end(&dispatch, add(totals, stats), end).await;
+}
+
 /// Two totals added up.
 fn add(a: FlowStats, b: FlowStats) -> FlowStats {
     FlowStats {
