@@ -48,6 +48,19 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     .await?;
     let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
     config.decode = config.decode.for_pipeline(&pipeline);
+    // Two descriptors per proxied connection (six while splicing): the distribution's 1024
+    // is not enough, and the connection limit must stay within what there is.
+    if let Some(open_files) = tapline_proxy::raise_open_files_limit() {
+        let wanted = config.limits.max_connections;
+        let fits = tapline_proxy::connections_within(open_files, wanted);
+        if fits < wanted {
+            tracing::warn!(
+                "--max-connections {wanted} lowered to {fits}: the open files limit ({open_files}) \
+                 carries no more (raise it with ulimit -Hn)"
+            );
+            config.limits.max_connections = fits;
+        }
+    }
     let proxy = match Proxy::bind(config, pipeline.clone()).await {
         Ok(proxy) => proxy,
         Err(e) if e.is_config() => usage!("{e}"),

@@ -127,3 +127,60 @@ fn connections_past_the_limit_wait_for_a_free_slot() {
     drop(second);
     assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
 }
+
+/// A low open-files limit: the connection limit is lowered to what the descriptors carry
+/// (said once at start), so clients past it wait instead of being accepted and dropped; the
+/// relayed ones go on, nothing crashes, and the waiting ones are served once others close.
+#[test]
+fn a_low_open_files_limit_queues_clients_instead_of_failing_them() {
+    if !common::have("prlimit") {
+        eprintln!("SKIP: prlimit (util-linux) is not installed");
+        return;
+    }
+    let upstream = echo_server();
+    let mapping = local(free_port());
+    let spec = format!("{mapping}=tcp://{upstream}");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=48:48")
+        .arg("--")
+        .arg(common::tapline().get_program())
+        .args(["proxy", "--disable-http-proxy", "--proxy", &spec, "--quiet"]);
+    let mut p = common::Proc::spawn("tapline proxy (48 descriptors)", cmd);
+    p.wait_output("mapping", Duration::from_secs(20));
+    assert!(
+        p.stderr().contains("--max-connections 10000 lowered to 6"),
+        "{}",
+        p.stderr()
+    );
+
+    let echo = |s: &mut TcpStream, word: &[u8], within: Duration| -> bool {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = vec![0u8; word.len()];
+        s.write_all(word).is_ok() && s.read_exact(&mut buf).is_ok() && buf == word
+    };
+    let mut served: Vec<TcpStream> = (0..6)
+        .map(|_| TcpStream::connect(mapping).unwrap())
+        .collect();
+    for s in &mut served {
+        assert!(echo(s, b"ping", Duration::from_secs(10)));
+    }
+    // Past the limit: queued, not dropped.
+    let mut waiting: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(mapping).unwrap())
+        .collect();
+    assert!(!echo(&mut waiting[0], b"wait", Duration::from_millis(800)));
+    assert!(echo(&mut served[0], b"still here", Duration::from_secs(10)));
+
+    drop(served);
+    for s in &mut waiting {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let mut buf = [0u8; 4];
+    waiting[0].read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"wait", "its early bytes went through once accepted");
+    for s in waiting.iter_mut().skip(1).take(5) {
+        assert!(echo(s, b"late", Duration::from_secs(10)));
+    }
+    drop(waiting);
+    assert_eq!(p.stop(Duration::from_secs(15)), Some(0), "{}", p.stderr());
+}

@@ -21,6 +21,7 @@ mod conn;
 mod connect;
 mod context;
 mod errors;
+mod fd_limit;
 mod flows;
 mod http;
 pub mod mapping;
@@ -35,6 +36,7 @@ mod tls;
 
 pub use context::Limits;
 pub use errors::ProxyError;
+pub use fd_limit::{connections_within, raise_open_files_limit};
 pub use mapping::{MappingSpec, Scheme, SpecError};
 pub use server::{ListenerInfo, Proxy, ProxyConfig, GRACE};
 pub use tls::{TlsCounters, TlsOptions, TlsTotals, UpstreamTlsMode};

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::context::{is_self, Limits, Shared};
 use crate::errors::ProxyError;
+use crate::fd_limit;
 use crate::http::{self, Upstream};
 use crate::mapping::{MappingSpec, Scheme};
 use crate::stop::{self, Phase, StopControl};
@@ -187,8 +188,8 @@ async fn accept(shared: Arc<Shared>, socket: TcpListener, info: ListenerInfo) {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept on {}: {e}", info.addr);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    fd_limit::accept_failed(&info.addr.to_string(), &e);
+                    tokio::time::sleep(fd_limit::ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
