@@ -9,6 +9,8 @@ bench_init idle
 n=${1:-1000}
 require python3
 bench_build
+# Room for N connections on both ends (root may raise the hard limit).
+ulimit -Hn $((8 * n + 1000)) 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
 origin=$(free_port)
