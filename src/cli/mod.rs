@@ -87,7 +87,8 @@ pub struct ProxyArgs {
     /// Close connections idle for this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
-    /// Most client connections open at once.
+    /// Most client connections open at once (lowered, with a warning, to what the
+    /// open-files limit carries: six descriptors per relayed connection).
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
     /// Largest accepted request or response head, in bytes.
