@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::future::Future;
 
 use bytes::{Bytes, BytesMut};
 use tapline_core::{
@@ -27,8 +28,7 @@ use tokio::sync::Mutex;
 
 use crate::conn::Conn;
 use crate::context::Shared;
-use crate::relay::{end_of, write_out, Activity, Counters};
-use crate::stop::Phase;
+use crate::relay::{carry, end_of, write_out, Activity, Counters, Directions, Half};
 
 /// Bytes read per call.
 const READ_SIZE: usize = 16 * 1024;
@@ -59,34 +59,7 @@ pub(crate) async fn relay_messages<C: Conn, S: Conn>(
         stats: Counters::default(),
         activity: Activity::new(),
     };
-    let (first_c, first_s) = match first {
-        Some(c) if c.from == Side::Client => (Some(c.data), None),
-        Some(c) => (None, Some(c.data)),
-        None => (None, None),
-    };
-    let both = async {
-        match (client.plain(), server.plain()) {
-            // Plain TCP halves need no lock between the directions.
-            (Some(client), Some(server)) => {
-                let (cr, cw) = client.split();
-                let (sr, sw) = server.split();
-                session.both(cr, cw, sr, sw, first_c, first_s).await
-            }
-            _ => {
-                let (cr, cw) = tokio::io::split(client);
-                let (sr, sw) = tokio::io::split(server);
-                session.both(cr, cw, sr, sw, first_c, first_s).await
-            }
-        }
-    };
-    let end = tokio::select! {
-        r = both => match r {
-            Ok(()) => FlowEnd::Fin,
-            Err(end) => end,
-        },
-        _ = session.activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
-        _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
-    };
+    let end = carry(ctx, &session, &session.activity, client, server, first).await;
     let mut decoder = session.state.into_inner().decoder;
     let mut events = Vec::new();
     let ts = Timestamp::now();
@@ -117,32 +90,25 @@ struct State {
     injections: Injections,
 }
 
-impl Session<'_> {
-    /// Carries both directions until both ended or one failed.
-    async fn both<CR, CW, SR, SW>(
+impl Directions for Session<'_> {
+    fn pump<R, W>(
         &self,
-        cr: CR,
-        cw: CW,
-        sr: SR,
-        sw: SW,
-        first_c: Option<Bytes>,
-        first_s: Option<Bytes>,
-    ) -> Result<(), FlowEnd>
+        from: Side,
+        reader: R,
+        writer: W,
+        first: Option<Bytes>,
+    ) -> impl Future<Output = Result<(), FlowEnd>> + Send
     where
-        CR: AsyncRead + Unpin,
-        CW: AsyncWrite + Unpin,
-        SR: AsyncRead + Unpin,
-        SW: AsyncWrite + Unpin,
+        R: AsyncRead + Unpin + Half + Send,
+        W: AsyncWrite + Unpin + Half + Send,
     {
-        tokio::try_join!(
-            self.pump(Side::Client, cr, sw, first_c),
-            self.pump(Side::Server, sr, cw, first_s),
-        )
-        .map(|_| ())
+        self.carry(from, reader, writer, first)
     }
+}
 
+impl Session<'_> {
     /// Carries `from`'s messages to the other side until EOF, then half-closes it.
-    async fn pump<R, W>(
+    async fn carry<R, W>(
         &self,
         from: Side,
         mut reader: R,

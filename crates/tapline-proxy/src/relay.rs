@@ -10,6 +10,7 @@
 //! nobody needs the bytes and both legs are plain TCP, a pump becomes a `splice(2)` loop
 //! that never copies them into the process (a copy loop if no pipe can be had).
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -70,11 +71,6 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
         decoding: AtomicBool::new(decoder.is_some()),
         decoder: decoder.map(|d| Mutex::new(Decoder::new(dispatch.observing(), d))),
     };
-    let (first_c, first_s) = match first {
-        Some(c) if c.from == Side::Client => (Some(c.data), None),
-        Some(c) => (None, Some(c.data)),
-        None => (None, None),
-    };
     let stats = Counters::default();
     let activity = Activity::new();
     let pumps = Pumps {
@@ -82,28 +78,7 @@ pub(crate) async fn relay<C: Conn, S: Conn>(
         activity: &activity,
         stats: &stats,
     };
-    let both = async {
-        match (client.plain(), server.plain()) {
-            (Some(client), Some(server)) => {
-                let (cr, cw) = client.split();
-                let (sr, sw) = server.split();
-                pumps.run(cr, cw, sr, sw, first_c, first_s).await
-            }
-            _ => {
-                let (cr, cw) = tokio::io::split(client);
-                let (sr, sw) = tokio::io::split(server);
-                pumps.run(cr, cw, sr, sw, first_c, first_s).await
-            }
-        }
-    };
-    let end = tokio::select! {
-        r = both => match r {
-            Ok(()) => FlowEnd::Fin,
-            Err(end) => end,
-        },
-        _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
-        _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
-    };
+    let end = carry(ctx, &pumps, &activity, client, server, first).await;
     Box::pin(tap.finish_decoding()).await;
     (stats.snapshot(), end)
 }
@@ -115,31 +90,87 @@ struct Pumps<'a, 'd> {
     stats: &'a Counters,
 }
 
-impl Pumps<'_, '_> {
-    /// Runs both directions until both ended or one failed.
-    async fn run<CR, CW, SR, SW>(
+impl Directions for Pumps<'_, '_> {
+    fn pump<R, W>(
         &self,
-        cr: CR,
-        cw: CW,
-        sr: SR,
-        sw: SW,
-        first_c: Option<Bytes>,
-        first_s: Option<Bytes>,
-    ) -> Result<(), FlowEnd>
+        from: Side,
+        reader: R,
+        writer: W,
+        first: Option<Bytes>,
+    ) -> impl Future<Output = Result<(), FlowEnd>> + Send
     where
-        CR: AsyncRead + Unpin + Half,
-        CW: AsyncWrite + Unpin + Half,
-        SR: AsyncRead + Unpin + Half,
-        SW: AsyncWrite + Unpin + Half,
+        R: AsyncRead + Unpin + Half + Send,
+        W: AsyncWrite + Unpin + Half + Send,
     {
-        let c2s = pump(self, Side::Client, cr, sw, first_c);
-        let s2c = pump(self, Side::Server, sr, cw, first_s);
-        tokio::try_join!(c2s, s2c).map(|_| ())
+        pump(self, from, reader, writer, first)
+    }
+}
+
+/// The two directions of a relayed connection, each carried by one pump.
+pub(crate) trait Directions: Sync {
+    /// Carries `from`'s bytes from `reader` to `writer` (`first`, already read, before
+    /// them) until EOF, then half-closes `writer`.
+    fn pump<R, W>(
+        &self,
+        from: Side,
+        reader: R,
+        writer: W,
+        first: Option<Bytes>,
+    ) -> impl Future<Output = Result<(), FlowEnd>> + Send
+    where
+        R: AsyncRead + Unpin + Half + Send,
+        W: AsyncWrite + Unpin + Half + Send;
+}
+
+/// Carries both directions of `client` and `server` through `dirs` (plain TCP sockets are
+/// split without a lock between the halves, other streams through tokio's split) until both
+/// ended, one failed, the flow idled out (`activity`) or the run is forced to stop; `first`
+/// is a chunk already read.
+pub(crate) async fn carry<C: Conn, S: Conn, D: Directions>(
+    ctx: &Shared,
+    dirs: &D,
+    activity: &Activity,
+    client: &mut C,
+    server: &mut S,
+    first: Option<Chunk>,
+) -> FlowEnd {
+    let (first_c, first_s) = match first {
+        Some(c) if c.from == Side::Client => (Some(c.data), None),
+        Some(c) => (None, Some(c.data)),
+        None => (None, None),
+    };
+    let both = async {
+        match (client.plain(), server.plain()) {
+            (Some(client), Some(server)) => {
+                let (cr, cw) = client.split();
+                let (sr, sw) = server.split();
+                tokio::try_join!(
+                    dirs.pump(Side::Client, cr, sw, first_c),
+                    dirs.pump(Side::Server, sr, cw, first_s)
+                )
+            }
+            _ => {
+                let (cr, cw) = tokio::io::split(client);
+                let (sr, sw) = tokio::io::split(server);
+                tokio::try_join!(
+                    dirs.pump(Side::Client, cr, sw, first_c),
+                    dirs.pump(Side::Server, sr, cw, first_s)
+                )
+            }
+        }
+    };
+    tokio::select! {
+        r = both => match r {
+            Ok(_) => FlowEnd::Fin,
+            Err(end) => end,
+        },
+        _ = activity.idle(ctx.limits.idle_timeout) => FlowEnd::Timeout,
+        _ = ctx.stop.reached(Phase::Forced) => FlowEnd::Shutdown,
     }
 }
 
 /// One direction of a connection, which may be a TCP socket's own (then it can splice).
-trait Half {
+pub(crate) trait Half {
     /// The socket, when the half's bytes are the socket's own.
     fn tcp(&self) -> Option<&TcpStream> {
         None
