@@ -70,6 +70,32 @@ start_postgres() {
     pgdata="$pgdata/data"
 }
 
+# start_pgbouncer PORT PG_PORT [EXTRA_INI_LINES]: PgBouncer in session mode on 127.0.0.1:PORT
+# in front of the PostgreSQL on PG_PORT (trust auth), with EXTRA_INI_LINES appended to its
+# [pgbouncer] section (e.g. TLS settings); stopped on exit.
+start_pgbouncer() {
+    mkdir -p "$work/bouncer"
+    cat >"$work/bouncer/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$2 dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $1
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/bouncer/users.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $work/bouncer/log
+pidfile = $work/bouncer/pid
+${3:-}
+INI
+    echo '"postgres" ""' >"$work/bouncer/users.txt"
+    chown -R postgres "$work/bouncer"
+    runuser -u postgres -- pgbouncer "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 & pids+=($!)
+}
+
 # nginx_conf NAME WORKERS BODY: $work/NAME/nginx.conf, a foreground nginx in $work/NAME with
 # BODY inside its http block.
 nginx_conf() {

@@ -22,25 +22,7 @@ counted_all=$(free_port)
 start_postgres "$pg"
 pgbench -h 127.0.0.1 -p "$pg" -U postgres -i -q -s 1 postgres >/dev/null 2>&1
 
-mkdir -p "$work/bouncer"
-cat >"$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$pg dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = 200
-default_pool_size = 50
-logfile = $work/bouncer/log
-pidfile = $work/bouncer/pid
-INI
-echo '"postgres" ""' >"$work/bouncer/users.txt"
-chown -R postgres "$work/bouncer"
-runuser -u postgres -- pgbouncer "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 & pids+=($!)
+start_pgbouncer "$bouncer" "$pg"
 
 cat >"$work/count.lua" <<'LUA'
 local p = { name = "count", messages = { "Query", "Parse" } }

@@ -106,30 +106,12 @@ PGSSLMODE=disable psql -X -q -h 127.0.0.1 -p "$pg" -U postgres -d postgres \
     -c "ALTER SYSTEM SET ssl_key_file = '$work/pg/server.key'" -c "ALTER SYSTEM SET ssl = on" \
     -c "SELECT pg_reload_conf()" >/dev/null
 PGSSLMODE=disable pgbench -h 127.0.0.1 -p "$pg" -U postgres -i -q -s 1 postgres >/dev/null 2>&1
-mkdir -p "$work/bouncer" && chown postgres "$work/bouncer"
-cat >"$work/bouncer/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$pg dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/bouncer/users.txt
-pool_mode = session
-max_client_conn = 200
-default_pool_size = 50
-logfile = $work/bouncer/log
-pidfile = $work/bouncer/pid
-client_tls_sslmode = require
+chmod 644 "$work/server.key"
+start_pgbouncer "$bouncer" "$pg" "client_tls_sslmode = require
 client_tls_cert_file = $work/server.pem
 client_tls_key_file = $work/server.key
 server_tls_sslmode = verify-full
-server_tls_ca_file = $work/ca.pem
-INI
-echo '"postgres" ""' > "$work/bouncer/users.txt"
-chown -R postgres "$work/bouncer"; chmod 644 "$work/server.key"
-runuser -u postgres -- pgbouncer "$work/bouncer/pgbouncer.ini" >/dev/null 2>&1 & pids+=($!)
+server_tls_ca_file = $work/ca.pem"
 "$tapline" proxy --quiet --disable-http-proxy --proxy "$pg_map=psql://127.0.0.1:$pg" \
     --intercept-tls --ca-dir "$work/tapline-ca" --upstream-ca "$work/ca.pem" --upstream-tls require \
     2>"$work/tapline-pg.err" & pids+=($!)

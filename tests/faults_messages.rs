@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{have, in_ci, json_lines, start_mapping, temp_dir, write_plugin, Postgres};
+use common::{
+    have_psycopg, json_lines, psql_session, start_mapping, temp_dir, write_plugin, Postgres,
+};
 
 /// Fails every statement naming `orders_fail` with 40001, every second execution of a
 /// prepared statement naming `flaky` with 40P01, closes the session at `crash_here`, and
@@ -40,26 +42,6 @@ end
 return p
 "#;
 
-fn psql(addr: SocketAddr, commands: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h"])
-        .arg(addr.ip().to_string())
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["-U", "postgres", "-d", "postgres"])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGSSLMODE", "disable");
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn start(pg: &Postgres, dir: &Path) -> (common::Proc, SocketAddr, std::path::PathBuf) {
     let plugin = write_plugin(dir, "rehearse.lua", PLUGIN);
     let out = dir.join("events.jsonl");
@@ -87,7 +69,7 @@ fn a_failed_statement_never_reaches_the_server_and_the_session_goes_on() {
     let dir = temp_dir();
     let (mut proxy, listen, out) = start(&pg, dir.path());
 
-    let (_, stdout, stderr) = psql(
+    let (_, stdout, stderr) = psql_session(
         listen,
         &[
             "select 'before'",
@@ -111,7 +93,7 @@ fn a_failed_statement_never_reaches_the_server_and_the_session_goes_on() {
     assert!(!stdout.contains("secret"), "{stdout}");
 
     // In a transaction block: aborted until ROLLBACK, exactly as after a real error.
-    let (_, stdout, stderr) = psql(
+    let (_, stdout, stderr) = psql_session(
         listen,
         &[
             "begin",
@@ -162,15 +144,7 @@ fn a_failed_statement_never_reaches_the_server_and_the_session_goes_on() {
 
 #[test]
 fn prepared_statements_fail_on_the_chosen_execution_and_the_next_one_works() {
-    if !have("python3")
-        || Command::new("python3")
-            .args(["-c", "import psycopg"])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-    {
-        assert!(!in_ci(), "psycopg missing in CI");
-        eprintln!("SKIP: Python psycopg 3 is not installed (scripts/install-deps.sh test)");
+    if !have_psycopg() {
         return;
     }
     let Some(pg) = logging_postgres() else { return };
@@ -236,7 +210,7 @@ fn a_close_verdict_drops_the_session_at_that_statement() {
     let Some(pg) = logging_postgres() else { return };
     let dir = temp_dir();
     let (_proxy, listen, _) = start(&pg, dir.path());
-    let (code, stdout, stderr) = psql(
+    let (code, stdout, stderr) = psql_session(
         listen,
         &["select 'alive'", "select 'crash_here'", "select 'never'"],
     );
@@ -252,7 +226,7 @@ fn a_close_verdict_drops_the_session_at_that_statement() {
         "the statement never reached the server"
     );
     // Other sessions go on.
-    let (code, stdout, _) = psql(listen, &["select 'still serving'"]);
+    let (code, stdout, _) = psql_session(listen, &["select 'still serving'"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("still serving"));
 }

@@ -5,30 +5,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{have, in_ci, json_lines, start_mapping, temp_dir, Postgres};
-
-fn psql(addr: SocketAddr, commands: &[&str]) -> (String, String) {
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h"])
-        .arg(addr.ip().to_string())
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["-U", "postgres", "-d", "postgres"])
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGSSLMODE", "disable");
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    let out = cmd.output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{have, have_psycopg, json_lines, psql_session, start_mapping, temp_dir, Postgres};
 
 #[test]
 fn a_sql_error_hits_only_the_matching_statement() {
@@ -53,7 +33,7 @@ fn a_sql_error_hits_only_the_matching_statement() {
             r"^\s*update\s+orders",
         ],
     );
-    let (stdout, stderr) = psql(
+    let (_, stdout, stderr) = psql_session(
         listen,
         &[
             "create table orders (id int, state text)",
@@ -131,7 +111,7 @@ fn sql_latency_slows_only_matching_statements() {
             "0",
         ],
     );
-    psql(
+    psql_session(
         listen,
         &[
             "select 'fast_1'",
@@ -164,14 +144,7 @@ fn sql_latency_slows_only_matching_statements() {
 
 #[test]
 fn a_sql_reset_drops_the_connection_and_the_client_reconnects() {
-    if Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        assert!(!in_ci(), "psycopg missing in CI");
-        eprintln!("SKIP: Python psycopg 3 is not installed (scripts/install-deps.sh test)");
+    if !have_psycopg() {
         return;
     }
     let Some(pg) = Postgres::start() else { return };

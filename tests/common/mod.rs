@@ -435,6 +435,43 @@ impl Postgres {
     }
 }
 
+/// Whether Python's psycopg 3 is importable; outside CI a missing one skips the test (with
+/// a line saying so), in CI it fails it (`.ci/run` installs it).
+pub fn have_psycopg() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(!in_ci(), "psycopg missing in CI");
+        eprintln!("SKIP: Python psycopg 3 is not installed (scripts/install-deps.sh test)");
+    }
+    ok
+}
+
+/// Runs one psql session against `addr` with each of `commands` as its own `-c` (unaligned,
+/// tuples only, errors do not stop it); returns (exit code, stdout, stderr).
+pub fn psql_session(addr: SocketAddr, commands: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new("psql");
+    cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-h"])
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["-U", "postgres", "-d", "postgres"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGSSLMODE", "disable");
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let _ = Command::new("runuser")
