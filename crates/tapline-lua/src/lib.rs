@@ -12,6 +12,7 @@ mod api;
 mod budget;
 mod error;
 mod host;
+mod lent;
 mod objects;
 mod plugin;
 pub mod riff;

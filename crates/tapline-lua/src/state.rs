@@ -11,7 +11,7 @@ use tapline_core::{Flow, HookFailure, HttpRequest, HttpResponse};
 use crate::api::{self, Emitter};
 use crate::budget::Budget;
 use crate::error::{first_line, LuaError};
-use crate::objects::Slot;
+use crate::lent::Slot;
 use crate::riff::Chain;
 use crate::shared::SharedDict;
 

@@ -44,9 +44,9 @@
 
 mod backend;
 pub mod encode;
+mod framing;
 mod frontend;
-
-use std::borrow::Cow;
+mod wire;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -54,18 +54,10 @@ use tapline_core::{EventKind, Injected, Message, Protocol, Side, Timestamp, Tran
 
 use crate::flow_decoder::feed_buffered;
 use crate::transaction::PgTracker;
+pub use framing::Frame;
 pub(crate) use frontend::untyped_code;
-
-/// How the next bytes of one side split into messages (see [`PgDecoder::frame`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    /// The first `n` bytes are one whole message.
-    Whole(usize),
-    /// The next message is not complete yet.
-    NeedMore,
-    /// Not framed messages: feed the bytes as they come.
-    Raw,
-}
+use wire::be32;
+pub(crate) use wire::{value_text, Reader};
 
 /// Largest message buffered whole; longer ones are summarised and skipped.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -155,80 +147,6 @@ impl PgDecoder {
     /// True once the connection switched to TLS/GSS encryption (reported as `tls`).
     pub fn is_tls(&self) -> bool {
         self.tls
-    }
-
-    /// How the next bytes of `side` in `buf` (not yet fed) split: one whole message to feed
-    /// on its own, more bytes needed, or bytes that are not framed messages (encrypted,
-    /// resynchronising, an over-long message, or a message begun in an earlier feed), to be
-    /// fed as they come. The proxy frames a session this way to take verdicts on each
-    /// message before forwarding it.
-    pub fn frame(&self, side: Side, buf: &[u8]) -> Frame {
-        let stream = match side {
-            Side::Client => &self.client,
-            Side::Server => &self.server,
-        };
-        if !stream.buf.is_empty() {
-            return Frame::Raw;
-        }
-        let whole = |len: usize| {
-            if buf.len() >= len {
-                Frame::Whole(len)
-            } else {
-                Frame::NeedMore
-            }
-        };
-        match stream.state {
-            State::Opaque | State::Skip(_) | State::Resync => Frame::Raw,
-            State::EncryptionAnswer => whole(1),
-            State::Startup if buf.len() < 8 => Frame::NeedMore,
-            State::Startup
-                if (8..=MAX_STARTUP).contains(&be32(buf))
-                    && untyped_code(be32(&buf[4..])).is_some() =>
-            {
-                whole(be32(buf) as usize)
-            }
-            State::Startup | State::Typed => {
-                if buf.len() < 5 {
-                    return Frame::NeedMore;
-                }
-                let len = be32(&buf[1..]);
-                let total = len as usize + 1;
-                if !(4..=MAX_SANE).contains(&len) || !known_tag(side, buf[0]) || total > MAX_MESSAGE
-                {
-                    Frame::Raw
-                } else {
-                    whole(total)
-                }
-            }
-        }
-    }
-
-    /// The wire name of the whole message `msg` that [`PgDecoder::frame`] gave for `side`
-    /// (`Query`, `DataRow`, `StartupMessage`, …; `Authentication` for any of its kinds).
-    pub fn message_type(&self, side: Side, msg: &[u8]) -> &'static str {
-        match (side, self.client.state) {
-            (Side::Client, State::Startup) if msg.len() >= 8 => {
-                untyped_code(be32(&msg[4..])).unwrap_or("StartupMessage")
-            }
-            (Side::Client, _) => msg.first().map_or("", |t| frontend::tag_name(*t)),
-            (Side::Server, State::EncryptionAnswer) => "EncryptionResponse",
-            (Side::Server, _) => msg.first().map_or("", |t| backend::tag_name(*t)),
-        }
-    }
-
-    /// Feeds one whole message, building its fields (and keeping its bytes) only when
-    /// `fields` (whatever this decoder's own setting).
-    pub fn feed_message(
-        &mut self,
-        side: Side,
-        ts: Timestamp,
-        msg: &[u8],
-        fields: bool,
-        out: &mut Vec<EventKind>,
-    ) {
-        let own = std::mem::replace(&mut self.fields, fields);
-        self.feed(side, ts, msg, out);
-        self.fields = own;
     }
 
     /// The next failed statement's error is a stage's (see [`Frame`]): its transaction
@@ -514,10 +432,6 @@ fn known_tag(side: Side, tag: u8) -> bool {
     }
 }
 
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
 /// The next offset in `data` where a plausible typed header starts: a known tag, a sane
 /// length, and (when the bytes are there) another known tag right after the message.
 fn find_header(side: Side, data: &[u8]) -> Option<usize> {
@@ -531,82 +445,6 @@ fn find_header(side: Side, data: &[u8]) -> Option<usize> {
             None => true,
         }
     })
-}
-
-/// A DataRow value or Bind parameter as text: the string for text format (lossy UTF-8),
-/// `\x`-prefixed hex for binary format, cut at [`MAX_VALUE`] bytes.
-pub(crate) fn value_text(v: &[u8], format: i16) -> String {
-    let v = &v[..v.len().min(MAX_VALUE)];
-    if format == 0 {
-        if let Cow::Borrowed(s) = String::from_utf8_lossy(v) {
-            return s.to_string();
-        }
-    }
-    let mut s = String::with_capacity(2 + 2 * v.len());
-    s.push_str("\\x");
-    for b in v {
-        s.push(char::from_digit((b >> 4) as u32, 16).unwrap_or('0'));
-        s.push(char::from_digit((b & 0xf) as u32, 16).unwrap_or('0'));
-    }
-    s
-}
-
-/// A bounds-checked big-endian reader over one message body.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// What is left unread.
-    pub fn rest(&self) -> &'a [u8] {
-        self.buf
-    }
-
-    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.buf.len() {
-            return None;
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Some(head)
-    }
-
-    pub fn u8(&mut self) -> Option<u8> {
-        Some(self.bytes(1)?[0])
-    }
-
-    pub fn u16(&mut self) -> Option<u16> {
-        let b = self.bytes(2)?;
-        Some(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    pub fn i16(&mut self) -> Option<i16> {
-        Some(self.u16()? as i16)
-    }
-
-    pub fn u32(&mut self) -> Option<u32> {
-        self.bytes(4).map(be32)
-    }
-
-    pub fn i32(&mut self) -> Option<i32> {
-        Some(self.u32()? as i32)
-    }
-
-    /// A NUL-terminated string (lossy UTF-8).
-    pub fn cstr(&mut self) -> Option<Cow<'a, str>> {
-        let end = memchr::memchr(0, self.buf)?;
-        let s = self.bytes(end)?;
-        self.buf = &self.buf[1..];
-        Some(String::from_utf8_lossy(s))
-    }
 }
 
 #[cfg(test)]
