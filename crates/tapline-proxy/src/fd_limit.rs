@@ -4,7 +4,7 @@
 //! accepting pauses with one warning now and then while the flows already open go on.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -58,18 +58,13 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Says, at most once every [`WARN_EVERY`] for the whole process, why accepting failed.
 pub(crate) fn accept_failed(listener: &str, e: &io::Error) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    static LAST_MS: AtomicU64 = AtomicU64::new(u64::MAX);
-    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64;
-    let last = LAST_MS.load(Ordering::Relaxed);
-    if last != u64::MAX && now.saturating_sub(last) < WARN_EVERY.as_millis() as u64 {
-        return;
-    }
-    if LAST_MS
-        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-        .is_err()
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
     {
-        return;
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
     }
     let why = match e.raw_os_error() {
         Some(24) | Some(23) => "out of file descriptors (open files limit)".to_string(),
