@@ -36,8 +36,9 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let capture = Capture::open(config).map_err(capture_error)?;
     if !capture.link_decoded() {
         tracing::warn!(
-            "link type {} is not decoded: packets are counted (and written with -w), not decoded",
-            capture.linktype()
+            "link type {} ({}) is not decoded: packets are counted (and written with -w), not decoded",
+            capture.linktype(),
+            capture.linktype_name()
         );
     }
 
@@ -72,8 +73,9 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     }
     match &source {
         SourceSpec::Live { interface, .. } => eprintln!(
-            "tapline: listening on {interface}, link type {}",
-            capture.linktype()
+            "tapline: listening on {interface}, link type {} ({})",
+            capture.linktype(),
+            capture.linktype_name()
         ),
         SourceSpec::File(path) => tracing::info!("reading {}", path.display()),
     }

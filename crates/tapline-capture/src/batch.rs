@@ -14,6 +14,9 @@ pub(crate) struct Record {
     pub ts: Timestamp,
     /// Length on the wire.
     pub len: u32,
+    /// The bytes are an IP datagram reassembled from fragments, not a frame of the
+    /// capture's link type.
+    pub reassembled: bool,
     start: u32,
     end: u32,
 }
@@ -37,12 +40,14 @@ impl Batch {
         }
     }
 
-    pub(crate) fn push(&mut self, ts: Timestamp, len: u32, frame: &[u8]) {
+    /// Adds a frame (or, `reassembled`, an IP datagram) of wire length `len`.
+    pub(crate) fn push(&mut self, ts: Timestamp, len: u32, frame: &[u8], reassembled: bool) {
         let start = self.data.len() as u32;
         self.data.extend_from_slice(frame);
         self.records.push(Record {
             ts,
             len,
+            reassembled,
             start,
             end: self.data.len() as u32,
         });

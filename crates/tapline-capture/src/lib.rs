@@ -35,4 +35,4 @@ mod worker;
 pub use error::CaptureError;
 pub use reader::{Capture, CaptureConfig, Limits, RunOutcome};
 pub use source::{list_interfaces, Interface, SourceSpec};
-pub use stats::{CaptureStats, KernelStats, LiveStats};
+pub use stats::{CaptureStats, KernelStats, LiveStats, Skipped};

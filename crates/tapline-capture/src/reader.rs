@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use pcap::{Activated, Savefile};
 use tapline_core::{FlowIds, Pipeline, Timestamp};
-use tapline_decode::packet::{flow_hash, LinkType};
+use tapline_decode::defrag::{DefragLimits, Defragmenter};
+use tapline_decode::packet::{self, LinkType, Steer};
 use tapline_decode::DecodeConfig;
 
 use crate::batch::Batch;
@@ -35,6 +36,8 @@ const LIVE_PUBLISH_EVERY: u64 = 1024;
 
 /// Packet time between two ticks sent to every worker (idle workers still time flows out).
 const TICK: i64 = 1_000_000;
+/// Fragmented datagrams inside reassembled fragmented datagrams (tunnels) followed.
+const MAX_NESTED_FRAGMENTS: usize = 4;
 
 /// Memory and time bounds of the flow tables.
 #[derive(Debug, Clone)]
@@ -120,6 +123,14 @@ impl Capture {
         self.source.linktype()
     }
 
+    /// libpcap's name of the source's link type (`EN10MB`, `USER0`, …), or its number.
+    pub fn linktype_name(&self) -> String {
+        let number = self.linktype();
+        pcap::Linktype(number)
+            .get_name()
+            .unwrap_or_else(|_| number.to_string())
+    }
+
     /// Whether tapline decodes the source's link type (other frames are only counted).
     pub fn link_decoded(&self) -> bool {
         LinkType::from_linktype(self.linktype()).is_some()
@@ -180,6 +191,7 @@ impl Capture {
                 }
             };
             dispatch.close();
+            outcome.stats.defrag = dispatch.defrag.counters;
             live.publish(&outcome.stats);
             if let Source::Live(c) = &mut source {
                 outcome.stats.kernel = kernel_stats(c);
@@ -300,6 +312,9 @@ struct Dispatch {
     batches: Vec<Batch>,
     recycle: Receiver<Batch>,
     link: Option<LinkType>,
+    /// IP fragments wait here until their datagram is whole, since only the whole datagram
+    /// says which flow (and so which worker) it belongs to.
+    defrag: Defragmenter,
     now: Timestamp,
     last_tick: Timestamp,
     last_flush: Instant,
@@ -316,23 +331,58 @@ impl Dispatch {
             senders,
             recycle,
             link,
+            defrag: Defragmenter::new(DefragLimits::default()),
             now: Timestamp::default(),
             last_tick: Timestamp::default(),
             last_flush: Instant::now(),
         }
     }
 
+    /// Steers a frame to the worker that owns its flow; fragments are held until their
+    /// datagram is whole, which then goes on in their place.
     fn push(&mut self, ts: Timestamp, len: u32, frame: &[u8]) {
-        let n = self.senders.len();
-        let worker = match self.link {
-            Some(link) if n > 1 => (flow_hash(link, frame) % n as u64) as usize,
-            _ => 0,
-        };
-        self.batches[worker].push(ts, len, frame);
         self.advance(ts);
+        let Some(link) = self.link else {
+            return self.push_to(0, ts, len, frame, false);
+        };
+        let ip = match packet::steer(link, frame) {
+            Steer::Flow(hash) => return self.push_to(self.worker(hash), ts, len, frame, false),
+            Steer::Fragment(ip) => ip,
+        };
+        let mut datagram = match self.defrag.push(ts, ip) {
+            Some(d) => d,
+            None => return self.tick(),
+        };
+        // The datagram may hold a tunnel whose inner packet is a fragment in turn.
+        for _ in 0..MAX_NESTED_FRAGMENTS {
+            let inner = match packet::steer(LinkType::Raw, &datagram) {
+                Steer::Flow(hash) => {
+                    let len = datagram.len() as u32;
+                    return self.push_to(self.worker(hash), ts, len, &datagram, true);
+                }
+                Steer::Fragment(inner) => inner.to_vec(),
+            };
+            datagram = match self.defrag.push(ts, &inner) {
+                Some(d) => d,
+                None => return self.tick(),
+            };
+        }
+    }
+
+    fn worker(&self, hash: u64) -> usize {
+        (hash % self.senders.len() as u64) as usize
+    }
+
+    fn push_to(&mut self, worker: usize, ts: Timestamp, len: u32, frame: &[u8], reassembled: bool) {
+        self.batches[worker].push(ts, len, frame, reassembled);
         if self.batches[worker].is_full() {
             self.send(worker);
         }
+        self.tick();
+    }
+
+    /// Every second of packet time, every worker hears the time (idle flows end).
+    fn tick(&mut self) {
         if self.now.0.saturating_sub(self.last_tick.0) >= TICK {
             self.flush(true);
         }
@@ -372,8 +422,10 @@ impl Dispatch {
         self.batches.iter().any(|b| !b.is_empty())
     }
 
-    /// Sends what is left and hangs up, so the workers finish.
+    /// Sends what is left and hangs up, so the workers finish. Datagrams still missing
+    /// fragments count as timed out.
     fn close(&mut self) {
+        self.defrag.expire(Timestamp(i64::MAX));
         self.flush(false);
         self.senders.clear();
     }

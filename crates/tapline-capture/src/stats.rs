@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tapline_decode::defrag::DefragCounters;
 use tapline_decode::reassembly::ReassemblyCounters;
 
 /// What a capture saw and did, summed over the reader and every worker.
@@ -22,12 +23,23 @@ pub struct CaptureStats {
     pub stream_bytes: u64,
     /// TCP reassembly counters (gaps, duplicates, limit drops).
     pub reassembly: ReassemblyCounters,
-    /// IP fragments (counted and skipped, not reassembled).
-    pub fragments: u64,
-    /// Frames whose headers were cut short or lied about their lengths.
-    pub malformed: u64,
-    /// Frames that were not IP (ARP, …), or of a link type tapline does not decode.
+    /// IP fragment reassembly (fragments in, datagrams out, limit drops).
+    pub defrag: DefragCounters,
+    /// Frames skipped, by reason.
+    pub skipped: Skipped,
+}
+
+/// Frames that reached no flow, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Frames of a link type tapline does not decode.
+    pub unsupported_link: u64,
+    /// Frames that are not IP (ARP, LLDP, 802.11 management or encrypted frames, …).
     pub not_ip: u64,
+    /// Frames cut by the snap length before their headers ended.
+    pub truncated: u64,
+    /// Frames whose headers lied about their lengths.
+    pub malformed: u64,
 }
 
 /// libpcap's kernel counters for a live capture.
@@ -48,9 +60,11 @@ impl CaptureStats {
         self.flows_evicted += other.flows_evicted;
         self.stream_bytes += other.stream_bytes;
         self.reassembly.merge(&other.reassembly);
-        self.fragments += other.fragments;
-        self.malformed += other.malformed;
-        self.not_ip += other.not_ip;
+        let (s, o) = (&mut self.skipped, &other.skipped);
+        s.unsupported_link += o.unsupported_link;
+        s.not_ip += o.not_ip;
+        s.truncated += o.truncated;
+        s.malformed += o.malformed;
     }
 }
 
@@ -75,10 +89,16 @@ impl fmt::Display for CaptureStats {
             "; limit drops: {} flows evicted (--max-flows), {} holes skipped at the per-flow buffer limit, {} bytes over --max-buffer",
             self.flows_evicted, r.flow_limit_gaps, r.total_limit_dropped_bytes
         )?;
+        let (s, d) = (&self.skipped, &self.defrag);
         write!(
             f,
-            "; skipped: {} IP fragments, {} malformed, {} not IP",
-            self.fragments, self.malformed, self.not_ip
+            "; IP fragments: {} in, {} datagrams reassembled, {} timed out, {} dropped at limits, {} overlapping bytes ignored",
+            d.fragments, d.reassembled, d.timed_out, d.limit_dropped, d.overlap_bytes
+        )?;
+        write!(
+            f,
+            "; skipped: {} of an unsupported link type, {} not IP, {} truncated by the snap length, {} malformed",
+            s.unsupported_link, s.not_ip, s.truncated, s.malformed + d.malformed
         )
     }
 }

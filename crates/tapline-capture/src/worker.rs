@@ -75,7 +75,12 @@ impl<'a> Worker<'a> {
     pub(crate) fn run(mut self, batches: Receiver<Batch>, recycle: Sender<Batch>) -> CaptureStats {
         while let Ok(mut batch) = batches.recv() {
             for (record, frame) in batch.packets() {
-                self.packet(record.ts, record.len, frame);
+                let link = if record.reassembled {
+                    Some(LinkType::Raw)
+                } else {
+                    self.link
+                };
+                self.packet(link, record.ts, record.len, frame);
             }
             self.advance(batch.now);
             batch.clear();
@@ -102,11 +107,11 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// One captured frame of wire length `len`.
-    fn packet(&mut self, ts: Timestamp, len: u32, frame: &[u8]) {
+    /// One captured frame of link type `link` (`None`: not decoded) and wire length `len`.
+    fn packet(&mut self, link: Option<LinkType>, ts: Timestamp, len: u32, frame: &[u8]) {
         self.advance(ts);
-        let Some(link) = self.link else {
-            self.stats.not_ip += 1;
+        let Some(link) = link else {
+            self.stats.skipped.unsupported_link += 1;
             return self.loose_packet(ts, len, frame, None);
         };
         match packet::decode(link, frame) {
@@ -125,16 +130,22 @@ impl<'a> Worker<'a> {
                 }
                 _ => self.loose_packet(ts, len, frame, Some(&ip)),
             },
+            // Fragments were reassembled by the reader; one here is a datagram whose
+            // reassembly left it fragmented, which no sender produces.
             Decoded::Fragment => {
-                self.stats.fragments += 1;
+                self.stats.skipped.malformed += 1;
                 self.loose_packet(ts, len, frame, None);
             }
             Decoded::NotIp => {
-                self.stats.not_ip += 1;
+                self.stats.skipped.not_ip += 1;
+                self.loose_packet(ts, len, frame, None);
+            }
+            Decoded::Malformed if (frame.len() as u64) < u64::from(len) => {
+                self.stats.skipped.truncated += 1;
                 self.loose_packet(ts, len, frame, None);
             }
             Decoded::Malformed => {
-                self.stats.malformed += 1;
+                self.stats.skipped.malformed += 1;
                 self.loose_packet(ts, len, frame, None);
             }
         }
@@ -257,7 +268,7 @@ impl<'a> Worker<'a> {
         flow.ended(at, end);
     }
 
-    /// A packet outside any flow (ICMP, fragments, non-IP, stragglers): only stages that
+    /// A packet outside any flow (ICMP, non-IP, stragglers): only stages that
     /// asked see it.
     fn loose_packet(&mut self, ts: Timestamp, len: u32, frame: &[u8], ip: Option<&IpPacket<'_>>) {
         if !self.loose_packets {

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod defrag;
 pub mod detect;
 pub mod flow_decoder;
 pub mod http;
