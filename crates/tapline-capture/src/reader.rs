@@ -126,9 +126,12 @@ impl Capture {
     /// libpcap's name of the source's link type (`EN10MB`, `USER0`, …), or its number.
     pub fn linktype_name(&self) -> String {
         let number = self.linktype();
-        pcap::Linktype(number)
-            .get_name()
-            .unwrap_or_else(|_| number.to_string())
+        match pcap::Linktype(number).get_name() {
+            Ok(name) => name,
+            // libpcap names DLT_USER0..15 only when built with them.
+            Err(_) if (147..=162).contains(&number) => format!("USER{}", number - 147),
+            Err(_) => number.to_string(),
+        }
     }
 
     /// Whether tapline decodes the source's link type (other frames are only counted).
