@@ -129,6 +129,11 @@ impl Defragmenter {
         self.pending.len()
     }
 
+    /// Bytes held for datagrams in progress (headers and fragment data).
+    pub fn buffered(&self) -> usize {
+        self.bytes
+    }
+
     /// Takes one fragment (`ip`: from its IP header on) seen at `ts`; returns the whole
     /// datagram, as an unfragmented IP packet, when this fragment completed it.
     pub fn push(&mut self, ts: Timestamp, ip: &[u8]) -> Option<Vec<u8>> {
