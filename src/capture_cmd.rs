@@ -64,6 +64,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
             register_capture_metrics(&outputs, &capture.live_stats());
         }
         outputs.serve_metrics(&pipeline)?;
+        outputs.serve_web(&pipeline)?;
         let mut shutdown = Shutdown::install(args.duration);
         let flag = stop.clone();
         runtime.spawn(async move {
@@ -95,6 +96,12 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         eprintln!("tapline: warning: -w file: {message}");
     }
     eprintln!("tapline: capture: {}", outcome.stats);
+    if outputs.source_ended() && !stop.load(Ordering::Relaxed) {
+        eprintln!("tapline: the capture ended; the web view stays up until Ctrl-C or --duration");
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use tapline_core::{EventSink, Fanout, Mode, Pipeline};
 use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 use tapline_output::{stats, LineFormat, LineSink, PcapExport};
+use tapline_web::{History, Shared, WebServer};
 
 use crate::cli::{self, OutputArgs};
 use crate::exit::usage;
@@ -22,6 +23,16 @@ pub struct Outputs {
     metrics: Arc<Metrics>,
     /// Where to serve them, when `--metrics` was given.
     metrics_addr: Option<SocketAddr>,
+    /// The web view's rows, address and token, when `--web` was given.
+    web: Option<Web>,
+}
+
+/// The `--web` view before it is served.
+struct Web {
+    history: Arc<History>,
+    capacity: usize,
+    addr: SocketAddr,
+    token: Option<String>,
 }
 
 /// Builds the outputs: human text or JSON lines on stdout, `--output` file, syslog, and for
@@ -60,11 +71,39 @@ pub fn build(
         Some(Ok(addr)) => Some(addr),
         Some(Err(e)) => usage!("{e}"),
     };
+    let web = web(args)?;
+    if let Some(web) = &web {
+        sinks.push(web.history.clone());
+    }
     Ok(Outputs {
         sink: Arc::new(Fanout(sinks)),
         metrics,
         metrics_addr,
+        web,
     })
+}
+
+/// The `--web` view's history, once its address and token are checked.
+fn web(args: &OutputArgs) -> anyhow::Result<Option<Web>> {
+    let Some(text) = &args.web else {
+        return Ok(None);
+    };
+    let Ok(addr) = metrics::parse_address(text) else {
+        usage!("--web {text}: not an address (HOST:PORT, or PORT for loopback)");
+    };
+    let token = args.web_token.clone().filter(|t| !t.is_empty());
+    if let Err(e) = tapline_web::check_address(addr, token.as_deref()) {
+        usage!("{e}");
+    }
+    if args.web_history == 0 {
+        usage!("--web-history must be at least 1");
+    }
+    Ok(Some(Web {
+        history: History::new(args.web_history),
+        capacity: args.web_history,
+        addr,
+        token,
+    }))
 }
 
 /// The `--syslog` output, with its format and event kinds.
@@ -105,10 +144,63 @@ impl Outputs {
         }
     }
 
+    /// Starts the `--web` view, if asked for, showing the pipeline's stage counters.
+    pub fn serve_web(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+        let Some(web) = &self.web else {
+            return Ok(());
+        };
+        let (pipeline, history) = (pipeline.clone(), web.capacity);
+        let shared = Shared {
+            history: web.history.clone(),
+            stats: Box::new(move || stage_stats(&pipeline, history)),
+            token: web.token.clone(),
+        };
+        match WebServer::start(web.addr, shared) {
+            Ok(server) => {
+                eprintln!("tapline: web view on http://{}/", server.local_addr());
+                Ok(())
+            }
+            Err(e) => usage!("--web {}: {e}", web.addr),
+        }
+    }
+
+    /// Tells the web view the traffic source ended; true when there is a view to keep up
+    /// (until a signal or `--duration`).
+    pub fn source_ended(&self) -> bool {
+        match &self.web {
+            Some(web) => {
+                web.history.end_of_source();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// At the end of a run: flush everything and print the end-of-run stats (plugin calls,
     /// errors, drops) on stderr.
     pub fn finish(&self, pipeline: &Pipeline) {
         self.sink.flush();
         eprint!("{}", stats::end_of_run(&self.metrics, pipeline));
     }
+}
+
+/// The stages' counters as the web view's header shows them.
+fn stage_stats(pipeline: &Pipeline, history: usize) -> serde_json::Value {
+    use tapline_core::StageCounters;
+    let stages: Vec<serde_json::Value> = pipeline
+        .stages()
+        .iter()
+        .map(|stage| {
+            let c = stage.counters();
+            serde_json::json!({
+                "name": stage.name(),
+                "family": stage.family(),
+                "calls": StageCounters::get(&c.calls),
+                "errors": StageCounters::get(&c.errors),
+                "timeouts": StageCounters::get(&c.timeouts),
+                "dropped": StageCounters::get(&c.dropped),
+            })
+        })
+        .collect();
+    serde_json::json!({ "history": history, "stages": stages })
 }

@@ -67,6 +67,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     outputs.serve_metrics(&pipeline)?;
+    outputs.serve_web(&pipeline)?;
     let mut shutdown = Shutdown::install(args.duration);
     for listener in proxy.listeners() {
         eprintln!("tapline: {listener}");

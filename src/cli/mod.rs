@@ -298,6 +298,16 @@ pub struct OutputArgs {
     /// No human output on stdout.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Serve a live web view of the traffic on this address (HOST:PORT, or PORT on
+    /// loopback); off loopback --web-token is required.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
+    /// A token every web view request must carry (`?token=` or `Authorization: Bearer`).
+    #[arg(long, value_name = "TOKEN")]
+    pub web_token: Option<String>,
+    /// Rows the web view keeps; older ones leave the page, never the other outputs.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub web_history: usize,
 }
 
 /// Syslog message formats.

@@ -19,6 +19,11 @@ pub fn write_line(event: &Event, out: &mut Vec<u8>) {
     }
 }
 
+/// `event` as the JSON object its line holds (for outputs that add fields to it).
+pub fn to_value(event: &Event) -> serde_json::Value {
+    serde_json::to_value(JsonEvent(event)).unwrap_or(serde_json::Value::Null)
+}
+
 /// A duration in milliseconds with microsecond precision, as every `*_ms` field carries it.
 pub fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0

@@ -1,0 +1,133 @@
+//! HAR 1.2 (the HTTP Archive browsers' devtools read and write) from the view's HTTP
+//! transaction rows: request and response heads in wire order, bodies as text or base64,
+//! the latency as the wait timing.
+
+use serde_json::{json, Value};
+
+/// A HAR log with one entry per HTTP transaction among `rows` (other rows are skipped).
+pub fn log(rows: &[Value]) -> Value {
+    let entries: Vec<Value> = rows.iter().filter_map(entry).collect();
+    json!({
+        "log": {
+            "version": "1.2",
+            "creator": { "name": "tapline", "version": env!("CARGO_PKG_VERSION") },
+            "pages": [],
+            "entries": entries,
+        }
+    })
+}
+
+/// One HAR entry, if `row` is an HTTP transaction.
+fn entry(row: &Value) -> Option<Value> {
+    if row["kind"] != "transaction" || row["protocol"] == "postgres" {
+        return None;
+    }
+    let (request, response) = (&row["request"], &row["response"]);
+    let method = request["method"].as_str()?;
+    let latency = row["latency_ms"].as_f64().unwrap_or(0.0);
+    let url = absolute_url(row);
+    let request_headers = headers(&row["request_headers"]);
+    let response_headers = headers(&row["response_headers"]);
+    let mut har_request = json!({
+        "method": method,
+        "url": url,
+        "httpVersion": request["version"],
+        "cookies": [],
+        "headers": request_headers,
+        "queryString": query_string(&url),
+        "headersSize": -1,
+        "bodySize": request["body_len"],
+    });
+    if let Some(body) = row.get("request_body") {
+        har_request["postData"] = json!({
+            "mimeType": header(&row["request_headers"], "content-type").unwrap_or_default(),
+            "text": body_text(body),
+        });
+    }
+    let mut content = json!({
+        "size": response["body_len"],
+        "mimeType": header(&row["response_headers"], "content-type").unwrap_or_default(),
+    });
+    if let Some(body) = row.get("response_body") {
+        content["text"] = json!(body_text(body));
+        if body.get("base64").is_some() {
+            content["encoding"] = json!("base64");
+        }
+    }
+    Some(json!({
+        "startedDateTime": row["ts"],
+        "time": latency,
+        "request": har_request,
+        "response": {
+            "status": response["status"],
+            "statusText": response["reason"],
+            "httpVersion": response["version"],
+            "cookies": [],
+            "headers": response_headers,
+            "content": content,
+            "redirectURL": header(&row["response_headers"], "location").unwrap_or_default(),
+            "headersSize": -1,
+            "bodySize": response["body_len"],
+        },
+        "cache": {},
+        "timings": { "send": 0, "wait": latency, "receive": 0 },
+        "serverIPAddress": row["server"].as_str().and_then(|s| s.rsplit_once(':')).map(|(ip, _)| ip.trim_matches(['[', ']'])),
+        "connection": row["flow"],
+    }))
+}
+
+/// The request's absolute URL: as captured, else rebuilt from the scheme, `Host` and path.
+fn absolute_url(row: &Value) -> String {
+    if let Some(url) = row["request"]["url"].as_str() {
+        return url.to_string();
+    }
+    let path = row["request"]["path"].as_str().unwrap_or("/");
+    let host = header(&row["request_headers"], "host")
+        .or_else(|| row["server"].as_str().map(String::from))
+        .unwrap_or_default();
+    let scheme = if row.get("tls").is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}{path}")
+}
+
+/// `[[name, value], …]` as HAR's `[{name, value}, …]`.
+fn headers(pairs: &Value) -> Vec<Value> {
+    pairs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| json!({ "name": p[0], "value": p[1] }))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first field called `name` (any case).
+fn header(pairs: &Value, name: &str) -> Option<String> {
+    pairs.as_array()?.iter().find_map(|p| {
+        let n = p[0].as_str()?;
+        n.eq_ignore_ascii_case(name)
+            .then(|| p[1].as_str().map(String::from))
+            .flatten()
+    })
+}
+
+fn query_string(url: &str) -> Vec<Value> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    crate::filter::query_pairs(query)
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect()
+}
+
+fn body_text(body: &Value) -> String {
+    body["text"]
+        .as_str()
+        .or_else(|| body["base64"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}

@@ -1,0 +1,123 @@
+//! One row of the view: an event the table lists (a transaction, a flow's end, a plugin's
+//! record or alert) as the JSON object of its JSON line, plus what the detail pane shows and
+//! the line leaves out (HTTP heads and bodies), and the facts the server filters on.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use tapline_core::{Event, EventKind, Kind, Transaction};
+
+/// Body bytes kept per HTTP message for the detail pane.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// An event as the view holds it.
+#[derive(Debug)]
+pub struct Row {
+    /// Its place in the run's sequence of rows (1, 2, …): the live stream's event id.
+    pub id: u64,
+    /// The row as one JSON object (`id` first, its line's fields, the detail fields).
+    pub json: String,
+    /// What filters read.
+    pub facts: Facts,
+}
+
+/// The fields a row is filtered on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// `http`, `postgres`, `tcp`, … (the flow's protocol), or `plugin` for records/alerts.
+    pub protocol: String,
+    /// The server end (`host:port`) and, for HTTP, the URL's host.
+    pub host: String,
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// An HTTP status of 400 or more, an SQLSTATE, an alert, or an abnormal flow end.
+    pub error: bool,
+    /// Method and path or URL, SQL text, or a plugin's message.
+    pub text: String,
+}
+
+/// The event kinds that become rows.
+pub const ROW_KINDS: [Kind; 4] = [Kind::Transaction, Kind::FlowEnd, Kind::Record, Kind::Alert];
+
+/// The row for `event` (its id is given when the history takes it), if the table lists
+/// its kind.
+pub fn row(event: &Event) -> Option<Row> {
+    if !ROW_KINDS.contains(&event.kind.kind()) {
+        return None;
+    }
+    let mut value = tapline_output::json::to_value(event);
+    let object = value.as_object_mut()?;
+    let mut facts = Facts {
+        protocol: event
+            .flow
+            .as_ref()
+            .map_or("plugin", |f| f.protocol.as_str())
+            .to_string(),
+        host: event
+            .flow
+            .as_ref()
+            .map(|f| f.server.to_string())
+            .unwrap_or_default(),
+        ..Facts::default()
+    };
+    match &event.kind {
+        EventKind::Transaction(Transaction::Http {
+            request, response, ..
+        }) => {
+            object.insert("request_headers".into(), json!(request.headers));
+            object.insert("response_headers".into(), json!(response.headers));
+            insert_body(
+                object,
+                "request_body",
+                &request.body,
+                request.body_truncated,
+            );
+            insert_body(
+                object,
+                "response_body",
+                &response.body,
+                response.body_truncated,
+            );
+            facts.protocol = "http".into();
+            if let Some(url) = &request.url {
+                facts.host.push(' ');
+                facts.host.push_str(url);
+            }
+            facts.status = Some(response.status);
+            facts.error = response.status >= 400;
+            facts.text = format!("{} {}", request.method, request.path);
+        }
+        EventKind::Transaction(Transaction::Postgres(pg)) => {
+            facts.protocol = "postgres".into();
+            facts.error = pg.error_code.is_some();
+            facts.text = pg.sql.clone();
+        }
+        EventKind::FlowEnd { end, .. } => {
+            facts.error = end.reason().is_some();
+        }
+        EventKind::Record(r) | EventKind::Alert(r) => {
+            facts.error = event.kind.kind() == Kind::Alert;
+            facts.text = r.message.clone();
+        }
+        _ => {}
+    }
+    let json = serde_json::to_string(&value).ok()?;
+    Some(Row { id: 0, json, facts })
+}
+
+/// A body as the detail pane shows it: UTF-8 text as is, anything else in base64; at most
+/// [`BODY_LIMIT`] bytes.
+fn insert_body(object: &mut Map<String, Value>, name: &str, body: &[u8], truncated: bool) {
+    if body.is_empty() {
+        return;
+    }
+    let kept = &body[..body.len().min(BODY_LIMIT)];
+    let truncated = truncated || kept.len() < body.len();
+    let value = match std::str::from_utf8(kept) {
+        Ok(text) => json!({ "text": text, "truncated": truncated }),
+        Err(_) => json!({
+            "base64": base64::engine::general_purpose::STANDARD.encode(kept),
+            "truncated": truncated,
+        }),
+    };
+    object.insert(name.into(), value);
+}
