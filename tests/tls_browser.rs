@@ -55,22 +55,6 @@ with sync_playwright() as p:
     browser.close()
 "#;
 
-fn python_has(module: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            !in_ci(),
-            "python3 {module} missing in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIP: python3 {module} is not installed");
-    }
-    ok
-}
-
 /// An NSS database under `home` (where Chromium looks) trusting `ca`.
 fn nss_db(home: &Path, ca: &Path) {
     let db = home.join(".pki/nssdb");

@@ -435,19 +435,28 @@ impl Postgres {
     }
 }
 
+/// Whether Python can import `module`; outside CI a missing one skips the test (with a
+/// line saying so), in CI it fails it (`.ci/run` installs it).
+pub fn python_has(module: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            !in_ci(),
+            "python3 {module} missing in CI (.ci/run installs it)"
+        );
+        eprintln!("SKIP: python3 {module} is not installed");
+    }
+    ok
+}
+
 /// Whether Python's psycopg 3 is importable; outside CI a missing one skips the test (with
 /// a line saying so), in CI it fails it (`.ci/run` installs it).
 pub fn have_psycopg() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import psycopg"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(!in_ci(), "psycopg missing in CI");
-        eprintln!("SKIP: Python psycopg 3 is not installed (scripts/install-deps.sh test)");
-    }
-    ok
+    python_has("psycopg")
 }
 
 /// Runs one psql session against `addr` with each of `commands` as its own `-c` (unaligned,

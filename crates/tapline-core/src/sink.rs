@@ -24,6 +24,11 @@ pub trait EventSink: Send + Sync {
         let _ = kind;
         true
     }
+    /// Whether the sink shows HTTP bodies: the proxy then keeps a copy of bodies it streams
+    /// (up to the body limit) in the exchange's events, as capture does.
+    fn wants_bodies(&self) -> bool {
+        false
+    }
     /// Writes out everything queued; called at shutdown.
     fn flush(&self) {}
 }
@@ -51,6 +56,10 @@ impl EventSink for Fanout {
 
     fn wants_details(&self, kind: Kind) -> bool {
         self.0.iter().any(|s| s.wants_details(kind))
+    }
+
+    fn wants_bodies(&self) -> bool {
+        self.0.iter().any(|s| s.wants_bodies())
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use bytes::Bytes;
+
 use tapline_core::{HttpRequest, HttpResponse, Injected, PgTransaction, Timestamp, Transaction};
 
 /// Most requests (or statements) kept waiting for an answer; older ones are forgotten.
@@ -69,13 +71,17 @@ impl HttpPairing {
         });
     }
 
-    /// The newest request was read completely at `ts`, with this body size.
-    pub fn request_done(&mut self, ts: Timestamp, body_len: u64, truncated: bool) {
+    /// The newest request was read completely at `ts`, with this body (as kept, up to the
+    /// body limit: carried by the transaction when it keeps heads) and body size.
+    pub fn request_done(&mut self, ts: Timestamp, body: &Bytes, body_len: u64, truncated: bool) {
         if let Some(p) = self.pending.back_mut() {
             if p.end_ts.is_none() {
                 p.end_ts = Some(ts);
                 p.request.body_len = body_len;
                 p.request.body_truncated = truncated;
+                if self.heads {
+                    p.request.body = body.clone();
+                }
             }
         }
     }
@@ -99,7 +105,7 @@ impl HttpPairing {
                 reason: response.reason.clone(),
                 version: response.version.clone(),
                 headers: response.headers.clone(),
-                body: Default::default(),
+                body: response.body.clone(),
                 body_truncated: response.body_truncated,
                 body_len: response.body_len,
                 request: response.request.clone(),

@@ -93,4 +93,8 @@ impl EventSink for History {
     fn wants_details(&self, kind: Kind) -> bool {
         ROW_KINDS.contains(&kind)
     }
+
+    fn wants_bodies(&self) -> bool {
+        true
+    }
 }

@@ -391,10 +391,10 @@ impl HttpDecoder {
                 if hold {
                     dir.state = State::HoldForUpgrade;
                 }
+                self.pairing.request_done(ts, &body, body_len, m.truncated);
                 req.body = body;
                 req.body_len = body_len;
                 req.body_truncated = m.truncated;
-                self.pairing.request_done(ts, body_len, m.truncated);
                 out.push(EventKind::HttpRequest(req));
             }
             Head::Response(mut resp) => {

@@ -57,6 +57,8 @@ struct ConnFlow {
     details: bool,
     /// Someone reads transactions' heads (else they carry the request line and status).
     transaction_heads: bool,
+    /// An output shows bodies (streamed ones are copied for it).
+    copy_bodies: bool,
     /// The connection's totals when the flow started.
     base: FlowStats,
 }
@@ -263,6 +265,7 @@ where
             hook_requests: interest.requests,
             hook_responses: interest.responses,
             details: cf.details,
+            copy_bodies: cf.copy_bodies,
             unreachable,
         };
         self.machine.routed(Ok(routed), Timestamp::now());
@@ -303,12 +306,14 @@ where
                 || [Kind::HttpRequest, Kind::HttpResponse]
                     .into_iter()
                     .any(|k| sink.wants_details(k));
+            let copy_bodies = sink.wants_bodies();
             self.flow = Some(ConnFlow {
                 observer: interest.chunks.then(|| dispatch.observing()),
                 open,
                 dispatch,
                 details,
                 transaction_heads,
+                copy_bodies,
                 base: self.between,
             });
         }

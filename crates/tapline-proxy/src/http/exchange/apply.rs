@@ -51,7 +51,8 @@ pub(super) fn plain_request(ex: &mut Ex, client_in: &mut BytesMut) -> Vec<u8> {
         head.upgrade(),
     );
     out.extend_from_slice(b"\r\n");
-    if let Ok(n) = ex.req_body.take(client_in, |_| {}) {
+    let copies = &mut ex.copies;
+    if let Ok(n) = ex.req_body.take(client_in, |p| copies.keep_request(p)) {
         out.extend_from_slice(&client_in[..n]);
         client_in.advance(n);
     }

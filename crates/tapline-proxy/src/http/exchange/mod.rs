@@ -53,6 +53,9 @@ pub(crate) struct Routed {
     pub(crate) hook_responses: bool,
     /// Someone reads the exchange's details: the request and response are built for them.
     pub(crate) details: bool,
+    /// An output shows bodies: those that stream by (not read for hooks) are copied, up to
+    /// the body limit, into the exchange's events.
+    pub(crate) copy_bodies: bool,
     /// Why the upstream cannot be reached; the request hooks still run (a plugin may answer
     /// for a host that does not resolve), then the client gets the 502/504.
     pub(crate) unreachable: Option<UpstreamError>,
@@ -379,6 +382,46 @@ fn humane(d: Duration) -> String {
 
 /// A response head read from the upstream, with what the exchange needs of it.
 type UpstreamHead = ResponseHead<Bytes>;
+
+/// Copies of the bodies that streamed through (for outputs that show bodies), at most
+/// `limit` bytes each; `limit` 0 copies nothing.
+#[derive(Debug, Default)]
+pub(super) struct BodyCopies {
+    pub(super) limit: usize,
+    request: Vec<u8>,
+    response: Vec<u8>,
+}
+
+impl BodyCopies {
+    pub(super) fn keep_request(&mut self, payload: &[u8]) {
+        keep(&mut self.request, payload, self.limit);
+    }
+
+    pub(super) fn keep_response(&mut self, payload: &[u8]) {
+        keep(&mut self.response, payload, self.limit);
+    }
+
+    /// Gives the copies to the messages whose bodies were not read for the hooks.
+    pub(super) fn fill(&mut self, request: &mut HttpRequest, response: &mut HttpResponse) {
+        let (req, resp) = (
+            std::mem::take(&mut self.request),
+            std::mem::take(&mut self.response),
+        );
+        if request.body.is_empty() && !req.is_empty() {
+            request.body_truncated = (req.len() as u64) < request.body_len;
+            request.body = req.into();
+        }
+        if response.body.is_empty() && !resp.is_empty() {
+            response.body_truncated = (resp.len() as u64) < response.body_len;
+            response.body = resp.into();
+        }
+    }
+}
+
+fn keep(copy: &mut Vec<u8>, payload: &[u8], limit: usize) {
+    let room = limit.saturating_sub(copy.len()).min(payload.len());
+    copy.extend_from_slice(&payload[..room]);
+}
 
 /// A body read into memory for the hooks.
 #[derive(Debug, Default)]

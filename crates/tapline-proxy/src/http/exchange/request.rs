@@ -10,7 +10,9 @@ use tapline_decode::http1::{
 };
 
 use super::apply;
-use super::{BodyNews, Buffered, Exchange, Flow, Report, Routed, State, Step, Timer, Wait};
+use super::{
+    BodyCopies, BodyNews, Buffered, Exchange, Flow, Report, Routed, State, Step, Timer, Wait,
+};
 use crate::errors::UpstreamError;
 
 /// One request on its way, and later its response.
@@ -31,6 +33,8 @@ pub(super) struct Ex {
     pub(super) buffered: Buffered,
     /// The body as the hooks were given it (to see whether they changed it).
     pub(super) seen_body: Bytes,
+    /// Copies of streamed bodies, for outputs that show them.
+    pub(super) copies: BodyCopies,
     /// The proxy itself told the client to send the body.
     pub(super) answered_continue: bool,
     /// The first write upstream, kept to send again on a fresh connection when a reused one
@@ -71,6 +75,7 @@ impl Ex {
             req_body: BodyReader::new(framing),
             buffered: Buffered::default(),
             seen_body: Bytes::new(),
+            copies: BodyCopies::default(),
             answered_continue: false,
             resend: None,
             reused: false,
@@ -99,6 +104,7 @@ impl Ex {
         self.req_body = BodyReader::new(framing);
         self.buffered.clear();
         self.seen_body = Bytes::new();
+        self.copies = BodyCopies::default();
         self.answered_continue = false;
         self.resend = None;
         self.reused = false;
@@ -126,6 +132,7 @@ impl Ex {
         let mut request = std::mem::take(&mut self.request);
         request.body_len = request.body_len.max(self.req_body.payload());
         let mut response = std::mem::take(&mut self.response);
+        self.copies.fill(&mut request, &mut response);
         if response.request.is_none() {
             response.request = Some(request.line());
         }
@@ -219,6 +226,9 @@ impl Exchange {
         };
         if route.details || route.hook_requests {
             ex.request = apply::request_view(&ex.head, &route.target);
+        }
+        if route.details && route.copy_bodies {
+            ex.copies.limit = self.bounds.body_limit;
         }
         let hooks = route.hook_requests;
         ex.routed = Some(route);
@@ -370,9 +380,10 @@ impl Exchange {
         if ex.req_body.is_done() {
             return Ok(());
         }
+        let copies = &mut ex.copies;
         let n = ex
             .req_body
-            .take(&self.client_in, |_| {})
+            .take(&self.client_in, |p| copies.keep_request(p))
             .map_err(|e| FlowEnd::Error(format!("request body: {e}")))?;
         if n > 0 {
             self.to_upstream.push_back(split(&mut self.client_in, n));

@@ -257,17 +257,21 @@ impl Exchange {
         };
         let mut broken = None;
         if !self.upstream_in.is_empty() && !ex.resp_body.is_done() {
+            let copies = &mut ex.copies;
             let taken = if ex.decode {
                 let mut payload = Vec::new();
                 ex.resp_body
-                    .take(&self.upstream_in, |p| payload.extend_from_slice(p))
+                    .take(&self.upstream_in, |p| {
+                        copies.keep_response(p);
+                        payload.extend_from_slice(p)
+                    })
                     .map(|n| {
                         self.upstream_in.advance(n);
                         Bytes::from(payload)
                     })
             } else {
                 ex.resp_body
-                    .take(&self.upstream_in, |_| {})
+                    .take(&self.upstream_in, |p| copies.keep_response(p))
                     .map(|n| split(&mut self.upstream_in, n))
             };
             match taken {

@@ -40,6 +40,7 @@ fn route(m: &mut Exchange, reads: Reads) {
             hook_requests: reads.requests,
             hook_responses: reads.responses,
             details: true,
+            copy_bodies: false,
             unreachable: None,
         }),
         T0,
