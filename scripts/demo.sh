@@ -2,10 +2,13 @@
 # tapline's main job on bundled data, start to finish on its own:
 #  1. passive: model the HTTP and PostgreSQL traffic in samples/sample.pcap (recorded by
 #     scripts/record-sample.sh), with riff's "which scanner input?" plugin and a SQL logger;
+#     The same capture again as a mirror port would deliver it: every frame inside VXLAN,
+#     every outer datagram cut in two IP fragments: the same events come out;
 #  2. active: the demo origin behind the intercepting proxy, with a Lua plugin that adds a
 #     header, a 50 ms latency fault, an HTTP 503 aimed at one route (POST /echo), and the
 #     slow-HTTP plugin that also ran on the capture (one plugin, both modes), a few requests
-#     through it, one of its JSON events (with the flow's UUID), then a clean stop;
+#     through it, one of its JSON events (with the flow's UUID), what its live web view
+#     (--web) holds, then a clean stop;
 #  3. TLS interception: an HTTPS origin (openssl s_server, its certificate from a CA made here)
 #     behind the proxy with --intercept-tls, curl trusting tapline's own CA (made in a temp
 #     dir): the same plugin sees the decrypted request, and the JSON shows the flow's TLS;
@@ -28,9 +31,38 @@ echo "== 1. tapline capture -r samples/sample.pcap --plugin ua_watch.lua --plugi
   --plugin examples/plugins/slow_http.lua --plugin-arg slow-http.ms=40
 
 echo
+echo "== 1b. the same capture inside VXLAN, each outer datagram in two IP fragments (as a mirror port may send it)"
+mirror=$(mktemp)
+python3 - samples/sample.pcap "$mirror" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+out = open(sys.argv[2], "wb")
+out.write(data[:24])
+eth = bytes([2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0])
+def ipv4(ident, flags_offset, payload):
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags_offset, 64, 17, 0,
+                       bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])) + payload
+at, ident = 24, 1
+while at + 16 <= len(data):
+    secs, micros, incl, _ = struct.unpack("<IIII", data[at:at + 16])
+    frame = data[at + 16:at + 16 + incl]
+    at += 16 + incl
+    vxlan = bytes([8, 0, 0, 0, 0, 0, 42, 0]) + frame
+    udp = struct.pack("!HHHH", 40000, 4789, 8 + len(vxlan), 0) + vxlan
+    cut = (len(udp) // 2) & ~7
+    for piece in (ipv4(ident, 0x2000, udp[:cut]), ipv4(ident, cut // 8, udp[cut:])):
+        wrapped = eth + piece
+        out.write(struct.pack("<IIII", secs, micros, len(wrapped), len(wrapped)) + wrapped)
+    ident += 1
+PY
+"$bin" capture -r "$mirror" --quiet 2>&1 | sed 's/; limit drops.*; IP fragments/; IP fragments/'
+rm -f "$mirror"
+
+echo
 echo "== 2. tapline proxy in front of tapline demo, with add_header.lua, slow_http.lua, a 50 ms latency fault and a 503 aimed at POST /echo"
 origin=127.0.0.1:$(free_port)
 proxy=127.0.0.1:$(free_port)
+web=127.0.0.1:$(free_port)
 events=$(mktemp)
 pids=()
 tls_dir=$(mktemp -d)
@@ -40,7 +72,8 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$ev
   --plugin examples/plugins/add_header.lua \
   --plugin examples/plugins/slow_http.lua --plugin-arg slow-http.ms=40 \
   --with-latency --latency-mean 50 \
-  --with-http-response --http-response-status 503 --http-response-match '^POST /echo' & proxy_pid=$!; pids+=($proxy_pid)
+  --with-http-response --http-response-status 503 --http-response-match '^POST /echo' \
+  --web "$web" & proxy_pid=$!; pids+=($proxy_pid)
 for _ in $(seq 50); do curl -s -o /dev/null "http://$proxy" && break; sleep 0.1; done
 echo "-- the origin's /echo, as seen through the proxy (note the header the plugin added):"
 curl -s -x "http://$proxy" "http://$origin/echo"
@@ -51,6 +84,13 @@ curl -s -x "http://$proxy" "http://$origin/echo?again" -o /dev/null -w "GET /ech
 curl -s -x "http://$proxy" "http://$origin/bytes/100000" -o /dev/null \
   -w "-- 100000 bytes through the proxy in %{time_total} s (the 50 ms latency fault included)\n"
 sleep 0.3
+echo "-- its live web view (--web) at http://$web/ holds:"
+curl -s "http://$web/api/rows" | python3 -c '
+import json, sys
+for r in json.load(sys.stdin)["rows"]:
+    if r["kind"] == "transaction":
+        q, a = r["request"], r["response"]
+        print("   ", r["ts"][11:23], q["method"], q["url"] or q["path"], a["status"], "%.1f ms" % r["latency_ms"])'
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo "-- one of the proxy's JSON events (--output): the POST's transaction, with the flow's UUID"
 grep '"kind":"transaction"' "$events" | grep '"method":"POST"' | head -1
