@@ -14,7 +14,7 @@ pip_mods=()
 if [ "$level" = test ] || [ "$level" = bench ]; then
   apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux
             chromium libnss3-tools)
-  pip_mods+=(grpcio grpcio-tools psycopg2-binary "psycopg[binary]" prometheus-client requests playwright)
+  pip_mods+=(grpcio grpcio-tools psycopg2-binary "psycopg[binary]" prometheus-client requests playwright jsonschema)
 fi
 if [ "$level" = bench ]; then
   apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat pgbouncer)
@@ -39,7 +39,7 @@ if [ "$level" = bench ] && [ ! -x /opt/tapline-bench-venv/bin/mitmdump ]; then
 fi
 
 if [ ${#pip_mods[@]} -gt 0 ]; then
-  if ! python3 -c "import grpc, grpc_tools, psycopg2, prometheus_client, requests, playwright" 2>/dev/null; then
+  if ! python3 -c "import grpc, grpc_tools, psycopg2, psycopg, prometheus_client, requests, playwright, jsonschema" 2>/dev/null; then
     echo "installing Python packages: ${pip_mods[*]}" >&2
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${pip_mods[@]}" \
       || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${pip_mods[@]}"

@@ -1,6 +1,6 @@
 //! Builds the event sink from the output options: human text or JSON lines on stdout, the
-//! `--output` file, syslog, the proxy's `-w` pcap export, and the run's metrics (served on
-//! `--metrics`, and printed as end-of-run stats).
+//! `--output` file, the `--har` file, syslog, the `--web` view, the proxy's `-w` pcap
+//! export, and the run's metrics (served on `--metrics`, and printed as end-of-run stats).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
 use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
-use tapline_output::{stats, LineFormat, LineSink, PcapExport};
+use tapline_output::{stats, HarSink, LineFormat, LineSink, PcapExport};
 use tapline_web::{History, Shared, WebServer};
 
 use crate::cli::{self, OutputArgs};
@@ -45,14 +45,22 @@ pub fn build(
     let metrics = Arc::new(Metrics::new());
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![metrics.clone()];
     if args.json {
-        sinks.push(Arc::new(LineSink::stdout(LineFormat::Json)?));
+        sinks.push(Arc::new(
+            LineSink::stdout(LineFormat::Json)?.with_bodies(args.json_bodies),
+        ));
     } else if !args.quiet {
         sinks.push(Arc::new(LineSink::stdout(LineFormat::Human)?));
     }
     if let Some(path) = &args.output {
         match LineSink::file(path, LineFormat::Json) {
-            Ok(sink) => sinks.push(Arc::new(sink)),
+            Ok(sink) => sinks.push(Arc::new(sink.with_bodies(args.json_bodies))),
             Err(e) => usage!("--output {}: {e}", path.display()),
+        }
+    }
+    if let Some(path) = &args.har {
+        match HarSink::create(path) {
+            Ok(sink) => sinks.push(Arc::new(sink)),
+            Err(e) => usage!("--har {}: {e}", path.display()),
         }
     }
     if let Some(url) = &args.syslog {

@@ -283,6 +283,13 @@ pub struct OutputArgs {
     /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
     #[arg(long, value_name = "FILE.jsonl")]
     pub output: Option<PathBuf>,
+    /// JSON lines (--json, --output) carry HTTP bodies (up to --body-limit), so the file
+    /// can be replayed.
+    #[arg(long)]
+    pub json_bodies: bool,
+    /// Every HTTP exchange to this HAR 1.2 file (heads, bodies up to --body-limit, timings).
+    #[arg(long, value_name = "FILE.har")]
+    pub har: Option<PathBuf>,
     /// Send alerts and plugin records to syslog: udp://HOST:PORT or tcp://HOST:PORT.
     #[arg(long, value_name = "URL")]
     pub syslog: Option<String>,

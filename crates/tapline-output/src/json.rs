@@ -7,21 +7,80 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use tapline_core::{Event, EventKind, HttpRequest, HttpResponse, PacketInfo, Transaction};
+use serde_json::{json, Value};
+use tapline_core::{
+    Event, EventKind, HttpRequest, HttpResponse, PacketInfo, Timestamp, Transaction,
+};
 
 /// Appends `event` as one JSON object and a newline to `out`.
 pub fn write_line(event: &Event, out: &mut Vec<u8>) {
+    write(event, false, out);
+}
+
+/// [`write_line`], with `http_request` and `http_response` events carrying their `body`
+/// (as kept, up to `--body-limit`; see [`body`]) — `--json-bodies`.
+pub fn write_line_with_bodies(event: &Event, out: &mut Vec<u8>) {
+    write(event, true, out);
+}
+
+fn write(event: &Event, bodies: bool, out: &mut Vec<u8>) {
     // Serializing plain strings, numbers and maps into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &JsonEvent(event)).is_ok() {
+    if serde_json::to_writer(&mut *out, &JsonEvent { event, bodies }).is_ok() {
         out.push(b'\n');
     }
 }
 
-/// `event` as the JSON object its line holds (for outputs that add fields to it).
-pub fn to_value(event: &Event) -> serde_json::Value {
-    serde_json::to_value(JsonEvent(event)).unwrap_or(serde_json::Value::Null)
+/// `event` as the JSON object its line holds, and for an HTTP transaction what the line
+/// leaves out: `request_ts` (when the request went out), `request_headers`,
+/// `response_headers` (`[name, value]` pairs in wire order)
+/// and `request_body`, `response_body` (at most `body_cap` bytes each; see [`body`]). The
+/// web view's rows and HAR entries are made from it.
+pub fn detailed(event: &Event, body_cap: usize) -> Value {
+    let mut value = serde_json::to_value(JsonEvent {
+        event,
+        bodies: false,
+    })
+    .unwrap_or(Value::Null);
+    if let (
+        EventKind::Transaction(Transaction::Http {
+            request,
+            response,
+            latency,
+        }),
+        Some(object),
+    ) = (&event.kind, value.as_object_mut())
+    {
+        let sent = event.ts.as_micros() - i64::try_from(latency.as_micros()).unwrap_or(0);
+        object.insert("request_ts".into(), json!(Timestamp(sent).rfc3339()));
+        object.insert("request_headers".into(), json!(request.headers));
+        object.insert("response_headers".into(), json!(response.headers));
+        for (name, bytes, truncated) in [
+            ("request_body", &request.body, request.body_truncated),
+            ("response_body", &response.body, response.body_truncated),
+        ] {
+            if !bytes.is_empty() {
+                object.insert(name.into(), body(bytes, truncated, body_cap));
+            }
+        }
+    }
+    value
+}
+
+/// A body as JSON: `{"text": …}` when it is UTF-8, else `{"base64": …}`, with `truncated`
+/// when it holds only the first bytes (cut at capture, or here at `cap`).
+pub fn body(bytes: &[u8], truncated: bool, cap: usize) -> Value {
+    let kept = &bytes[..bytes.len().min(cap)];
+    let truncated = truncated || kept.len() < bytes.len();
+    match std::str::from_utf8(kept) {
+        Ok(text) => json!({ "text": text, "truncated": truncated }),
+        Err(_) => json!({
+            "base64": base64::engine::general_purpose::STANDARD.encode(kept),
+            "truncated": truncated,
+        }),
+    }
 }
 
 /// A duration in milliseconds with microsecond precision, as every `*_ms` field carries it.
@@ -45,12 +104,15 @@ impl Serialize for JsonTls<'_> {
     }
 }
 
-/// Serializes an event in the JSON lines shape.
-struct JsonEvent<'a>(&'a Event);
+/// Serializes an event in the JSON lines shape (`bodies`: HTTP messages with their body).
+struct JsonEvent<'a> {
+    event: &'a Event,
+    bodies: bool,
+}
 
 impl Serialize for JsonEvent<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let event = self.0;
+        let event = self.event;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("kind", event.kind_name())?;
         m.serialize_entry("ts", &event.ts)?;
@@ -92,8 +154,18 @@ impl Serialize for JsonEvent<'_> {
                 m.serialize_entry("from", from.as_str())?;
                 m.serialize_entry("len", len)?;
             }
-            EventKind::HttpRequest(r) => request_fields(&mut m, r)?,
-            EventKind::HttpResponse(r) => response_fields(&mut m, r)?,
+            EventKind::HttpRequest(r) => {
+                request_fields(&mut m, r)?;
+                if self.bodies && !r.body.is_empty() {
+                    m.serialize_entry("body", &body(&r.body, r.body_truncated, usize::MAX))?;
+                }
+            }
+            EventKind::HttpResponse(r) => {
+                response_fields(&mut m, r)?;
+                if self.bodies && !r.body.is_empty() {
+                    m.serialize_entry("body", &body(&r.body, r.body_truncated, usize::MAX))?;
+                }
+            }
             EventKind::Message(msg) => {
                 m.serialize_entry("from", msg.from.as_str())?;
                 m.serialize_entry("type", &msg.type_name)?;

@@ -42,6 +42,8 @@ pub enum LineFormat {
 /// Writes events as lines to stdout or a file.
 pub struct LineSink {
     format: LineFormat,
+    /// JSON lines carry HTTP bodies (`--json-bodies`).
+    bodies: bool,
     human: HumanLines,
     shared: Arc<Shared>,
 }
@@ -96,9 +98,16 @@ impl LineSink {
             .spawn(move || writer.run())?;
         Ok(LineSink {
             format,
+            bodies: false,
             human: HumanLines::new(),
             shared,
         })
+    }
+
+    /// JSON lines whose `http_request` and `http_response` events carry their bodies.
+    pub fn with_bodies(mut self, bodies: bool) -> Self {
+        self.bodies = bodies;
+        self
     }
 
     fn append(&self, line: &[u8]) {
@@ -137,11 +146,19 @@ impl EventSink for LineSink {
                         return;
                     }
                     bytes.clear();
-                    json::write_line(event, bytes);
+                    if self.bodies {
+                        json::write_line_with_bodies(event, bytes);
+                    } else {
+                        json::write_line(event, bytes);
+                    }
                     self.append(bytes);
                 }
             }
         });
+    }
+
+    fn wants_bodies(&self) -> bool {
+        self.bodies && self.format == LineFormat::Json
     }
 
     fn flush(&self) {

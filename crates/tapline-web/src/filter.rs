@@ -5,6 +5,7 @@
 use regex::{Regex, RegexBuilder};
 
 use crate::row::Facts;
+pub use tapline_output::query::query_pairs;
 
 /// Longest regular expression accepted, in bytes.
 const MAX_PATTERN: usize = 1024;
@@ -101,38 +102,6 @@ fn first_line(text: &str) -> String {
         .join(" ")
 }
 
-/// `key=value` pairs of a query string, percent- and plus-decoded.
-pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k), decode(v))
-    })
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b'+', _, _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +146,5 @@ mod tests {
             Filter::from_query("status=9xx"),
             Err(FilterError::Status)
         ));
-        assert_eq!(decode("a%2Fb+c%zz"), "a/b c%zz");
     }
 }

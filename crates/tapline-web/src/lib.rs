@@ -6,7 +6,6 @@
 #![warn(missing_docs)]
 
 mod filter;
-pub mod har;
 mod history;
 mod row;
 mod server;

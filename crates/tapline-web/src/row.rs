@@ -2,12 +2,10 @@
 //! record or alert) as the JSON object of its JSON line, plus what the detail pane shows and
 //! the line leaves out (HTTP heads and bodies), and the facts the server filters on.
 
-use base64::Engine;
-use serde_json::{json, Map, Value};
 use tapline_core::{Event, EventKind, Kind, Transaction};
 
 /// Body bytes kept per HTTP message for the detail pane.
-const BODY_LIMIT: usize = 64 * 1024;
+const BODY_CAP: usize = 64 * 1024;
 
 /// An event as the view holds it.
 #[derive(Debug)]
@@ -44,8 +42,7 @@ pub fn row(event: &Event) -> Option<Row> {
     if !ROW_KINDS.contains(&event.kind.kind()) {
         return None;
     }
-    let mut value = tapline_output::json::to_value(event);
-    let object = value.as_object_mut()?;
+    let value = tapline_output::json::detailed(event, BODY_CAP);
     let mut facts = Facts {
         protocol: event
             .flow
@@ -63,20 +60,6 @@ pub fn row(event: &Event) -> Option<Row> {
         EventKind::Transaction(Transaction::Http {
             request, response, ..
         }) => {
-            object.insert("request_headers".into(), json!(request.headers));
-            object.insert("response_headers".into(), json!(response.headers));
-            insert_body(
-                object,
-                "request_body",
-                &request.body,
-                request.body_truncated,
-            );
-            insert_body(
-                object,
-                "response_body",
-                &response.body,
-                response.body_truncated,
-            );
             facts.protocol = "http".into();
             if let Some(url) = &request.url {
                 facts.host.push(' ');
@@ -102,22 +85,4 @@ pub fn row(event: &Event) -> Option<Row> {
     }
     let json = serde_json::to_string(&value).ok()?;
     Some(Row { id: 0, json, facts })
-}
-
-/// A body as the detail pane shows it: UTF-8 text as is, anything else in base64; at most
-/// [`BODY_LIMIT`] bytes.
-fn insert_body(object: &mut Map<String, Value>, name: &str, body: &[u8], truncated: bool) {
-    if body.is_empty() {
-        return;
-    }
-    let kept = &body[..body.len().min(BODY_LIMIT)];
-    let truncated = truncated || kept.len() < body.len();
-    let value = match std::str::from_utf8(kept) {
-        Ok(text) => json!({ "text": text, "truncated": truncated }),
-        Err(_) => json!({
-            "base64": base64::engine::general_purpose::STANDARD.encode(kept),
-            "truncated": truncated,
-        }),
-    };
-    object.insert(name.into(), value);
 }

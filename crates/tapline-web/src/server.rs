@@ -165,7 +165,7 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                     .iter()
                     .filter_map(|r| serde_json::from_str(&r.json).ok())
                     .collect();
-                let mut r = json_response(&crate::har::log(&values).to_string());
+                let mut r = json_response(&tapline_output::har::log(&values).to_string());
                 attachment(&mut r, "tapline.har");
                 r
             } else {

@@ -1,20 +1,117 @@
-//! HAR 1.2 (the HTTP Archive browsers' devtools read and write) from the view's HTTP
-//! transaction rows: request and response heads in wire order, bodies as text or base64,
-//! the latency as the wait timing.
+//! HAR 1.2 (the HTTP Archive that browsers' devtools read and write, and `tapline replay`
+//! reads back) from HTTP transactions: request and response heads in wire order, bodies as
+//! text or base64, the latency as the wait timing. [`HarSink`] is the `--har FILE` output;
+//! [`log`] makes a whole log at once (the web view's download).
 
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+
+use parking_lot::Mutex;
 use serde_json::{json, Value};
+use tapline_core::{Event, EventKind, EventSink, Kind, Transaction};
 
-/// A HAR log with one entry per HTTP transaction among `rows` (other rows are skipped).
+use crate::json::detailed;
+
+/// A HAR log with one entry per HTTP transaction among `rows` (objects made by
+/// [`detailed`]; other rows are skipped).
 pub fn log(rows: &[Value]) -> Value {
     let entries: Vec<Value> = rows.iter().filter_map(entry).collect();
+    let mut log = head();
+    log["log"]["entries"] = Value::Array(entries);
+    log
+}
+
+/// A log without entries.
+fn head() -> Value {
     json!({
         "log": {
             "version": "1.2",
             "creator": { "name": "tapline", "version": env!("CARGO_PKG_VERSION") },
             "pages": [],
-            "entries": entries,
+            "entries": [],
         }
     })
+}
+
+/// Writes every HTTP transaction of the run to a HAR file as it happens: the log's head at
+/// once, one entry per transaction, and the closing brackets at a clean stop (the file is
+/// valid HAR from then on).
+pub struct HarSink {
+    out: Mutex<HarFile>,
+}
+
+struct HarFile {
+    file: BufWriter<File>,
+    entries: u64,
+    failed: bool,
+    closed: bool,
+}
+
+impl HarSink {
+    /// Creates (or truncates) `path` and writes the log's head.
+    pub fn create(path: &Path) -> io::Result<HarSink> {
+        let mut file = BufWriter::new(File::create(path)?);
+        // The log's fields with the entries last, open for them.
+        let creator = &head()["log"]["creator"];
+        write!(
+            file,
+            "{{\"log\":{{\"version\":\"1.2\",\"creator\":{creator},\"pages\":[],\"entries\":["
+        )?;
+        Ok(HarSink {
+            out: Mutex::new(HarFile {
+                file,
+                entries: 0,
+                failed: false,
+                closed: false,
+            }),
+        })
+    }
+}
+
+impl EventSink for HarSink {
+    fn emit(&self, event: &Event) {
+        if !matches!(event.kind, EventKind::Transaction(Transaction::Http { .. })) {
+            return;
+        }
+        let Some(entry) = entry(&detailed(event, usize::MAX)) else {
+            return;
+        };
+        let mut out = self.out.lock();
+        if out.failed || out.closed {
+            return;
+        }
+        let comma = if out.entries == 0 { "" } else { "," };
+        let result = write!(out.file, "{comma}\n{entry}");
+        out.entries += 1;
+        if let Err(e) = result {
+            out.failed = true;
+            tracing::error!("--har: cannot write: {e}; no more entries");
+        }
+    }
+
+    fn wants_details(&self, kind: Kind) -> bool {
+        kind == Kind::Transaction
+    }
+
+    fn wants_bodies(&self) -> bool {
+        true
+    }
+
+    fn flush(&self) {
+        let mut out = self.out.lock();
+        if out.closed || out.failed {
+            return;
+        }
+        out.closed = true;
+        if let Err(e) = out
+            .file
+            .write_all(b"\n]}}\n")
+            .and_then(|()| out.file.flush())
+        {
+            tracing::error!("--har: cannot write: {e}");
+        }
+    }
 }
 
 /// One HAR entry, if `row` is an HTTP transaction.
@@ -54,8 +151,8 @@ fn entry(row: &Value) -> Option<Value> {
             content["encoding"] = json!("base64");
         }
     }
-    Some(json!({
-        "startedDateTime": row["ts"],
+    let mut entry = json!({
+        "startedDateTime": row.get("request_ts").unwrap_or(&row["ts"]),
         "time": latency,
         "request": har_request,
         "response": {
@@ -71,9 +168,15 @@ fn entry(row: &Value) -> Option<Value> {
         },
         "cache": {},
         "timings": { "send": 0, "wait": latency, "receive": 0 },
-        "serverIPAddress": row["server"].as_str().and_then(|s| s.rsplit_once(':')).map(|(ip, _)| ip.trim_matches(['[', ']'])),
-        "connection": row["flow"],
-    }))
+    });
+    let server = row["server"].as_str().and_then(|s| s.rsplit_once(':'));
+    if let Some((ip, _)) = server {
+        entry["serverIPAddress"] = json!(ip.trim_matches(['[', ']']));
+    }
+    if let Some(flow) = row["flow"].as_str() {
+        entry["connection"] = json!(flow);
+    }
+    Some(entry)
 }
 
 /// The request's absolute URL: as captured, else rebuilt from the scheme, `Host` and path.
@@ -119,7 +222,7 @@ fn query_string(url: &str) -> Vec<Value> {
     let Some((_, query)) = url.split_once('?') else {
         return Vec::new();
     };
-    crate::filter::query_pairs(query)
+    crate::query::query_pairs(query)
         .map(|(name, value)| json!({ "name": name, "value": value }))
         .collect()
 }
