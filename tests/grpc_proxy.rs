@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     curl, demo, echo_server, free_port, grpc_plugin, grpc_stubs, have, http_get_via, json_lines,
-    local, proxy, run_tapline, start_mapping, temp_dir, tls_server, Postgres, Proc,
+    local, proxy, run_tapline, sha256_hex, start_mapping, temp_dir, tls_server, Postgres, Proc,
 };
 use serde_json::Value;
 
@@ -583,4 +583,37 @@ fn a_message_plugin_fails_the_matching_statement_only() {
         "{}",
         plugin.stdout()
     );
+}
+
+#[test]
+fn a_pass_through_plugin_carries_every_byte_of_concurrent_bulk_flows() {
+    let Some(stubs) = grpc_stubs() else {
+        return;
+    };
+    let port = free_port();
+    let _plugin = grpc_plugin(&stubs, "noop_plugin.py", port, &[]);
+    let echo = echo_server();
+    let (_proxy, mapping) = tcp_mapping(port, echo, &[]);
+    // Four flows at once, 16 MiB each way, in uneven writes: what comes back is what went.
+    let flows: Vec<_> = (0..4u8)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let data: Vec<u8> = (0..16usize << 20)
+                    .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n))
+                    .collect();
+                let mut s = dial(mapping);
+                let mut reader = s.try_clone().unwrap();
+                let expected = sha256_hex(&data);
+                let back = std::thread::spawn(move || read_n(&mut reader, 16 << 20));
+                for piece in data.chunks(1000 + usize::from(n) * 777) {
+                    s.write_all(piece).unwrap();
+                }
+                let got = back.join().unwrap();
+                assert_eq!(sha256_hex(&got), expected, "flow {n}: bytes changed");
+            })
+        })
+        .collect();
+    for f in flows {
+        f.join().unwrap();
+    }
 }
