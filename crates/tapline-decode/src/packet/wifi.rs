@@ -93,28 +93,20 @@ pub(crate) fn prism(frame: &[u8]) -> Network<'_> {
     if u32::from_be_bytes(word.try_into().unwrap_or_default()) & 0xffff_f000 == 0x8021_1000 {
         return avs(frame);
     }
-    match frame
-        .get(4..8)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
-    {
-        Some(len) => match frame.get(len as usize..) {
-            Some(wlan) => ieee80211(wlan),
-            None => Network::Malformed,
-        },
-        None => Network::Malformed,
-    }
+    behind(frame, u32::from_le_bytes)
 }
 
 /// An AVS header: version magic, then its length (network order) at offset 4.
 pub(crate) fn avs(frame: &[u8]) -> Network<'_> {
-    match frame
-        .get(4..8)
-        .map(|b| u32::from_be_bytes(b.try_into().unwrap_or_default()))
-    {
-        Some(len) => match frame.get(len as usize..) {
-            Some(wlan) => ieee80211(wlan),
-            None => Network::Malformed,
-        },
+    behind(frame, u32::from_be_bytes)
+}
+
+/// The 802.11 frame behind a radio header whose length is the word at offset 4, read with
+/// `word` (Prism and AVS differ in byte order).
+fn behind(frame: &[u8], word: fn([u8; 4]) -> u32) -> Network<'_> {
+    let len = frame.get(4..8).map(|b| word(b.try_into().unwrap_or_default()));
+    match len.and_then(|len| frame.get(len as usize..)) {
+        Some(wlan) => ieee80211(wlan),
         None => Network::Malformed,
     }
 }
