@@ -1,7 +1,8 @@
 //! Hot reload of Lua plugins in `tapline proxy`: a plugin rewritten under load (wrk through an
 //! `http` mapping to `tapline demo`) serves the new version to new and open connections with
 //! no request failing; a broken version warns once and the old one keeps serving; SIGHUP
-//! reloads with watching off; `tap.shared` survives and `on_stop`/`on_start` run.
+//! reloads with watching off; `tap.shared` survives and `on_stop`/`on_start` run; a live
+//! capture reloads too.
 mod common;
 
 use std::io::{Read, Write};
@@ -233,4 +234,59 @@ return p
     assert!(number(&head, "x-hits") > hits, "tap.shared kept: {head}");
     assert_eq!(number(&head, "x-starts"), 2 * states, "new states started");
     assert_eq!(number(&head, "x-stops"), states, "old states stopped");
+}
+
+#[test]
+fn a_live_capture_reloads_its_plugin() {
+    if !can_capture() || !have("curl") {
+        return;
+    }
+    let source = |version: u32| {
+        format!(
+            r#"
+local p = {{ name = "seen" }}
+function p.on_request(req, flow) tap.emit{{ message = "seen", path = req.path, version = {version} }} end
+return p
+"#
+        )
+    };
+    let dir = temp_dir();
+    let plugin = write_plugin(dir.path(), "seen.lua", &source(1));
+    let events = dir.path().join("events.jsonl");
+    let (_demo, origin) = demo();
+    let mut cmd = tapline();
+    cmd.args(["-v", "capture", "-i", "lo", "--quiet", "--plugin"])
+        .arg(&plugin)
+        .arg("--output")
+        .arg(&events)
+        .args(["tcp", "port", &origin.port().to_string()]);
+    let mut cap = Proc::spawn("tapline capture", cmd);
+    cap.wait_output("listening on lo", Duration::from_secs(20));
+    curl_ok(&[&format!("http://{origin}/echo?n=1")]);
+    std::thread::sleep(Duration::from_millis(300));
+    write(&plugin, &source(2));
+    cap.wait_output("reloaded: version 2", Duration::from_secs(5));
+    curl_ok(&[&format!("http://{origin}/echo?n=2")]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        cap.stop(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        cap.stderr()
+    );
+    let seen: Vec<(String, u64)> = json_lines(&events)
+        .iter()
+        .filter(|e| e["kind"] == "record" && e["message"] == "seen")
+        .map(|e| {
+            let f = &e["fields"];
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("/echo?n=1".to_string(), 1), ("/echo?n=2".to_string(), 2)]
+    );
 }
