@@ -25,11 +25,11 @@ use crate::state::{Defined, PluginState};
 pub struct LuaPlugin {
     /// The plugin's name at its first load: the stage's name for the whole run.
     pub(crate) name: String,
-    pub(crate) mode: Mode,
+    mode: Mode,
     /// What the version in use defines, read per flow (`interest`) and per message.
     pub(crate) version: ArcSwap<Version>,
     pub(crate) slots: Vec<Mutex<Slot>>,
-    pub(crate) counters: StageCounters,
+    counters: StageCounters,
     /// Reloads, their outcome and what the status shows.
     pub(crate) reloads: Reloads,
 }
@@ -62,8 +62,8 @@ impl LuaPlugin {
     }
 
     /// The name, version, hooks and style of the version in use.
-    pub fn info(&self) -> Arc<PluginInfo> {
-        Arc::new(self.version.load().info.clone())
+    pub fn info(&self) -> PluginInfo {
+        self.version.load().info.clone()
     }
 
     /// How many Lua states run this plugin.
