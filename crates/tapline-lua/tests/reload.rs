@@ -200,6 +200,23 @@ fn the_reloader_picks_up_saves_and_ignores_unchanged_files() {
     // Asked for, a reload happens even without a change.
     handle.reload_all();
     assert!(eventually(|| version() == 4));
+    // A file written in two goes, slowly: the first half fails, the whole file reloads.
+    let whole = source("v5");
+    let (first, rest) = whole.split_at(whole.len() / 2);
+    write(&path, first);
+    assert!(eventually(|| handle.statuses()[0].failures == 1));
+    assert!(
+        data(&plugin, &a).starts_with("v2:"),
+        "the old version goes on"
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, rest.as_bytes()).unwrap();
+    assert!(eventually(|| data(&plugin, &a).starts_with("v5:")));
+    let status = handle.statuses().remove(0);
+    assert_eq!((status.version, status.last_error), (5, None));
     drop(reloader);
-    assert_eq!(plugin.status().reloads, 3);
+    assert_eq!(plugin.status().reloads, 4);
 }
