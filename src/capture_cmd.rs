@@ -56,9 +56,9 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         Mode::Capture,
         &ctx,
     ))?;
-    let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
+    let pipeline = crate::stages::pipeline(stages.all, outputs.sink.clone(), &args.plugins);
     let stop = Arc::new(AtomicBool::new(false));
-    {
+    let reloader = {
         let _entered = runtime.enter();
         if args.output.metrics.is_some() {
             register_capture_metrics(&outputs, &capture.live_stats());
@@ -71,7 +71,12 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
             shutdown.wait().await;
             flag.store(true, Ordering::Relaxed);
         });
-    }
+        // A file is read in moments: only a live capture reloads its plugins.
+        match source {
+            SourceSpec::Live { .. } => crate::stages::reloader(stages.lua, &args.plugins),
+            SourceSpec::File(_) => None,
+        }
+    };
     match &source {
         SourceSpec::Live { interface, .. } => eprintln!(
             "tapline: listening on {interface}, link type {} ({})",
@@ -82,6 +87,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     }
 
     let outcome = capture.run(&pipeline, &stop);
+    drop(reloader);
     runtime.block_on(pipeline.stop());
     outputs.finish(&pipeline);
     let outcome = outcome.map_err(capture_error)?;

@@ -46,7 +46,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         &ctx,
     )
     .await?;
-    let pipeline = crate::stages::pipeline(stages, outputs.sink.clone(), &args.plugins);
+    let pipeline = crate::stages::pipeline(stages.all, outputs.sink.clone(), &args.plugins);
     config.decode = config.decode.for_pipeline(&pipeline);
     // Two descriptors per proxied connection (six while splicing): the distribution's 1024
     // is not enough, and the connection limit must stay within what there is.
@@ -69,11 +69,13 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
     outputs.serve_metrics(&pipeline)?;
     outputs.serve_web(&pipeline)?;
     let mut shutdown = Shutdown::install(args.duration);
+    let reloader = crate::stages::reloader(stages.lua, &args.plugins);
     for listener in proxy.listeners() {
         eprintln!("tapline: {listener}");
     }
     let handshakes = proxy.tls_counters();
     proxy.run(async move { shutdown.wait().await }).await;
+    drop(reloader);
     pipeline.stop().await;
     outputs.finish(&pipeline);
     tls_setup::summary(&tls, &handshakes.totals());

@@ -507,7 +507,9 @@ return p
     let stderr = mapping.stderr();
     let stats = stderr.lines().find(|l| l.contains("deny: calls")).unwrap();
     assert!(
-        stats.ends_with("errors 0, timeouts 0, dropped 0, ignored verdicts 1"),
+        stats.ends_with(
+            "errors 0, timeouts 0, dropped 0, ignored verdicts 1, reloads 0, failed reloads 0"
+        ),
         "{stderr}"
     );
     let events = json_lines(&events);

@@ -196,6 +196,9 @@ pub struct PluginArgs {
     /// What a failed plugin call does to the flow.
     #[arg(long, value_enum, default_value_t = FailurePolicy::Open)]
     pub plugin_failure: FailurePolicy,
+    /// Do not watch the --plugin files for changes (SIGHUP still reloads them).
+    #[arg(long)]
+    pub no_plugin_watch: bool,
     /// Time budget of one Lua hook call.
     #[arg(long, default_value = "250ms", value_parser = parse_duration, value_name = "DURATION")]
     pub hook_budget: Duration,

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tapline_core::{Mode, Stage, StageContext};
-use tapline_lua::{HostConfig, LuaError, PluginArg};
+use tapline_core::{Mode, StageContext};
+use tapline_lua::{HostConfig, LuaError, LuaPlugin, PluginArg};
 
 use crate::cli::PluginArgs;
 use crate::exit::usage;
@@ -36,7 +36,7 @@ impl Host {
 
     /// Loads one plugin file; a missing file, syntax or load error is a usage error (exit 2)
     /// naming the file and line.
-    pub fn load(&self, path: &Path) -> anyhow::Result<Arc<dyn Stage>> {
+    pub fn load(&self, path: &Path) -> anyhow::Result<Arc<LuaPlugin>> {
         match self.inner.load(path) {
             Ok(plugin) => Ok(plugin),
             Err(e) => {

@@ -210,6 +210,12 @@ pub trait Stage: Send + Sync {
     /// The stage's counters (calls, errors, ignored verdicts), kept by the dispatch.
     fn counters(&self) -> &StageCounters;
 
+    /// Counts of the stage's own, named for the end-of-run stats after the common ones
+    /// (a Lua plugin's reloads and failed reloads); none by default.
+    fn own_counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Observe-only events: flow start/end, packets, gaps, transactions.
     fn on_event<'a>(&'a self, _event: &'a Event) -> BoxFuture<'a, HookResult<()>> {
         Box::pin(async { Ok(()) })

@@ -83,10 +83,26 @@ impl HostConfig {
 
 /// Loads Lua plugins for one run; every plugin it loads shares one `tap.shared`.
 pub struct Host {
-    config: HostConfig,
-    shared: SharedDict,
+    loader: Arc<Loader>,
     /// For each `--plugin-arg`, whether a loaded plugin took it.
     used_args: Mutex<Vec<bool>>,
+}
+
+/// What loading a version of a plugin takes; each plugin keeps it for its reloads, so
+/// `tap.shared` and the `--plugin-arg`s outlive the [`Host`].
+pub(crate) struct Loader {
+    config: HostConfig,
+    shared: SharedDict,
+}
+
+/// One version of a plugin, loaded and started in every state.
+pub(crate) struct Loaded {
+    pub(crate) info: PluginInfo,
+    pub(crate) states: Vec<PluginState>,
+    /// The plugin file as it was read.
+    pub(crate) source: Vec<u8>,
+    /// For each `--plugin-arg`, whether this plugin took it.
+    used: Vec<bool>,
 }
 
 /// What kind of plugin a file holds.
@@ -143,15 +159,18 @@ impl Host {
     pub fn new(config: HostConfig) -> Host {
         Host {
             used_args: Mutex::new(vec![false; config.args.len()]),
-            config,
-            shared: SharedDict::new(),
+            loader: Arc::new(Loader {
+                config,
+                shared: SharedDict::new(),
+            }),
         }
     }
 
     /// The `--plugin-arg`s no loaded plugin took (a misspelt plugin name, say).
     pub fn unused_args(&self) -> Vec<&PluginArg> {
         let used = self.used_args.lock();
-        self.config
+        self.loader
+            .config
             .args
             .iter()
             .zip(used.iter())
@@ -162,16 +181,37 @@ impl Host {
 
     /// The `tap.shared` dictionary of this run.
     pub fn shared(&self) -> &SharedDict {
-        &self.shared
+        &self.loader.shared
     }
 
     /// Loads a plugin file into one Lua state per worker and calls each state's `on_start`
     /// with the plugin's `--plugin-arg` values. Errors name the file and line.
     pub fn load(&self, path: &Path) -> Result<Arc<LuaPlugin>, LuaError> {
-        let source = std::fs::read(path).map_err(|source| LuaError::Read {
+        let loaded = self.loader.load(path, Loader::read(path)?)?;
+        for (taken, now) in self.used_args.lock().iter_mut().zip(&loaded.used) {
+            *taken |= *now;
+        }
+        Ok(Arc::new(LuaPlugin::new(loaded, self.loader.clone())))
+    }
+}
+
+impl Loader {
+    /// Proxy or capture.
+    pub(crate) fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
+    /// Reads a plugin file.
+    pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LuaError> {
+        std::fs::read(path).map_err(|source| LuaError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        })
+    }
+
+    /// Runs `source` (the file at `path`) in one Lua state per worker and calls each
+    /// state's `on_start`. If one fails, the states already started get `on_stop`.
+    pub(crate) fn load(&self, path: &Path, source: Vec<u8>) -> Result<Loaded, LuaError> {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -225,13 +265,20 @@ impl Host {
                 .or_else(|| arg.key_for(&stem))
                 .is_some();
         }
-        for state in &states {
-            self.start(state, &info, &stem)?;
+        for (i, state) in states.iter().enumerate() {
+            if let Err(e) = self.start(state, &info, &stem) {
+                for started in &states[..i] {
+                    let _ = started.stop();
+                }
+                return Err(e);
+            }
         }
-        for (taken, now) in self.used_args.lock().iter_mut().zip(used) {
-            *taken |= now;
-        }
-        Ok(Arc::new(LuaPlugin::new(info, self.config.mode, states)))
+        Ok(Loaded {
+            info,
+            states,
+            source,
+            used,
+        })
     }
 
     /// Calls `on_start(args)` in one state; a failure is a load error.

@@ -3,108 +3,78 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use mlua::{AnyUserData, Function, Value};
 use parking_lot::{Mutex, MutexGuard};
 use tapline_core::{
     BoxFuture, Chunk, ChunkVerdict, Event, EventKind, Flow, Hook, HookFailure, HookResult,
-    HttpRequest, HttpResponse, Interest, Kind, KindSet, Message, MessageVerdict, Mode,
-    RequestVerdict, ResponseVerdict, Side, Stage, StageCounters, Timestamp,
+    HttpRequest, HttpResponse, Interest, Message, MessageVerdict, Mode, RequestVerdict,
+    ResponseVerdict, Side, Stage, StageCounters, Timestamp,
 };
 
 use crate::api::Verdict;
-use crate::host::PluginInfo;
+use crate::host::{Loaded, Loader, PluginInfo};
 use crate::objects;
-use crate::state::PluginState;
+use crate::reload::Reloads;
+use crate::slot::Slot;
+use crate::state::{Defined, PluginState};
 
-/// Which hooks a plugin defines (the same in every state), to answer `interest` cheaply.
-#[derive(Debug, Clone, Copy, Default)]
-struct Defined {
-    flow_start: bool,
-    flow_end: bool,
-    packet: bool,
-    data: bool,
-    request: bool,
-    response: bool,
-    message: bool,
-    transaction: bool,
-    stop: bool,
-    riff: bool,
-}
-
-impl Defined {
-    /// The observe-only events the plugin has a use for: those it has a hook for, and the
-    /// ends of flows whose table it keeps.
-    fn observed(&self) -> KindSet {
-        let mut kinds = KindSet::EMPTY;
-        let mut add = |on: bool, kind: Kind| {
-            if on {
-                kinds = kinds.with(kind);
-            }
-        };
-        add(self.flow_start, Kind::FlowStart);
-        add(self.transaction, Kind::Transaction);
-        // Any per-flow hook keeps a flow table, dropped at the flow's end.
-        let per_flow = self.flow_start
-            || self.flow_end
-            || self.packet
-            || self.data
-            || self.request
-            || self.response
-            || self.message
-            || self.transaction;
-        add(per_flow, Kind::FlowEnd);
-        kinds
-    }
-}
-
-/// A Lua plugin as a pipeline stage.
+/// A Lua plugin as a pipeline stage. Its file can be loaded again while it runs
+/// ([`LuaPlugin::reload`]).
 pub struct LuaPlugin {
-    info: PluginInfo,
+    /// The plugin's name at its first load: the stage's name for the whole run.
+    pub(crate) name: String,
     mode: Mode,
-    defined: Defined,
-    states: Vec<Mutex<PluginState>>,
+    /// What the version in use defines, read per flow (`interest`) and per message.
+    pub(crate) version: ArcSwap<Version>,
+    pub(crate) slots: Vec<Mutex<Slot>>,
     counters: StageCounters,
+    /// Reloads, their outcome and what the status shows.
+    pub(crate) reloads: Reloads,
+}
+
+/// What one loaded version of a plugin is, as the stage answers for it.
+pub(crate) struct Version {
+    pub(crate) info: PluginInfo,
+    pub(crate) defined: Defined,
 }
 
 impl LuaPlugin {
-    pub(crate) fn new(info: PluginInfo, mode: Mode, states: Vec<PluginState>) -> LuaPlugin {
-        let h = &states[0].hooks;
-        let defined = Defined {
-            flow_start: h.on_flow_start.is_some(),
-            flow_end: h.on_flow_end.is_some(),
-            packet: h.on_packet.is_some(),
-            data: h.on_data.is_some(),
-            request: h.on_request.is_some(),
-            response: h.on_response.is_some(),
-            message: h.on_message.is_some(),
-            transaction: h.on_transaction.is_some(),
-            stop: h.on_stop.is_some(),
-            riff: states[0].riff.is_some(),
-        };
+    pub(crate) fn new(loaded: Loaded, loader: Arc<Loader>) -> LuaPlugin {
+        let defined = loaded.states[0].defined;
+        let mode = loader.mode();
         LuaPlugin {
-            info,
+            name: loaded.info.name.clone(),
             mode,
-            defined,
-            states: states.into_iter().map(Mutex::new).collect(),
+            reloads: Reloads::new(&loaded, loader),
+            version: ArcSwap::from_pointee(Version {
+                info: loaded.info,
+                defined,
+            }),
+            slots: loaded
+                .states
+                .into_iter()
+                .map(|s| Mutex::new(Slot::new(s)))
+                .collect(),
             counters: StageCounters::default(),
         }
     }
 
-    /// The plugin's name, version, hooks and style.
-    pub fn info(&self) -> &PluginInfo {
-        &self.info
+    /// The name, version, hooks and style of the version in use.
+    pub fn info(&self) -> PluginInfo {
+        self.version.load().info.clone()
     }
 
     /// How many Lua states run this plugin.
     pub fn state_count(&self) -> usize {
-        self.states.len()
+        self.slots.len()
     }
 
-    /// The state that handles `flow` (every event of a flow goes to the same one).
-    fn state(&self, flow: Option<&Flow>) -> MutexGuard<'_, PluginState> {
-        let i = flow.map_or(0, |f| (f.id.0 % self.states.len() as u64) as usize);
-        self.states[i].lock()
+    /// The slot that handles `flow` (every event of a flow goes to the same one).
+    fn state(&self, flow: Option<&Flow>) -> MutexGuard<'_, Slot> {
+        let i = flow.map_or(0, |f| (f.id.0 % self.slots.len() as u64) as usize);
+        self.slots[i].lock()
     }
 
     fn observe(&self, event: &Event) -> HookResult<()> {
@@ -156,7 +126,7 @@ impl LuaPlugin {
                             .map_err(|f| ("on_packet", f))
                     })();
                 }
-                if self.defined.riff && self.mode == Mode::Capture && !pkt.payload.is_empty() {
+                if state.defined.riff && self.mode == Mode::Capture && !pkt.payload.is_empty() {
                     let riff = run_riff(&state, flow, &pkt.payload);
                     result = result.and(riff.map_err(|f| ("riff", f)));
                 }
@@ -177,15 +147,15 @@ impl LuaPlugin {
 
     fn chunk(&self, flow: &Arc<Flow>, chunk: &Chunk) -> Answer<ChunkVerdict> {
         let mut state = self.state(Some(flow));
-        if self.defined.riff && flow.mode == Mode::Proxy && !chunk.data.is_empty() {
+        if state.defined.riff && flow.mode == Mode::Proxy && !chunk.data.is_empty() {
             if let Err(failure) = run_riff(&state, Some(flow), &chunk.data) {
                 let failure = tagged(("riff", failure));
-                if !self.defined.data {
+                if !state.defined.data {
                     return Err(failure);
                 }
                 // Both a riff chain and on_data: the riff failure is this stage's to count,
                 // and on_data still gets the chunk.
-                let label = format!("lua plugin {}", self.info.name);
+                let label = format!("lua plugin {}", self.name);
                 self.counters
                     .failed(&label, Hook::Data, &failure, "on_data still runs");
             }
@@ -287,7 +257,7 @@ impl LuaPlugin {
         let (verdict, delay) = answer?;
         if let Some(d) = delay {
             match flow.mode {
-                Mode::Capture => self.counters.ignored(&self.info.name, "delay"),
+                Mode::Capture => self.counters.ignored(&self.name, "delay"),
                 _ => tokio::time::sleep(d).await,
             }
         }
@@ -297,16 +267,10 @@ impl LuaPlugin {
     /// Runs `on_stop` in every state; the first failure is the answer (all states run).
     fn stop(&self) -> HookResult<()> {
         let mut result = Ok(());
-        if !self.defined.stop {
-            return result;
-        }
-        for state in &self.states {
-            let state = state.lock();
-            if let Some(hook) = state.hooks.on_stop.clone() {
-                let call = state.call::<()>(&hook, None, ());
-                if result.is_ok() {
-                    result = call;
-                }
+        for slot in &self.slots {
+            let call = slot.lock().stop();
+            if result.is_ok() {
+                result = call;
             }
         }
         result
@@ -328,7 +292,7 @@ fn tagged((hook, failure): (&'static str, HookFailure)) -> HookFailure {
 
 /// Gets `flow`'s table and runs `f` with it; failures are tagged with the hook's name.
 fn call_with_flow<R>(
-    state: &mut PluginState,
+    state: &mut Slot,
     hook: &'static str,
     flow: &Flow,
     f: impl FnOnce(&PluginState, mlua::Table) -> Result<R, HookFailure>,
@@ -422,7 +386,7 @@ fn chunk_verdict(hook: &Function, answer: Value) -> Answer<ChunkVerdict> {
 
 impl Stage for LuaPlugin {
     fn name(&self) -> &str {
-        &self.info.name
+        &self.name
     }
 
     fn family(&self) -> &'static str {
@@ -430,7 +394,7 @@ impl Stage for LuaPlugin {
     }
 
     fn interest(&self, flow: &Flow) -> Interest {
-        let d = &self.defined;
+        let d = &self.version.load().defined;
         Interest {
             chunks: d.data || (d.riff && flow.mode == Mode::Proxy),
             requests: d.request,
@@ -442,18 +406,25 @@ impl Stage for LuaPlugin {
     }
 
     fn wants_message(&self, _from: Side, type_name: &str) -> bool {
-        self.info
+        self.version
+            .load()
+            .info
             .messages
             .as_ref()
             .is_none_or(|types| types.iter().any(|t| t == type_name))
     }
 
     fn wants_packets(&self) -> bool {
-        self.defined.packet
+        self.version.load().defined.packet
     }
 
     fn counters(&self) -> &StageCounters {
         &self.counters
+    }
+
+    fn own_counts(&self) -> Vec<(&'static str, u64)> {
+        let (reloads, failures) = self.reload_counts();
+        vec![("reloads", reloads), ("failed reloads", failures)]
     }
 
     fn on_event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, HookResult<()>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{FromLuaMulti, Function, IntoLuaMulti, Lua, Table, Value};
-use tapline_core::{Flow, HookFailure, HttpRequest, HttpResponse};
+use tapline_core::{Flow, HookFailure, HttpRequest, HttpResponse, Kind, KindSet};
 
 use crate::api::{self, Emitter};
 use crate::budget::Budget;
@@ -92,6 +92,63 @@ impl Hooks {
     }
 }
 
+/// Which hooks a plugin version defines (the same in every state), to answer `interest`
+/// cheaply.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Defined {
+    pub(crate) flow_start: bool,
+    pub(crate) flow_end: bool,
+    pub(crate) packet: bool,
+    pub(crate) data: bool,
+    pub(crate) request: bool,
+    pub(crate) response: bool,
+    pub(crate) message: bool,
+    pub(crate) transaction: bool,
+    pub(crate) riff: bool,
+}
+
+impl Defined {
+    /// The observe-only events the plugin has a use for: those it has a hook for, and the
+    /// ends of flows whose table it keeps.
+    pub(crate) fn observed(&self) -> KindSet {
+        let mut kinds = KindSet::EMPTY;
+        let mut add = |on: bool, kind: Kind| {
+            if on {
+                kinds = kinds.with(kind);
+            }
+        };
+        add(self.flow_start, Kind::FlowStart);
+        add(self.transaction, Kind::Transaction);
+        // Any per-flow hook keeps a flow table, dropped at the flow's end.
+        let per_flow = self.flow_start
+            || self.flow_end
+            || self.packet
+            || self.data
+            || self.request
+            || self.response
+            || self.message
+            || self.transaction;
+        add(per_flow, Kind::FlowEnd);
+        kinds
+    }
+}
+
+impl Defined {
+    fn of(h: &Hooks, riff: bool) -> Defined {
+        Defined {
+            flow_start: h.on_flow_start.is_some(),
+            flow_end: h.on_flow_end.is_some(),
+            packet: h.on_packet.is_some(),
+            data: h.on_data.is_some(),
+            request: h.on_request.is_some(),
+            response: h.on_response.is_some(),
+            message: h.on_message.is_some(),
+            transaction: h.on_transaction.is_some(),
+            riff,
+        }
+    }
+}
+
 /// What a state needs from its host to be built.
 pub(crate) struct StateSetup<'a> {
     pub(crate) path: &'a Path,
@@ -106,6 +163,8 @@ pub(crate) struct PluginState {
     pub(crate) lua: Lua,
     pub(crate) hooks: Hooks,
     pub(crate) riff: Option<Chain>,
+    /// Which hooks `hooks` and `riff` hold.
+    pub(crate) defined: Defined,
     /// The table the plugin file returned.
     pub(crate) module: Table,
     pub(crate) emitter: Arc<Emitter>,
@@ -145,6 +204,7 @@ impl PluginState {
         };
         let hooks = Hooks::from_table(&module).map_err(load_err)?;
         let riff = Chain::detect(&lua, &module).map_err(load_err)?;
+        let defined = Defined::of(&hooks, riff.is_some());
         let request_slot = Slot::request(&lua).map_err(load_err)?;
         let response_slot = Slot::response(&lua).map_err(load_err)?;
         Ok(PluginState {
@@ -153,6 +213,7 @@ impl PluginState {
             lua,
             hooks,
             riff,
+            defined,
             module,
             emitter: setup.emitter,
             budget,
@@ -203,8 +264,26 @@ impl PluginState {
         Ok(t)
     }
 
-    /// Forgets a flow's table (and so its `flow.state`).
+    /// Forgets a flow's table (and so its `flow.state`), returning it.
     pub(crate) fn drop_flow(&mut self, flow: &Flow) -> Option<Table> {
         self.flows.remove(&flow.id.0)
+    }
+
+    /// Whether this state holds `flow`'s table.
+    pub(crate) fn has_flow(&self, flow: &Flow) -> bool {
+        self.flows.contains_key(&flow.id.0)
+    }
+
+    /// Whether this state holds the table of a flow in progress.
+    pub(crate) fn has_flows(&self) -> bool {
+        !self.flows.is_empty()
+    }
+
+    /// Calls `on_stop`, if the plugin defines it.
+    pub(crate) fn stop(&self) -> Result<(), HookFailure> {
+        match self.hooks.on_stop.clone() {
+            Some(hook) => self.call::<()>(&hook, None, ()),
+            None => Ok(()),
+        }
     }
 }

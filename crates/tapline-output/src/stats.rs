@@ -8,7 +8,8 @@ use tapline_core::{Pipeline, StageCounters};
 use crate::metrics::Metrics;
 
 /// The stats as lines, each starting with `tapline: `, e.g.
-/// `tapline: ua-watch: calls 12, errors 0, timeouts 0, dropped 0, ignored verdicts 0`.
+/// `tapline: ua-watch: calls 12, errors 0, timeouts 0, dropped 0, ignored verdicts 0`, then the
+/// stage's own counts (a Lua plugin's `reloads 1, failed reloads 0`).
 pub fn end_of_run(metrics: &Metrics, pipeline: &Pipeline) -> String {
     let mut out = String::from("tapline: events:");
     let mut any = false;
@@ -22,7 +23,7 @@ pub fn end_of_run(metrics: &Metrics, pipeline: &Pipeline) -> String {
     out.push('\n');
     for stage in pipeline.stages() {
         let c = stage.counters();
-        let _ = writeln!(
+        let _ = write!(
             out,
             "tapline: {}: calls {}, errors {}, timeouts {}, dropped {}, ignored verdicts {}",
             stage.name(),
@@ -32,6 +33,10 @@ pub fn end_of_run(metrics: &Metrics, pipeline: &Pipeline) -> String {
             StageCounters::get(&c.dropped),
             StageCounters::get(&c.ignored_verdicts),
         );
+        for (what, n) in stage.own_counts() {
+            let _ = write!(out, ", {what} {n}");
+        }
+        out.push('\n');
     }
     for (what, n) in metrics.external_counts() {
         let _ = writeln!(out, "tapline: {what}: {n}");
@@ -63,6 +68,9 @@ mod tests {
         fn counters(&self) -> &StageCounters {
             &self.0
         }
+        fn own_counts(&self) -> Vec<(&'static str, u64)> {
+            vec![("reloads", 2), ("failed reloads", 1)]
+        }
     }
 
     #[test]
@@ -83,7 +91,7 @@ mod tests {
         assert_eq!(
             end_of_run(&metrics, &pipeline),
             "tapline: events: flow_start 1, alert 1\n\
-             tapline: ua-watch: calls 1, errors 1, timeouts 0, dropped 0, ignored verdicts 0\n\
+             tapline: ua-watch: calls 1, errors 1, timeouts 0, dropped 0, ignored verdicts 0, reloads 2, failed reloads 1\n\
              tapline: Syslog messages dropped (tcp://h:1): 3\n"
         );
     }
