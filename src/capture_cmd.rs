@@ -64,7 +64,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
             register_capture_metrics(&outputs, &capture.live_stats());
         }
         outputs.serve_metrics(&pipeline)?;
-        outputs.serve_web(&pipeline)?;
+        outputs.serve_web(&pipeline, &stages.lua)?;
         let mut shutdown = Shutdown::install(args.duration);
         let flag = stop.clone();
         runtime.spawn(async move {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
+use tapline_lua::LuaPlugin;
 use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 use tapline_output::{stats, HarSink, LineFormat, LineSink, PcapExport};
@@ -152,15 +153,16 @@ impl Outputs {
         }
     }
 
-    /// Starts the `--web` view, if asked for, showing the pipeline's stage counters.
-    pub fn serve_web(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+    /// Starts the `--web` view, if asked for, showing the pipeline's stage counters and the
+    /// Lua plugins' loaded versions and reload errors.
+    pub fn serve_web(&self, pipeline: &Pipeline, lua: &[Arc<LuaPlugin>]) -> anyhow::Result<()> {
         let Some(web) = &self.web else {
             return Ok(());
         };
-        let (pipeline, history) = (pipeline.clone(), web.capacity);
+        let (pipeline, history, lua) = (pipeline.clone(), web.capacity, lua.to_vec());
         let shared = Shared {
             history: web.history.clone(),
-            stats: Box::new(move || stage_stats(&pipeline, history)),
+            stats: Box::new(move || stage_stats(&pipeline, &lua, history)),
             token: web.token.clone(),
         };
         match WebServer::start(web.addr, shared) {
@@ -192,22 +194,31 @@ impl Outputs {
     }
 }
 
-/// The stages' counters as the web view's header shows them.
-fn stage_stats(pipeline: &Pipeline, history: usize) -> serde_json::Value {
+/// The stages' counters as the web view's header shows them; a Lua plugin's also say which
+/// version of its file is loaded and why its last reload failed.
+fn stage_stats(pipeline: &Pipeline, lua: &[Arc<LuaPlugin>], history: usize) -> serde_json::Value {
     use tapline_core::StageCounters;
+    let statuses: Vec<_> = lua.iter().map(|p| p.status()).collect();
     let stages: Vec<serde_json::Value> = pipeline
         .stages()
         .iter()
         .map(|stage| {
             let c = stage.counters();
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": stage.name(),
                 "family": stage.family(),
                 "calls": StageCounters::get(&c.calls),
                 "errors": StageCounters::get(&c.errors),
                 "timeouts": StageCounters::get(&c.timeouts),
                 "dropped": StageCounters::get(&c.dropped),
-            })
+            });
+            if let Some(status) = statuses.iter().find(|s| s.name == stage.name()) {
+                entry["file"] = serde_json::json!(status.file);
+                entry["version"] = serde_json::json!(status.version);
+                entry["reloads"] = serde_json::json!(status.reloads);
+                entry["last_error"] = serde_json::json!(status.last_error);
+            }
+            entry
         })
         .collect();
     serde_json::json!({ "history": history, "stages": stages })

@@ -67,7 +67,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     outputs.serve_metrics(&pipeline)?;
-    outputs.serve_web(&pipeline)?;
+    outputs.serve_web(&pipeline, &stages.lua)?;
     let mut shutdown = Shutdown::install(args.duration);
     let reloader = crate::stages::reloader(stages.lua, &args.plugins);
     for listener in proxy.listeners() {

@@ -314,3 +314,66 @@ fn bad_input_gets_clear_answers_and_a_stalled_reader_stalls_nothing() {
     assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 300);
     drop(stalled);
 }
+
+/// The stats the page's header reads, as JSON.
+fn stats(web: SocketAddr) -> serde_json::Value {
+    let (status, body) = get(web, "/api/stats", "");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_view_shows_each_plugins_loaded_version_and_last_reload_error() {
+    let dir = temp_dir();
+    let plugin = write_plugin(
+        dir.path(),
+        "tagger.lua",
+        "local p = { name = 'tagger', version = '1' }\nfunction p.on_request(req, flow) end\nreturn p\n",
+    );
+    let web = local(free_port());
+    let (mut proxy, _) = start_proxy(&[
+        "--web",
+        &web.to_string(),
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
+    proxy.wait_port(web, Duration::from_secs(10));
+    let tagger = |s: &serde_json::Value| {
+        s["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "tagger")
+            .cloned()
+            .expect("the plugin's entry")
+    };
+    assert_eq!(tagger(&stats(web))["version"], 1);
+    std::fs::write(&plugin, "local p = { name = 'tagger'\nreturn p\n").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tagger(&stats(web))["last_error"].is_null() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let broken = tagger(&stats(web));
+    assert_eq!(broken["version"], 1, "the old version goes on");
+    assert!(
+        broken["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("tagger.lua:"),
+        "{broken}"
+    );
+    std::fs::write(
+        &plugin,
+        "local p = { name = 'tagger', version = '2' }\nfunction p.on_request(req, flow) end\nreturn p\n",
+    )
+    .unwrap();
+    while tagger(&stats(web))["version"] == 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fixed = tagger(&stats(web));
+    assert_eq!(
+        (fixed["version"].as_u64(), fixed["last_error"].is_null()),
+        (Some(2), true),
+        "{fixed}"
+    );
+}

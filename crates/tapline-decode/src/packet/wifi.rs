@@ -104,7 +104,9 @@ pub(crate) fn avs(frame: &[u8]) -> Network<'_> {
 /// The 802.11 frame behind a radio header whose length is the word at offset 4, read with
 /// `word` (Prism and AVS differ in byte order).
 fn behind(frame: &[u8], word: fn([u8; 4]) -> u32) -> Network<'_> {
-    let len = frame.get(4..8).map(|b| word(b.try_into().unwrap_or_default()));
+    let len = frame
+        .get(4..8)
+        .map(|b| word(b.try_into().unwrap_or_default()));
     match len.and_then(|len| frame.get(len as usize..)) {
         Some(wlan) => ieee80211(wlan),
         None => Network::Malformed,
