@@ -183,6 +183,7 @@ fn source(args: &CaptureArgs) -> anyhow::Result<SourceSpec> {
                 promisc: !args.no_promisc,
                 direction,
                 buffer_size,
+                immediate: args.immediate_mode,
                 ..LiveSpec::new(interface.clone())
             }))
         }
@@ -191,6 +192,7 @@ fn source(args: &CaptureArgs) -> anyhow::Result<SourceSpec> {
                 (args.direction.is_some(), "-Q"),
                 (args.buffer_size.is_some(), "-B"),
                 (args.no_promisc, "-p"),
+                (args.immediate_mode, "--immediate-mode"),
             ] {
                 if given {
                     usage!("{flag} applies to live captures (-i), not to -r");

@@ -161,7 +161,16 @@ fn size_ring_of_three_keeps_exactly_three_valid_files() {
     let traffic = Traffic::new();
     let base = dir.path().join("ring.pcap");
     let cap = live_capture(
-        &["-w", base.to_str().unwrap(), "-C", "1", "-W", "3"],
+        &[
+            "-w",
+            base.to_str().unwrap(),
+            "-C",
+            "1",
+            "-W",
+            "3",
+            "-B",
+            "16384",
+        ],
         &traffic.filter(),
     );
     // 4.5 MB at about 4 MB/s: the ring goes round at least once.

@@ -138,6 +138,10 @@ pub struct CaptureArgs {
     /// The kernel's capture buffer, in KiB (live; libpcap's default otherwise).
     #[arg(short = 'B', long = "buffer-size", value_name = "KiB")]
     pub buffer_size: Option<u32>,
+    /// Hand each packet on as it arrives instead of in the kernel's blocks (at most 100 ms
+    /// late); on Linux this leaves room for far fewer packets in the buffer (raise -B).
+    #[arg(long)]
+    pub immediate_mode: bool,
     /// Write the filtered packets to a pcap file (with -G, a strftime pattern).
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,

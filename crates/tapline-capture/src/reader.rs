@@ -14,7 +14,7 @@ use tapline_decode::DecodeConfig;
 use crate::batch::Batch;
 use crate::error::{pcap_message, CaptureError};
 use crate::savefile::{Interface, Record, Savefiles, WriteConfig};
-use crate::source::{Source, SourceSpec};
+use crate::source::{Source, SourceSpec, LIVE_READ_TIMEOUT};
 use crate::stats::{CaptureStats, KernelStats, LiveStats};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -29,6 +29,10 @@ const LIVE_IDLE_SLEEP: Duration = Duration::from_millis(1);
 
 /// Live capture: how often idle workers are told the time (so flows still time out).
 const LIVE_IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// Live capture: how long the reader goes on after a stop, so the packets the kernel still
+/// held in a block (handed on after [`LIVE_READ_TIMEOUT`]) are read too.
+const LIVE_DRAIN: Duration = LIVE_READ_TIMEOUT.saturating_add(Duration::from_millis(50));
 
 /// How many packets pass between two updates of the live counters.
 const LIVE_PUBLISH_EVERY: u64 = 1024;
@@ -265,8 +269,15 @@ impl Reader<'_> {
         cap: &mut pcap::Capture<T>,
         live: bool,
     ) -> Result<Option<String>, CaptureError> {
+        let mut drain_until: Option<Instant> = None;
         loop {
-            if self.stop.load(Ordering::Relaxed) || self.rotate_if_due(cap) {
+            if self.stop.load(Ordering::Relaxed) && drain_until.is_none() {
+                if !live {
+                    return Ok(None);
+                }
+                drain_until = Some(Instant::now() + LIVE_DRAIN);
+            }
+            if drain_until.is_some_and(|until| Instant::now() >= until) || self.rotate_if_due(cap) {
                 return Ok(None);
             }
             match cap.next_packet() {

@@ -1,14 +1,17 @@
 //! Opening libpcap sources: a live interface or a capture file, with the BPF filter applied.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use pcap::{Active, Capture, Device, Direction, Offline};
 
 use crate::error::{pcap_message, CaptureError};
 
-/// libpcap's read timeout for a live capture (it is read in non-blocking mode: on Linux an
-/// immediate-mode capture's blocking read may ignore the timeout and never notice a stop).
-const LIVE_READ_TIMEOUT_MS: i32 = 100;
+/// libpcap's read timeout for a live capture: without immediate mode, the longest a packet
+/// waits in the kernel's buffer before it is handed on (it is read in non-blocking mode: on
+/// Linux an immediate-mode capture's blocking read may ignore the timeout and never notice a
+/// stop).
+pub(crate) const LIVE_READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Where packets come from.
 #[derive(Debug, Clone)]
@@ -33,6 +36,10 @@ pub struct LiveSpec {
     /// The kernel's capture buffer, in bytes (`-B`, given in KiB); libpcap's default unless
     /// given.
     pub buffer_size: Option<i32>,
+    /// Hand each packet on as it arrives (`--immediate-mode`) rather than in the kernel's
+    /// blocks (at most [`LIVE_READ_TIMEOUT`] late). On Linux immediate mode means a ring of
+    /// snaplen-sized slots (MTU-sized: 64 KiB on `lo`), so far fewer packets fit the buffer.
+    pub immediate: bool,
 }
 
 impl LiveSpec {
@@ -44,6 +51,7 @@ impl LiveSpec {
             promisc: true,
             direction: None,
             buffer_size: None,
+            immediate: false,
         }
     }
 }
@@ -124,8 +132,8 @@ fn open_live(spec: &LiveSpec) -> Result<Capture<Active>, CaptureError> {
         .map_err(|e| CaptureError::Pcap(pcap_message(e)))?
         .snaplen(spec.snaplen)
         .promisc(spec.promisc)
-        .immediate_mode(true)
-        .timeout(LIVE_READ_TIMEOUT_MS);
+        .immediate_mode(spec.immediate)
+        .timeout(LIVE_READ_TIMEOUT.as_millis() as i32);
     if let Some(bytes) = spec.buffer_size {
         inactive = inactive.buffer_size(bytes);
     }
