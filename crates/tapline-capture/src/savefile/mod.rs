@@ -8,7 +8,9 @@
 //! is over the size by less than one packet); the next one is created when the next packet
 //! comes, so an idle capture closes its file on time and leaves no empty one. Records are
 //! whole in every closed file: a file is flushed when it closes, when the capture is idle,
-//! and when it stops (SIGINT/SIGTERM, `-c`, `--duration`, end of input).
+//! and when it stops (SIGINT/SIGTERM, `-c`, `--duration`, end of input). Each record reaches
+//! the buffer in one piece and the header is written at once, so every write to a file ends
+//! on a record: even a killed process leaves files that end on a whole record.
 
 mod format;
 mod naming;
@@ -67,6 +69,8 @@ impl WriteConfig {
 /// The file being written.
 struct OpenFile {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// One record or block, whole, before it goes to `out`.
+    scratch: Vec<u8>,
     path: PathBuf,
     bytes: u64,
     packets: u64,
@@ -167,8 +171,10 @@ impl Savefiles {
         let Some(file) = self.current.as_mut() else {
             return Ok(());
         };
+        file.scratch.clear();
         let written = format
-            .record(record, &mut file.out)
+            .record(record, &mut file.scratch)
+            .and_then(|n| file.out.write_all(&file.scratch).map(|()| n))
             .map_err(|e| failed(&file.path, e))?;
         file.bytes += written;
         file.packets += 1;
@@ -213,10 +219,12 @@ impl Savefiles {
             .config
             .format
             .header(&self.iface, &mut out)
+            .and_then(|n| out.flush().map(|()| n))
             .map_err(|e| failed(&path, e))?;
         tracing::debug!("writing {}", path.display());
         self.current = Some(OpenFile {
             out,
+            scratch: Vec::new(),
             path,
             bytes,
             packets: 0,
@@ -235,10 +243,12 @@ impl Savefiles {
             packets: file.packets,
             kernel,
         };
+        file.scratch.clear();
         self.config
             .format
-            .closing(&closing, &mut file.out)
-            .and_then(|_| file.out.flush())
+            .closing(&closing, &mut file.scratch)
+            .and_then(|_| file.out.write_all(&file.scratch))
+            .and_then(|()| file.out.flush())
             .map_err(|e| failed(&file.path, e))
     }
 }
