@@ -23,7 +23,7 @@
 # --topspeed is printed first: rates above it are not reached, and the achieved rate
 # ("Rated: … pps") is what the table shows.
 #
-#   bench/zero_drop.sh [SECONDS] [BISECT]   (default 3 and 3; needs root, tcpreplay, tcpdump,
+#   bench/zero_drop.sh [SECONDS] [BISECT]   (default 3 and 3, about 10 minutes; needs root, tcpreplay, tcpdump,
 #                                            tshark, python3)
 #
 # Loopback only; installs nothing (scripts/install-deps.sh bench does); every process it
