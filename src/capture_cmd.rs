@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, LiveStats, SourceSpec};
+use tapline_capture::{
+    Capture, CaptureConfig, CaptureError, FileFormat, Limits, LiveSpec, LiveStats, SourceSpec,
+    WriteConfig,
+};
 use tapline_core::{Mode, StageContext};
 use tapline_decode::DecodeConfig;
 
@@ -25,7 +28,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         source: source.clone(),
         filter: filter(&args)?,
         count: args.count,
-        write: args.write.clone(),
+        write: write(&args)?,
         workers: workers(&args)?,
         limits: limits(&args)?,
         decode: match DecodeConfig::from_args(args.plugins.body_limit, &args.plugins.decode) {
@@ -73,13 +76,14 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         });
         // A file is read in moments: only a live capture reloads its plugins.
         match source {
-            SourceSpec::Live { .. } => crate::stages::reloader(stages.lua, &args.plugins),
+            SourceSpec::Live(_) => crate::stages::reloader(stages.lua, &args.plugins),
             SourceSpec::File(_) => None,
         }
     };
     match &source {
-        SourceSpec::Live { interface, .. } => eprintln!(
-            "tapline: listening on {interface}, link type {} ({})",
+        SourceSpec::Live(live) => eprintln!(
+            "tapline: listening on {}, link type {} ({})",
+            live.interface,
             capture.linktype(),
             capture.linktype_name()
         ),
@@ -99,7 +103,13 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(message) = &outcome.write_error {
-        eprintln!("tapline: warning: -w file: {message}");
+        eprintln!("tapline: warning: -w: {message}");
+    }
+    if outcome.file_limit {
+        eprintln!(
+            "tapline: -W {}: the last -G file is written",
+            args.file_count.unwrap_or_default()
+        );
     }
     eprintln!("tapline: capture: {}", outcome.stats);
     if outputs.source_ended() && !stop.load(Ordering::Relaxed) {
@@ -168,13 +178,43 @@ fn source(args: &CaptureArgs) -> anyhow::Result<SourceSpec> {
             if args.snaplen <= 0 {
                 usage!("-s {}: the snap length must be positive", args.snaplen);
             }
-            Ok(SourceSpec::Live {
-                interface: interface.clone(),
+            let direction = match &args.direction {
+                None => None,
+                Some(text) => match text.parse() {
+                    Ok(direction) => Some(direction),
+                    Err(e) => usage!("-Q: {e}"),
+                },
+            };
+            let buffer_size = match args.buffer_size {
+                None => None,
+                Some(0) => usage!("-B 0: the buffer size must be at least 1 KiB"),
+                Some(kib) => match i32::try_from(u64::from(kib) * 1024) {
+                    Ok(bytes) => Some(bytes),
+                    Err(_) => usage!("-B {kib}: the buffer size must be under 2 GiB"),
+                },
+            };
+            Ok(SourceSpec::Live(LiveSpec {
                 snaplen: args.snaplen,
-                promisc: args.promisc,
-            })
+                promisc: !args.no_promisc,
+                direction,
+                buffer_size,
+                immediate: args.immediate_mode,
+                ..LiveSpec::new(interface.clone())
+            }))
         }
-        (None, Some(path)) => Ok(SourceSpec::File(path.clone())),
+        (None, Some(path)) => {
+            for (given, flag) in [
+                (args.direction.is_some(), "-Q"),
+                (args.buffer_size.is_some(), "-B"),
+                (args.no_promisc, "-p"),
+                (args.immediate_mode, "--immediate-mode"),
+            ] {
+                if given {
+                    usage!("{flag} applies to live captures (-i), not to -r");
+                }
+            }
+            Ok(SourceSpec::File(path.clone()))
+        }
         (Some(_), Some(_)) => usage!("-i and -r are exclusive: capture live or read a file"),
         (None, None) => {
             usage!("tapline capture needs -i IFACE (live) or -r FILE (a pcap/pcapng file); -D lists interfaces")
@@ -200,6 +240,57 @@ fn filter(args: &CaptureArgs) -> anyhow::Result<Option<String>> {
         };
     }
     Ok(args.filter.clone().or(words))
+}
+
+/// `-w` and how its files rotate (`-C`, `-G`, `-W`, `--pcapng`), checked as tcpdump would.
+fn write(args: &CaptureArgs) -> anyhow::Result<Option<WriteConfig>> {
+    let Some(path) = &args.write else {
+        for (given, flag) in [
+            (args.file_size.is_some(), "-C"),
+            (args.rotate_seconds.is_some(), "-G"),
+            (args.file_count.is_some(), "-W"),
+            (args.pcapng, "--pcapng"),
+        ] {
+            if given {
+                usage!("{flag} needs -w FILE");
+            }
+        }
+        return Ok(None);
+    };
+    let rotate_size = match args.file_size {
+        None => None,
+        Some(0) => usage!("-C 0: the file size must be at least 1 (million bytes)"),
+        Some(millions) => match millions.checked_mul(1_000_000) {
+            Some(bytes) => Some(bytes),
+            None => usage!("-C {millions}: too large"),
+        },
+    };
+    let rotate_every = match args.rotate_seconds {
+        None => None,
+        Some(0) => usage!("-G 0: the rotation interval must be at least 1 second"),
+        Some(seconds) => Some(Duration::from_secs(seconds)),
+    };
+    match args.file_count {
+        Some(0) => usage!("-W 0: the file count must be at least 1"),
+        Some(_) if rotate_size.is_none() && rotate_every.is_none() => {
+            usage!("-W needs -C (a ring of files) or -G (a number of files)")
+        }
+        _ => {}
+    }
+    if path.as_os_str() == "-" && (rotate_size.is_some() || rotate_every.is_some()) {
+        usage!("-C and -G need a file name for -w, not - (standard output)");
+    }
+    Ok(Some(WriteConfig {
+        format: if args.pcapng {
+            FileFormat::Pcapng
+        } else {
+            FileFormat::Pcap
+        },
+        rotate_size,
+        rotate_every,
+        files: args.file_count,
+        ..WriteConfig::new(path)
+    }))
 }
 
 fn workers(args: &CaptureArgs) -> anyhow::Result<usize> {

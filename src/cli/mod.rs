@@ -129,12 +129,35 @@ pub struct CaptureArgs {
     /// Bytes captured per packet.
     #[arg(short = 's', long, default_value_t = 262_144, value_name = "SNAPLEN")]
     pub snaplen: i32,
-    /// Put the interface in promiscuous mode.
+    /// Do not put the interface in promiscuous mode (it is, by default, as with tcpdump).
+    #[arg(short = 'p', long = "no-promiscuous-mode")]
+    pub no_promisc: bool,
+    /// Only packets received (in), sent (out) or both (inout) by the interface (live).
+    #[arg(short = 'Q', long = "direction", value_name = "in|out|inout")]
+    pub direction: Option<String>,
+    /// The kernel's capture buffer, in KiB (live; libpcap's default otherwise).
+    #[arg(short = 'B', long = "buffer-size", value_name = "KiB")]
+    pub buffer_size: Option<u32>,
+    /// Hand each packet on as it arrives instead of in the kernel's blocks (at most 100 ms
+    /// late); on Linux this leaves room for far fewer packets in the buffer (raise -B).
     #[arg(long)]
-    pub promisc: bool,
-    /// Write the filtered packets to a pcap file.
+    pub immediate_mode: bool,
+    /// Write the filtered packets to a pcap file (with -G, a strftime pattern).
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Write pcapng instead of pcap (interface name, drop counts when the file closes).
+    #[arg(long)]
+    pub pcapng: bool,
+    /// Start a new -w file once one holds more than SIZE million bytes (FILE, FILE1, …).
+    #[arg(short = 'C', value_name = "SIZE")]
+    pub file_size: Option<u64>,
+    /// Start a new -w file every SECONDS (the -w name is a strftime pattern, local time).
+    #[arg(short = 'G', value_name = "SECONDS")]
+    pub rotate_seconds: Option<u64>,
+    /// With -C: a ring of COUNT files, overwriting the oldest; with -G: stop after COUNT
+    /// files.
+    #[arg(short = 'W', value_name = "COUNT")]
+    pub file_count: Option<u32>,
     /// List capture interfaces and exit.
     #[arg(short = 'D', long)]
     pub list_interfaces: bool,

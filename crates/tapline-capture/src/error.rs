@@ -33,12 +33,12 @@ pub enum CaptureError {
         /// libpcap's message.
         message: String,
     },
-    /// The `-w` file could not be created.
-    #[error("cannot write {}: {message}", path.display())]
+    /// The `-w` file could not be created, or its name is not a valid pattern.
+    #[error("-w: {message}")]
     Write {
         /// The file.
         path: PathBuf,
-        /// libpcap's message.
+        /// What went wrong, naming the file.
         message: String,
     },
     /// Any other libpcap failure.

@@ -1,5 +1,5 @@
 //! Passive capture: libpcap sources (live interface or pcap/pcapng file) with a BPF filter,
-//! an optional pcap copy of what was captured, and worker threads that decode packets,
+//! an optional pcap or pcapng copy of what was captured (rotated as tcpdump does), and worker threads that decode packets,
 //! reassemble TCP flows and feed the same [`Pipeline`](tapline_core::Pipeline) as the proxy.
 //!
 //! One reader thread only reads packets (libpcap, plus a light parse for the flow hash) and
@@ -10,6 +10,8 @@
 //! - `source`: opening a live interface or a capture file, listing interfaces;
 //! - `reader`: the run: the reader thread, the flow hash, batches to the workers, the `-w`
 //!   copy, the end-of-run outcome;
+//! - `savefile`: the `-w` files: pcap or pcapng, rotated by size (`-C`) or time (`-G`),
+//!   a ring or a count of files (`-W`), tcpdump's names;
 //! - `batch`: a batch of packets, recycled between the reader and a worker;
 //! - `worker`: a worker thread, the driver: decodes packets, asks the flow table, feeds the
 //!   TCP units and delivers every event through its flow's `Dispatch`;
@@ -27,6 +29,7 @@ mod delivery;
 mod error;
 mod flow_table;
 mod reader;
+mod savefile;
 mod source;
 mod stats;
 mod tcp_unit;
@@ -34,5 +37,6 @@ mod worker;
 
 pub use error::CaptureError;
 pub use reader::{Capture, CaptureConfig, Limits, RunOutcome};
-pub use source::{list_interfaces, Interface, SourceSpec};
+pub use savefile::{FileFormat, WriteConfig};
+pub use source::{list_interfaces, CaptureDirection, Interface, LiveSpec, SourceSpec};
 pub use stats::{CaptureStats, KernelStats, LiveStats, Skipped};

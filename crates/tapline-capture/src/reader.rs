@@ -1,13 +1,12 @@
 //! The capture driver: the reader loop on the calling thread, sharding packets by flow hash
 //! into batches for the worker threads.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pcap::{Activated, Savefile};
+use pcap::Activated;
 use tapline_core::{FlowIds, Pipeline, Timestamp};
 use tapline_decode::defrag::{DefragLimits, Defragmenter};
 use tapline_decode::packet::{self, LinkType, Steer};
@@ -15,7 +14,8 @@ use tapline_decode::DecodeConfig;
 
 use crate::batch::Batch;
 use crate::error::{pcap_message, CaptureError};
-use crate::source::{Source, SourceSpec};
+use crate::savefile::{Interface, Record, Savefiles, WriteConfig};
+use crate::source::{Source, SourceSpec, LIVE_READ_TIMEOUT};
 use crate::stats::{CaptureStats, KernelStats, LiveStats};
 use crate::worker::{Worker, WorkerConfig};
 
@@ -31,8 +31,15 @@ const LIVE_IDLE_SLEEP: Duration = Duration::from_millis(1);
 /// Live capture: how often idle workers are told the time (so flows still time out).
 const LIVE_IDLE_TICK: Duration = Duration::from_millis(100);
 
+/// Live capture: how long the reader goes on after a stop, so the packets the kernel still
+/// held in a block (handed on after [`LIVE_READ_TIMEOUT`]) are read too.
+const LIVE_DRAIN: Duration = LIVE_READ_TIMEOUT.saturating_add(Duration::from_millis(50));
+
 /// How many packets pass between two updates of the live counters.
 const LIVE_PUBLISH_EVERY: u64 = 1024;
+
+/// The snap length written in `-w` files copied from a file (libpcap's largest).
+const FILE_SNAPLEN: u32 = 262_144;
 
 /// Packet time between two ticks sent to every worker (idle workers still time flows out).
 const TICK: i64 = 1_000_000;
@@ -69,8 +76,8 @@ pub struct CaptureConfig {
     pub filter: Option<String>,
     /// Stop after this many packets.
     pub count: Option<u64>,
-    /// Write the captured (filtered) packets to this pcap file.
-    pub write: Option<PathBuf>,
+    /// Write the captured (filtered) packets to pcap or pcapng files (`-w`).
+    pub write: Option<WriteConfig>,
     /// Worker threads (at least 1).
     pub workers: usize,
     /// Flow table bounds.
@@ -83,7 +90,7 @@ pub struct CaptureConfig {
 /// file created, so every configuration error shows before anything runs.
 pub struct Capture {
     source: Source,
-    writer: Option<Savefile>,
+    writer: Option<Savefiles>,
     config: CaptureConfig,
     live: Arc<LiveStats>,
 }
@@ -94,14 +101,24 @@ impl Capture {
         let source = Source::open(&config.source, config.filter.as_deref())?;
         let writer = match &config.write {
             None => None,
-            Some(path) => {
-                let created = match &source {
-                    Source::Live(c) => c.savefile(path),
-                    Source::File(c) => c.savefile(path),
+            Some(write) => {
+                let iface = Interface {
+                    linktype: source.linktype(),
+                    snaplen: match &config.source {
+                        SourceSpec::Live(live) => live.snaplen.unsigned_abs(),
+                        SourceSpec::File(_) => FILE_SNAPLEN,
+                    },
+                    name: match &config.source {
+                        SourceSpec::Live(live) => Some(live.interface.clone()),
+                        SourceSpec::File(_) => None,
+                    },
+                    filter: config.filter.clone().filter(|f| !f.trim().is_empty()),
                 };
-                Some(created.map_err(|e| CaptureError::Write {
-                    path: path.clone(),
-                    message: pcap_message(e),
+                Some(Savefiles::create(write.clone(), iface).map_err(|message| {
+                    CaptureError::Write {
+                        path: write.path.clone(),
+                        message,
+                    }
                 })?)
             }
         };
@@ -145,7 +162,7 @@ impl Capture {
     pub fn run(self, pipeline: &Pipeline, stop: &AtomicBool) -> Result<RunOutcome, CaptureError> {
         let Capture {
             mut source,
-            mut writer,
+            writer,
             config,
             live,
         } = self;
@@ -179,19 +196,24 @@ impl Capture {
             drop(recycle_tx);
             let mut dispatch = Dispatch::new(senders, recycle_rx, link);
             let mut outcome = RunOutcome::default();
-            let read = {
+            let (read, writer) = {
                 let mut reader = Reader {
-                    writer: writer.as_mut(),
+                    writer,
+                    write_error: None,
+                    file_limit: false,
                     count: config.count,
                     stop,
                     dispatch: &mut dispatch,
                     stats: &mut outcome.stats,
                     live: &live,
                 };
-                match &mut source {
+                let read = match &mut source {
                     Source::Live(c) => reader.read(c, true),
                     Source::File(c) => reader.read(c, false),
-                }
+                };
+                outcome.write_error = reader.write_error;
+                outcome.file_limit = reader.file_limit;
+                (read, reader.writer)
             };
             dispatch.close();
             outcome.stats.defrag = dispatch.defrag.counters;
@@ -202,9 +224,9 @@ impl Capture {
                     live.publish_kernel(k);
                 }
             }
-            if let Some(w) = writer.as_mut() {
-                if let Err(e) = w.flush() {
-                    outcome.write_error = Some(e.to_string());
+            if let Some(w) = writer {
+                if let Err(e) = w.close(outcome.stats.kernel) {
+                    outcome.write_error.get_or_insert(e);
                 }
             }
             let mut panicked = false;
@@ -231,8 +253,10 @@ pub struct RunOutcome {
     /// A capture file that turned unreadable part-way (corrupt or cut record): libpcap's
     /// message. The packets before it were processed.
     pub source_error: Option<String>,
-    /// The `-w` file could not be flushed.
+    /// Writing a `-w` file failed (the first failure; nothing more was written).
     pub write_error: Option<String>,
+    /// The run stopped because `-W` files were written with `-G`.
+    pub file_limit: bool,
 }
 
 /// A quarter of a worker's buffer budget per flow direction, within 64 KiB..8 MiB.
@@ -243,7 +267,9 @@ fn per_flow_buffer(worker_budget: u64) -> usize {
 
 /// The reader loop's state.
 struct Reader<'r> {
-    writer: Option<&'r mut Savefile>,
+    writer: Option<Savefiles>,
+    write_error: Option<String>,
+    file_limit: bool,
     count: Option<u64>,
     stop: &'r AtomicBool,
     dispatch: &'r mut Dispatch,
@@ -258,8 +284,15 @@ impl Reader<'_> {
         cap: &mut pcap::Capture<T>,
         live: bool,
     ) -> Result<Option<String>, CaptureError> {
+        let mut drain_until: Option<Instant> = None;
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if self.stop.load(Ordering::Relaxed) && drain_until.is_none() {
+                if !live {
+                    return Ok(None);
+                }
+                drain_until = Some(Instant::now() + LIVE_DRAIN);
+            }
+            if drain_until.is_some_and(|until| Instant::now() >= until) || self.rotate_if_due(cap) {
                 return Ok(None);
             }
             match cap.next_packet() {
@@ -270,7 +303,14 @@ impl Reader<'_> {
                         packet.header.ts.tv_usec,
                     );
                     if let Some(w) = self.writer.as_mut() {
-                        w.write(&packet);
+                        let record = Record {
+                            micros: ts.0.max(0) as u64,
+                            orig_len: packet.header.len,
+                            data: packet.data,
+                        };
+                        if let Err(e) = w.write(&record) {
+                            self.write_failed(e);
+                        }
                     }
                     self.stats.packets += 1;
                     self.stats.bytes += packet.data.len() as u64;
@@ -295,6 +335,9 @@ impl Reader<'_> {
                         if let Some(k) = kernel_stats(cap) {
                             self.live.publish_kernel(&k);
                         }
+                        if let Some(Err(e)) = self.writer.as_mut().map(Savefiles::flush) {
+                            self.write_failed(e);
+                        }
                     }
                     if tick || self.dispatch.has_packets() {
                         self.dispatch.flush(tick);
@@ -306,6 +349,30 @@ impl Reader<'_> {
                 Err(e) => return Err(CaptureError::Pcap(pcap_message(e))),
             }
         }
+    }
+}
+
+impl Reader<'_> {
+    /// Closes the `-w` file when its size or time is up (before the next packet, in this
+    /// thread, so no packet is lost). True when `-G` with `-W` wrote its last file.
+    fn rotate_if_due<T: Activated + ?Sized>(&mut self, cap: &mut pcap::Capture<T>) -> bool {
+        let Some(w) = self.writer.as_mut().filter(|w| w.due()) else {
+            return false;
+        };
+        let rotated = w.rotate(kernel_stats(cap));
+        let finished = w.finished();
+        if let Err(e) = rotated {
+            self.write_failed(e);
+        }
+        self.file_limit = finished;
+        finished
+    }
+
+    /// Stops writing after the first failure (disk full, directory gone), keeping why.
+    fn write_failed(&mut self, error: String) {
+        tracing::error!("-w: {error}; no more packets are written");
+        self.writer = None;
+        self.write_error.get_or_insert(error);
     }
 }
 

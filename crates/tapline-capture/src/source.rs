@@ -1,29 +1,83 @@
 //! Opening libpcap sources: a live interface or a capture file, with the BPF filter applied.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use pcap::{Active, Capture, Device, Offline};
+use pcap::{Active, Capture, Device, Direction, Offline};
 
 use crate::error::{pcap_message, CaptureError};
 
-/// libpcap's read timeout for a live capture (it is read in non-blocking mode: on Linux an
-/// immediate-mode capture's blocking read may ignore the timeout and never notice a stop).
-const LIVE_READ_TIMEOUT_MS: i32 = 100;
+/// libpcap's read timeout for a live capture: without immediate mode, the longest a packet
+/// waits in the kernel's buffer before it is handed on (it is read in non-blocking mode: on
+/// Linux an immediate-mode capture's blocking read may ignore the timeout and never notice a
+/// stop).
+pub(crate) const LIVE_READ_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Where packets come from.
 #[derive(Debug, Clone)]
 pub enum SourceSpec {
     /// A live interface (`-i`).
-    Live {
-        /// Interface name (`lo`, `eth0`, `any`).
-        interface: String,
-        /// Bytes kept per packet.
-        snaplen: i32,
-        /// Promiscuous mode.
-        promisc: bool,
-    },
+    Live(LiveSpec),
     /// A pcap or pcapng file (`-r`).
     File(PathBuf),
+}
+
+/// A live capture's interface and options, tcpdump's meaning for each.
+#[derive(Debug, Clone)]
+pub struct LiveSpec {
+    /// Interface name (`lo`, `eth0`, `any`).
+    pub interface: String,
+    /// Bytes kept per packet (`-s`).
+    pub snaplen: i32,
+    /// Promiscuous mode (on unless `-p`).
+    pub promisc: bool,
+    /// Which packets of the interface (`-Q`): both ways unless given.
+    pub direction: Option<CaptureDirection>,
+    /// The kernel's capture buffer, in bytes (`-B`, given in KiB); libpcap's default unless
+    /// given.
+    pub buffer_size: Option<i32>,
+    /// Hand each packet on as it arrives (`--immediate-mode`) rather than in the kernel's
+    /// blocks (at most [`LIVE_READ_TIMEOUT`] late). On Linux immediate mode means a ring of
+    /// snaplen-sized slots (MTU-sized: 64 KiB on `lo`), so far fewer packets fit the buffer.
+    pub immediate: bool,
+}
+
+impl LiveSpec {
+    /// `interface` with tcpdump's defaults: snap length 262144, promiscuous, both directions.
+    pub fn new(interface: impl Into<String>) -> Self {
+        LiveSpec {
+            interface: interface.into(),
+            snaplen: 262_144,
+            promisc: true,
+            direction: None,
+            buffer_size: None,
+            immediate: false,
+        }
+    }
+}
+
+/// `-Q`: the packets an interface received, sent, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureDirection {
+    /// Received (`in`).
+    In,
+    /// Sent (`out`).
+    Out,
+    /// Both (`inout`).
+    InOut,
+}
+
+impl std::str::FromStr for CaptureDirection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "in" => Ok(CaptureDirection::In),
+            "out" => Ok(CaptureDirection::Out),
+            "inout" => Ok(CaptureDirection::InOut),
+            other => Err(format!("{other:?} is not a direction: in, out or inout")),
+        }
+    }
 }
 
 /// An opened source.
@@ -36,11 +90,7 @@ impl Source {
     /// Opens `spec` and applies `filter`.
     pub(crate) fn open(spec: &SourceSpec, filter: Option<&str>) -> Result<Source, CaptureError> {
         let mut source = match spec {
-            SourceSpec::Live {
-                interface,
-                snaplen,
-                promisc,
-            } => Source::Live(open_live(interface, *snaplen, *promisc)?),
+            SourceSpec::Live(live) => Source::Live(open_live(live)?),
             SourceSpec::File(path) => {
                 Source::File(Capture::from_file(path).map_err(|e| CaptureError::File {
                     path: path.clone(),
@@ -70,23 +120,23 @@ impl Source {
     }
 }
 
-fn open_live(
-    interface: &str,
-    snaplen: i32,
-    promisc: bool,
-) -> Result<Capture<Active>, CaptureError> {
+fn open_live(spec: &LiveSpec) -> Result<Capture<Active>, CaptureError> {
+    let interface = spec.interface.as_str();
     let known = Device::list()
         .map(|devices| devices.iter().any(|d| d.name == interface))
         .unwrap_or(true);
     if !known {
         return Err(CaptureError::NoSuchInterface(interface.to_string()));
     }
-    let inactive = Capture::from_device(interface)
+    let mut inactive = Capture::from_device(interface)
         .map_err(|e| CaptureError::Pcap(pcap_message(e)))?
-        .snaplen(snaplen)
-        .promisc(promisc)
-        .immediate_mode(true)
-        .timeout(LIVE_READ_TIMEOUT_MS);
+        .snaplen(spec.snaplen)
+        .promisc(spec.promisc)
+        .immediate_mode(spec.immediate)
+        .timeout(LIVE_READ_TIMEOUT.as_millis() as i32);
+    if let Some(bytes) = spec.buffer_size {
+        inactive = inactive.buffer_size(bytes);
+    }
     let active = inactive.open().map_err(|e| {
         let message = pcap_message(e);
         let lower = message.to_ascii_lowercase();
@@ -101,6 +151,16 @@ fn open_live(
             CaptureError::Pcap(message)
         }
     })?;
+    if let Some(direction) = spec.direction {
+        let direction = match direction {
+            CaptureDirection::In => Direction::In,
+            CaptureDirection::Out => Direction::Out,
+            CaptureDirection::InOut => Direction::InOut,
+        };
+        active
+            .direction(direction)
+            .map_err(|e| CaptureError::Pcap(format!("-Q: {}", pcap_message(e))))?;
+    }
     active
         .setnonblock()
         .map_err(|e| CaptureError::Pcap(pcap_message(e)))
