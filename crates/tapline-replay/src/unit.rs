@@ -92,8 +92,18 @@ fn is_startup(type_name: &str) -> bool {
     )
 }
 
-fn is_copy(type_name: &str) -> bool {
+/// True for the messages of COPY FROM STDIN's data.
+pub(crate) fn is_copy(type_name: &str) -> bool {
     matches!(type_name, "CopyData" | "CopyDone" | "CopyFail")
+}
+
+/// Whether a message of type `next` belongs to the unit whose last message is `last`: an
+/// extended-protocol batch runs to its `Sync`; COPY data belongs to the statement before
+/// it (a `Query`, or a batch whose `Sync` the server ignores while it copies in), and so
+/// does the `Sync` that ends an extended-protocol COPY.
+fn extends(last: &str, next: &str) -> bool {
+    let closed = matches!(last, "Sync" | "Query") || is_copy(last);
+    !closed || is_copy(next) || (next == "Sync" && matches!(last, "CopyDone" | "CopyFail"))
 }
 
 /// One connection's units being assembled.
@@ -102,9 +112,6 @@ struct Pending {
     /// HTTP requests waiting for their captured answers, or the PostgreSQL unit being built
     /// (at most one, at the back).
     units: VecDeque<Unit>,
-    /// A PostgreSQL unit is complete up to a `Sync` (true), or a `Query` that only COPY data
-    /// may extend.
-    closed: bool,
     /// The captured start-up parameters, until the first unit takes them.
     startup: Option<Vec<(String, String)>>,
 }
@@ -221,7 +228,10 @@ impl Assembler {
             return;
         }
         let extends = match p.units.back() {
-            Some(Unit::Pg { .. }) => !p.closed || is_copy(&message.type_name),
+            Some(Unit::Pg { messages, .. }) => extends(
+                messages.last().map_or("", |m| &m.type_name),
+                &message.type_name,
+            ),
             _ => false,
         };
         if !extends {
@@ -235,8 +245,6 @@ impl Assembler {
             });
         }
         let p = self.conns.entry(conn).or_default();
-        p.closed = matches!(message.type_name.as_str(), "Sync" | "Query")
-            || (p.closed && is_copy(&message.type_name));
         if let Some(Unit::Pg { messages, .. }) = p.units.back_mut() {
             messages.push(message);
         }
