@@ -20,7 +20,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
 /// Bytes read from the server at a time.
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 16 * 1024;
 
 /// A byte stream a replay connection runs over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -182,7 +182,10 @@ impl Conn {
     /// and delivers what it made.
     async fn decode(&mut self, side: Side, n: usize, bytes: Option<&[u8]>) {
         let mut out = Vec::new();
-        let data = bytes.unwrap_or(&self.buf[..n]);
+        let data = match bytes {
+            Some(b) => b,
+            None => &self.buf[..n],
+        };
         self.decoder.feed(side, Timestamp::now(), data, &mut out);
         self.deliver(out).await;
     }

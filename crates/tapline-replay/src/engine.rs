@@ -5,7 +5,7 @@
 //! connection that cannot be set up (refused, TLS, authentication) ends the run with its
 //! error; failures after that are the report's.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -146,11 +146,18 @@ pub async fn run(
                 Ready::Unit(conn, unit) => {
                     ctx.clock.start(unit.ts());
                     last = last.max(unit.ts());
-                    let sender = conns.entry(conn).or_insert_with(|| {
-                        let (tx, rx) = mpsc::channel(UNIT_QUEUE);
-                        tasks.spawn(connection(conn, rx, ctx.clone()));
-                        tx
-                    });
+                    let sender = match conns.entry(conn) {
+                        Entry::Occupied(open) => open.into_mut(),
+                        Entry::Vacant(new) => {
+                            // A connection opens when its first unit is due: reading stays
+                            // this close to the replay however many connections the
+                            // capture holds.
+                            ctx.clock.wait(unit.ts()).await;
+                            let (tx, rx) = mpsc::channel(UNIT_QUEUE);
+                            tasks.spawn(connection(conn, rx, ctx.clone()));
+                            new.insert(tx)
+                        }
+                    };
                     // A task that stopped has its error waiting in `tasks`.
                     let _ = sender.send(unit).await;
                 }

@@ -282,3 +282,156 @@ impl Assembler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn msg(conn: ConnId, type_name: &str, sql: Option<&str>) -> Feed {
+        Feed::PgMessage {
+            conn,
+            ts: Timestamp(0),
+            message: PgMessage {
+                type_name: type_name.into(),
+                raw: Bytes::new(),
+                sql: sql.map(String::from),
+                parameters: vec![("user".into(), "u".into())],
+            },
+        }
+    }
+
+    fn outcome(conn: ConnId, tag: &str) -> Feed {
+        Feed::PgOutcome {
+            conn,
+            tx: Box::new(PgTransaction {
+                tag: tag.into(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The units' message types and captured tags, in order.
+    fn units(selection: Selection, feeds: Vec<Feed>) -> Vec<(Vec<String>, Vec<String>)> {
+        let mut a = Assembler::new(selection);
+        let mut out = Vec::new();
+        for f in feeds {
+            a.push(f, &mut out);
+        }
+        a.finish(&mut out);
+        out.into_iter()
+            .filter_map(|r| match r {
+                Ready::Unit(
+                    _,
+                    Unit::Pg {
+                        messages, captured, ..
+                    },
+                ) => Some((
+                    messages.into_iter().map(|m| m.type_name).collect(),
+                    captured.into_iter().map(|t| t.tag).collect(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn session() -> Vec<Feed> {
+        vec![
+            msg(1, "StartupMessage", None),
+            msg(1, "Query", Some("INSERT 1")),
+            outcome(1, "INSERT 0 1"),
+            msg(1, "Parse", Some("SELECT $1")),
+            msg(1, "Bind", Some("SELECT $1")),
+            msg(1, "Execute", Some("SELECT $1")),
+            msg(1, "Sync", None),
+            outcome(1, "SELECT 1"),
+            // psycopg's COPY: an extended batch, the data, and the Sync that ends it.
+            msg(1, "Parse", Some("COPY t FROM STDIN")),
+            msg(1, "Execute", None),
+            msg(1, "Sync", None),
+            msg(1, "CopyData", None),
+            msg(1, "CopyDone", None),
+            msg(1, "Sync", None),
+            outcome(1, "COPY 2"),
+            msg(1, "Query", Some("COPY t FROM STDIN")),
+            msg(1, "CopyData", None),
+            msg(1, "CopyDone", None),
+            outcome(1, "COPY 1"),
+            msg(1, "Terminate", None),
+            Feed::End { conn: 1 },
+        ]
+    }
+
+    #[test]
+    fn postgres_messages_group_into_units() {
+        let got = units(Selection::default(), session());
+        let names = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0], (names(&["Query"]), names(&["INSERT 0 1"])));
+        assert_eq!(got[1].0, names(&["Parse", "Bind", "Execute", "Sync"]));
+        assert_eq!(
+            got[2],
+            (
+                names(&["Parse", "Execute", "Sync", "CopyData", "CopyDone", "Sync"]),
+                names(&["COPY 2"])
+            )
+        );
+        assert_eq!(got[3].0, names(&["Query", "CopyData", "CopyDone"]));
+    }
+
+    #[test]
+    fn the_selection_limits_and_filters_units() {
+        let limited = Selection {
+            limit: Some(2),
+            ..Selection::default()
+        };
+        assert_eq!(units(limited, session()).len(), 2);
+        let copies = Selection {
+            filter_sql: Some(Regex::new("^COPY").unwrap()),
+            ..Selection::default()
+        };
+        assert_eq!(units(copies, session()).len(), 2);
+    }
+
+    #[test]
+    fn http_requests_wait_for_their_answers() {
+        let req = |path: &str| Feed::HttpRequest {
+            conn: 7,
+            ts: Timestamp(0),
+            request: Box::new(HttpRequest {
+                path: path.into(),
+                ..Default::default()
+            }),
+        };
+        let answer = |status| Feed::HttpResponse {
+            conn: 7,
+            outcome: HttpOutcome {
+                status,
+                body_len: 0,
+                latency: None,
+            },
+        };
+        let mut a = Assembler::new(Selection {
+            filter_path: Some(Regex::new("^/keep").unwrap()),
+            ..Selection::default()
+        });
+        let mut out = Vec::new();
+        for f in [req("/keep/1"), req("/drop"), answer(200)] {
+            a.push(f, &mut out);
+        }
+        assert!(matches!(
+            &out[..],
+            [Ready::Unit(
+                7,
+                Unit::Http {
+                    captured: Some(HttpOutcome { status: 200, .. }),
+                    ..
+                }
+            )]
+        ));
+        a.push(Feed::End { conn: 7 }, &mut out);
+        assert!(matches!(out.last(), Some(Ready::End(7))));
+        assert_eq!((a.seen, a.selected), (2, 1));
+    }
+}
