@@ -6,7 +6,8 @@
 //! that answers every request with 503: every exchange differs. A HAR file written from the
 //! capture's own events replays with the same result as the pcap; tapline's JSON lines
 //! replay too (`--filter-path`). Bad inputs: a HAR that is not JSON, a HAR with nothing in
-//! it, a target that refuses, a bad `--via` or `--speed`.
+//! it, a target that refuses, a bad `--via` or `--speed`. An `https=` target is verified
+//! against `--upstream-ca`, and refused without it.
 
 mod common;
 
@@ -333,4 +334,74 @@ fn bad_http_inputs_say_so_in_one_line() {
     let (code, _, err, _) = replay(&one, local(80), &["--speed", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--speed"), "{err}");
+}
+
+#[test]
+fn https_targets_are_verified() {
+    if !have("openssl") {
+        return;
+    }
+    let dir = temp_dir();
+    let pki = common::test_pki(dir.path(), "DNS:localhost,IP:127.0.0.1");
+    let server = local(free_port());
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-www", "-accept", &server.to_string(), "-cert"])
+        .arg(&pki.cert)
+        .arg("-key")
+        .arg(&pki.key);
+    let mut s_server = Proc::spawn("openssl s_server", cmd);
+    s_server.wait_output("ACCEPT", Duration::from_secs(20));
+    let har = dir.path().join("one.har");
+    std::fs::write(
+        &har,
+        r#"{"log":{"version":"1.2","entries":[{"startedDateTime":"2026-01-01T00:00:00Z",
+           "request":{"method":"GET","url":"https://localhost/","headers":[]},
+           "response":{"status":200,"bodySize":-1}}]}}"#,
+    )
+    .unwrap();
+    let to = format!("https={server}");
+    let events = dir.path().join("events.jsonl");
+    let cert = &pki.ca;
+    let (code, out, err) = run_tapline(&[
+        "replay",
+        "-r",
+        har.to_str().unwrap(),
+        "--to",
+        &to,
+        "--host",
+        "localhost",
+        "--upstream-ca",
+        cert.to_str().unwrap(),
+        "--output",
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let events = json_lines(&events);
+    let tx = events
+        .iter()
+        .find(|e| e["kind"] == "transaction")
+        .expect("a transaction");
+    assert_eq!(tx["response"]["status"], 200, "{tx:#}");
+    assert!(
+        tx["tls"]["server"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("TLSv1.")),
+        "{tx:#}"
+    );
+
+    // Without the CA the certificate is refused, in one line.
+    let (code, _, err) = run_tapline(&[
+        "replay",
+        "-r",
+        har.to_str().unwrap(),
+        "--to",
+        &to,
+        "--host",
+        "localhost",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("TLS with localhost") && !err.contains("panicked"),
+        "{err}"
+    );
 }
