@@ -80,13 +80,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         pipeline.stop().await;
         result
     });
-    outputs.finish(&pipeline);
     if let Err(e) = result {
+        // The error is the one line to read: no end-of-run stats before it.
+        outputs.sink.flush();
         return match e.downcast_ref::<SourceError>() {
             Some(SourceError::Input { .. }) => Err(e.context(UsageError("replay".into()))),
             _ => Err(e.context("replay")),
         };
     }
+    outputs.finish(&pipeline);
     let report = report.lock();
     let summary = report.summary();
     if args.output.json {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tapline_capture::{Capture, CaptureConfig, Limits, SourceSpec};
+use tapline_capture::{Capture, CaptureConfig, CaptureError, Limits, SourceSpec};
 use tapline_core::{Event, EventKind, EventSink, Kind, Pipeline, Side, Transaction};
 use tapline_decode::DecodeConfig;
 use tokio::sync::mpsc;
@@ -44,6 +44,14 @@ impl PcapSource {
         };
         match Capture::open(config) {
             Ok(capture) => Ok(PcapSource { capture }),
+            Err(CaptureError::File { message, .. }) => {
+                // libpcap's message may name the file already.
+                let named = format!("{}: ", path.display());
+                Err(input_error(
+                    path,
+                    message.strip_prefix(&named).unwrap_or(&message),
+                ))
+            }
             Err(e) => Err(input_error(path, e)),
         }
     }
