@@ -4,7 +4,7 @@
 //! replayed into a fresh cluster with the same schema. Both servers log every statement
 //! (`log_statement=all`): the logs must list the same statements; the report must find every
 //! statement's tag, rows and SQLSTATE the same; `--speed max` must take less time than the
-//! capture did. Then the bad inputs: no replayable traffic, a refused connection, a login
+//! capture did; a Lua plugin sees every replayed transaction. Then the bad inputs: no replayable traffic, a refused connection, a login
 //! the server refuses, a password that is wrong (SCRAM), and a password that is right.
 
 mod common;
@@ -139,6 +139,13 @@ fn a_psycopg_workload_replays_into_a_fresh_cluster() {
 
     let report = dir.path().join("report.json");
     let events = dir.path().join("events.jsonl");
+    let plugin = common::write_plugin(
+        dir.path(),
+        "seen.lua",
+        "local p = { name = \"seen\" }\n\
+         function p.on_transaction(tx, flow) tap.emit{ message = \"seen\", sql = tx.sql } end\n\
+         return p\n",
+    );
     let fresh_before = statements(&fresh.log()).len();
     let (code, out, err) = replay(
         fresh.addr,
@@ -152,6 +159,8 @@ fn a_psycopg_workload_replays_into_a_fresh_cluster() {
             "--output",
             events.to_str().unwrap(),
             "--fail-on-diff",
+            "--plugin",
+            plugin.to_str().unwrap(),
         ],
     );
     assert_eq!(code, 0, "replay: {out}\n{err}");
@@ -180,6 +189,15 @@ fn a_psycopg_workload_replays_into_a_fresh_cluster() {
     assert!(
         txs.iter().any(|t| t["error_code"] == "42P01"),
         "the error replayed: {txs:#?}"
+    );
+    let seen = events
+        .iter()
+        .filter(|e| e["kind"] == "record" && e["message"] == "seen")
+        .count();
+    assert_eq!(
+        seen,
+        txs.len(),
+        "a Lua plugin saw every replayed transaction"
     );
     assert!(
         txs.iter().any(|t| t["tag"] == "COPY 10"),
