@@ -4,8 +4,10 @@
 //! replayed into a fresh cluster with the same schema. Both servers log every statement
 //! (`log_statement=all`): the logs must list the same statements; the report must find every
 //! statement's tag, rows and SQLSTATE the same; `--speed max` must take less time than the
-//! capture did; a Lua plugin sees every replayed transaction. Then the bad inputs: no replayable traffic, a refused connection, a login
-//! the server refuses, a password that is wrong (SCRAM), and a password that is right.
+//! capture did; a Lua plugin sees every replayed transaction; `--limit` and `--filter-sql`
+//! cut the replay down. Then the bad inputs: no replayable traffic, a refused connection, a
+//! password the server asks for and is not given, a wrong one (SCRAM-SHA-256), the right one,
+//! an unknown `--to` protocol.
 
 mod common;
 
