@@ -41,7 +41,7 @@ record() {
     "$@"
     sleep 0.5
     kill "$dump"; wait "$dump" 2>/dev/null || true
-    grep "dropped by kernel" "$file.err" >&2 || true
+    sed -n "s|^\(.*\) dropped by kernel|tcpdump, $(basename "$file"): \1 dropped|p" "$file.err" >&2
 }
 
 record "$work/pg.pcap" "$pg" \
