@@ -1,8 +1,8 @@
 //! `tapline replay`: checks the flags, opens the input (so a missing or malformed file comes
 //! first), builds the outputs and the pipeline in `replay` mode, runs the replay (a progress
-//! line on stderr when it is a terminal), then prints the comparison (stdout, or stderr when
-//! stdout carries `--json` events), writes `--report`, and with `--fail-on-diff` exits 1 on
-//! any difference.
+//! line on stderr when it is a terminal) until it ends or a signal, then prints the
+//! comparison (stdout, or stderr when stdout carries `--json` events), writes `--report`, and
+//! with `--fail-on-diff` exits 1 on any difference (an interrupted replay exits 1 too).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -70,8 +70,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let progress = std::io::stderr().is_terminal().then(|| progress(&report));
         let mut shutdown = Shutdown::install(None);
         let result = tokio::select! {
-            r = tapline_replay::run(replay, pipeline.clone(), report.clone()) => r,
-            _ = shutdown.wait() => Err(anyhow::anyhow!("interrupted")),
+            r = tapline_replay::run(replay, pipeline.clone(), report.clone()) => r.map(|()| false),
+            // What was compared so far is still reported.
+            _ = shutdown.wait() => Ok(true),
         };
         if let Some((bar, ticker)) = progress {
             ticker.abort();
@@ -80,14 +81,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         pipeline.stop().await;
         result
     });
-    if let Err(e) = result {
-        // The error is the one line to read: no end-of-run stats before it.
-        outputs.sink.flush();
-        return match e.downcast_ref::<SourceError>() {
-            Some(SourceError::Input { .. }) => Err(e.context(UsageError("replay".into()))),
-            _ => Err(e.context("replay")),
-        };
-    }
+    let interrupted = match result {
+        Ok(interrupted) => interrupted,
+        Err(e) => {
+            // The error is the one line to read: no end-of-run stats before it.
+            outputs.sink.flush();
+            return match e.downcast_ref::<SourceError>() {
+                Some(SourceError::Input { .. }) => Err(e.context(UsageError("replay".into()))),
+                _ => Err(e.context("replay")),
+            };
+        }
+    };
     outputs.finish(&pipeline);
     let report = report.lock();
     let summary = report.summary();
@@ -100,6 +104,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(&report.to_json())?;
         std::fs::write(path, text + "\n")
             .map_err(|e| anyhow::anyhow!("--report {}: {e}", path.display()))?;
+    }
+    if interrupted {
+        anyhow::bail!("replay: interrupted after {} exchanges", report.total());
     }
     if args.fail_on_diff && report.differences() > 0 {
         anyhow::bail!(

@@ -173,13 +173,19 @@ impl Report {
     /// The report for people: counts, latencies, the first differences.
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let rate = self.total() as f64 / self.elapsed.as_secs_f64().max(1e-6);
+        // An interrupted run has no timing.
+        let timing = match self.elapsed.as_secs_f64() {
+            0.0 => String::new(),
+            secs => format!(
+                " in {secs:.2}s ({:.0}/s; captured over {:.2}s)",
+                self.total() as f64 / secs,
+                self.captured_span.as_secs_f64()
+            ),
+        };
         let _ = writeln!(
             s,
-            "replay: {} exchanges in {:.2}s ({rate:.0}/s; captured over {:.2}s): {} same, {} different, {} failed, {} without a captured outcome",
+            "replay: {} exchanges{timing}: {} same, {} different, {} failed, {} without a captured outcome",
             self.total(),
-            self.elapsed.as_secs_f64(),
-            self.captured_span.as_secs_f64(),
             self.same,
             self.different,
             self.failed,
