@@ -5,7 +5,7 @@
 #                                     openssl, tcpdump, tshark, rsyslog, Python grpcio, psycopg2,
 #                                     requests, headless Chromium + certutil + Python playwright
 #                                     (driving Debian's chromium: no browser is downloaded)
-#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, haproxy, socat, pgbouncer, tcpreplay, and mitmproxy in a venv
+#   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, haproxy, socat, pgbouncer, tcpreplay, pgreplay, and mitmproxy in a venv
 #                                     (benchmark peers)
 set -euo pipefail
 level=${1:-build}
@@ -17,7 +17,7 @@ if [ "$level" = test ] || [ "$level" = bench ]; then
   pip_mods+=(grpcio grpcio-tools psycopg2-binary "psycopg[binary]" prometheus-client requests playwright jsonschema)
 fi
 if [ "$level" = bench ]; then
-  apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat pgbouncer tcpreplay)
+  apt_pkgs+=(nginx-light wrk iperf3 hyperfine haproxy socat pgbouncer tcpreplay pgreplay)
 fi
 
 missing=()

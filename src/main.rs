@@ -10,6 +10,7 @@ mod exit;
 mod outputs;
 mod plugins_check;
 mod proxy_cmd;
+mod replay_cmd;
 mod shutdown;
 mod stages;
 mod tls_setup;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Proxy(args) => runtime().and_then(|rt| rt.block_on(proxy_cmd::run(*args))),
         Command::Capture(args) => capture_cmd::run(*args),
+        Command::Replay(args) => replay_cmd::run(*args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ca(args) => ca_cmd::run(args),
         Command::Plugins(PluginsCommand::Check(args)) => {

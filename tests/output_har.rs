@@ -103,6 +103,22 @@ fn a_proxied_session_makes_a_valid_har() {
     assert_eq!(post["request"]["postData"]["mimeType"], "application/json");
     assert_eq!(entries[2]["response"]["status"], 404);
     assert!(entries.iter().all(|e| e["time"].as_f64().unwrap() >= 0.0));
+
+    // And it replays with the same outcomes, through a proxy as the session went.
+    let (_again, forward) = start_proxy(&[]);
+    let (code, out, err) = run_tapline(&[
+        "replay",
+        "-r",
+        har.to_str().unwrap(),
+        "--to",
+        &format!("http={origin}"),
+        "--via",
+        &format!("http://{forward}"),
+        "--speed",
+        "max",
+        "--fail-on-diff",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
 }
 
 #[test]

@@ -86,14 +86,17 @@ pub enum Mode {
     Proxy,
     /// `tapline capture`.
     Capture,
+    /// `tapline replay`: traffic tapline sends again from a capture.
+    Replay,
 }
 
 impl Mode {
-    /// The name used in every API (`proxy`, `capture`).
+    /// The name used in every API (`proxy`, `capture`, `replay`).
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Proxy => "proxy",
             Mode::Capture => "capture",
+            Mode::Replay => "replay",
         }
     }
 }
@@ -173,16 +176,19 @@ pub enum Route {
     Mapping,
     /// Passive capture.
     Capture,
+    /// A connection `tapline replay` opened to send captured traffic again.
+    Replay,
 }
 
 impl Route {
-    /// The name used in JSON (`forward`, `tunnel`, `mapping`, `capture`).
+    /// The name used in JSON (`forward`, `tunnel`, `mapping`, `capture`, `replay`).
     pub fn as_str(self) -> &'static str {
         match self {
             Route::Forward => "forward",
             Route::Tunnel => "tunnel",
             Route::Mapping => "mapping",
             Route::Capture => "capture",
+            Route::Replay => "replay",
         }
     }
 }

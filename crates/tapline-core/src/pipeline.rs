@@ -72,11 +72,11 @@ impl Pipeline {
     }
 
     /// The dispatch for `flow`, decided once: verdicts apply in proxy mode and are observed
-    /// and counted in capture mode.
+    /// and counted in capture and replay modes.
     pub fn dispatch(&self, flow: &Arc<Flow>) -> Dispatch {
         let verdicts = match flow.mode {
             Mode::Proxy => Verdicts::Apply,
-            Mode::Capture => Verdicts::Observe,
+            Mode::Capture | Mode::Replay => Verdicts::Observe,
         };
         Dispatch::new(self.clone(), flow.clone(), verdicts)
     }

@@ -73,7 +73,7 @@ impl Routing {
                 (self.has(HTTP_FORWARD) || self.has(HTTPS), false)
             }
             Route::Tunnel => (false, self.has(TUNNEL)),
-            Route::Mapping | Route::Capture => (
+            Route::Mapping | Route::Capture | Route::Replay => (
                 self.has(HTTP_FORWARD) && flow.protocol == Protocol::Http,
                 self.wants_protocol(flow.protocol),
             ),

@@ -257,7 +257,7 @@ impl LuaPlugin {
         let (verdict, delay) = answer?;
         if let Some(d) = delay {
             match flow.mode {
-                Mode::Capture => self.counters.ignored(&self.name, "delay"),
+                Mode::Capture | Mode::Replay => self.counters.ignored(&self.name, "delay"),
                 _ => tokio::time::sleep(d).await,
             }
         }

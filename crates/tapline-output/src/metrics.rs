@@ -21,7 +21,7 @@ use tapline_core::{
 use tapline_decode::http1::write::write_response;
 use tapline_decode::http1::{RequestHead, Strictness};
 
-const MODES: [Mode; 2] = [Mode::Proxy, Mode::Capture];
+const MODES: [Mode; 3] = [Mode::Proxy, Mode::Capture, Mode::Replay];
 const PROTOCOLS: [Protocol; 5] = [
     Protocol::Http,
     Protocol::Tls,

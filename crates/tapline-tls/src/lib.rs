@@ -28,4 +28,4 @@ pub use pg_start::PgStart;
 pub use policy::{HostPattern, InterceptPolicy};
 /// rustls, as tapline uses it (for the proxy's tokio-rustls streams).
 pub use rustls;
-pub use trust::{TrustError, UpstreamTrust};
+pub use trust::{client_config, TrustError, UpstreamTrust};

@@ -37,6 +37,26 @@ pub struct TrustError {
     pub reason: String,
 }
 
+/// The settings of a plain TLS client (no interception: `tapline replay`'s connections)
+/// verifying servers as `trust` says, offering `alpn` (in order).
+pub fn client_config(
+    trust: &UpstreamTrust,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TrustError {
+            file: "(settings)".into(),
+            reason: e.to_string(),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier(trust, &provider)?)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Ok(Arc::new(config))
+}
+
 /// The verifier `trust` asks for.
 pub(crate) fn verifier(
     trust: &UpstreamTrust,
