@@ -20,7 +20,7 @@ pub use self::pcap::PcapOptions;
 /// An opened source, ready to be read.
 pub enum Source {
     /// A capture file, decoded as `tapline capture -r` does.
-    Pcap(pcap::PcapSource),
+    Pcap(Box<pcap::PcapSource>),
     /// tapline's JSON lines (`http_request` and `http_response` events).
     Jsonl(jsonl::JsonlSource),
     /// A HAR 1.2 file's entries.
@@ -55,7 +55,7 @@ impl Source {
         match ext.as_str() {
             "jsonl" | "json" | "ndjson" => Ok(Source::Jsonl(jsonl::JsonlSource::open(path)?)),
             "har" => Ok(Source::Har(har::HarSource::open(path)?)),
-            _ => Ok(Source::Pcap(pcap::PcapSource::open(path, pcap)?)),
+            _ => Ok(Source::Pcap(Box::new(pcap::PcapSource::open(path, pcap)?))),
         }
     }
 
