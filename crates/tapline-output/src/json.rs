@@ -13,8 +13,14 @@ use tapline_core::{Event, EventKind, HttpRequest, HttpResponse, PacketInfo, Tran
 
 /// Appends `event` as one JSON object and a newline to `out`.
 pub fn write_line(event: &Event, out: &mut Vec<u8>) {
+    write_line_with(event, &[], out);
+}
+
+/// Appends `event` as one JSON object and a newline to `out`, with the `extra` string fields
+/// after its own (the export's `agent` and `event_id`).
+pub fn write_line_with(event: &Event, extra: &[(&str, &str)], out: &mut Vec<u8>) {
     // Serializing plain strings, numbers and maps into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &JsonEvent(event)).is_ok() {
+    if serde_json::to_writer(&mut *out, &JsonEvent(event, extra)).is_ok() {
         out.push(b'\n');
     }
 }
@@ -40,8 +46,8 @@ impl Serialize for JsonTls<'_> {
     }
 }
 
-/// Serializes an event in the JSON lines shape.
-struct JsonEvent<'a>(&'a Event);
+/// Serializes an event in the JSON lines shape, with extra string fields at the end.
+struct JsonEvent<'a>(&'a Event, &'a [(&'a str, &'a str)]);
 
 impl Serialize for JsonEvent<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -101,6 +107,9 @@ impl Serialize for JsonEvent<'_> {
                 m.serialize_entry("message", &r.message)?;
                 m.serialize_entry("fields", &r.fields)?;
             }
+        }
+        for (name, value) in self.1 {
+            m.serialize_entry(name, value)?;
         }
         m.end()
     }
