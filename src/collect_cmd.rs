@@ -131,6 +131,10 @@ impl Outputs {
         let mut line = Vec::new();
         let mut text = String::new();
         for payload in delivery.payloads() {
+            if payload.is_empty() {
+                tracing::warn!("collect: an entry without an event");
+                continue;
+            }
             line.clear();
             line.extend_from_slice(payload);
             line.push(b'\n');

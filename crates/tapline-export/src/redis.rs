@@ -141,7 +141,7 @@ impl Consumer {
             return Ok(Delivery::Redis(
                 std::mem::take(&mut self.claimed)
                     .into_iter()
-                    .filter_map(entry)
+                    .map(entry)
                     .collect(),
             ));
         }
@@ -163,7 +163,7 @@ impl Consumer {
             .into_iter()
             .flat_map(|r| r.keys)
             .flat_map(|k| k.ids)
-            .filter_map(entry)
+            .map(entry)
             .collect();
         Ok(Delivery::Redis(entries))
     }
@@ -182,13 +182,12 @@ impl Consumer {
     }
 }
 
-/// The entry's event, if it has one.
-fn entry(id: StreamId) -> Option<Entry> {
-    match id.map.get(FIELD)? {
-        Value::BulkString(data) => Some(Entry {
-            payload: Bytes::copy_from_slice(data),
-            id: id.id,
-        }),
-        _ => None,
-    }
+/// The entry and its event (empty when it has none: it is acknowledged all the same, so it
+/// does not stay pending forever).
+fn entry(id: StreamId) -> Entry {
+    let payload = match id.map.get(FIELD) {
+        Some(Value::BulkString(data)) => Bytes::copy_from_slice(data),
+        _ => Bytes::new(),
+    };
+    Entry { payload, id: id.id }
 }
