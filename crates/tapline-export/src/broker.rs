@@ -1,6 +1,9 @@
-//! One face for both brokers: a [`Publisher`] that sends a batch and returns once the broker
-//! acknowledged all of it, and a [`Consumer`] that fetches batches and acknowledges them.
+//! One face for both brokers: a [`Publisher`] that sends a batch and hands back a [`Pending`]
+//! that resolves once the broker acknowledged all of it (so several batches can be on their
+//! way at once), and a [`Consumer`] that fetches batches and acknowledges them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,6 +43,10 @@ impl Default for Settings {
     }
 }
 
+/// A sent batch: resolves once the broker acknowledged every payload in it. It makes
+/// progress only while polled (spawn it to overlap batches).
+pub type Pending = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
+
 /// Sends batches to one target.
 pub enum Publisher {
     /// JetStream.
@@ -57,11 +64,11 @@ impl Publisher {
         })
     }
 
-    /// Sends `batch`; `Ok` once the broker acknowledged every payload in it.
-    pub async fn publish(&mut self, batch: &[Bytes]) -> Result<(), BrokerError> {
+    /// Sends `batch`; the returned [`Pending`] resolves once the broker acknowledged it all.
+    pub async fn send(&mut self, batch: &[Bytes]) -> Result<Pending, BrokerError> {
         match self {
-            Publisher::Nats(p) => p.publish(batch).await,
-            Publisher::Redis(p) => p.publish(batch).await,
+            Publisher::Nats(p) => p.send(batch).await,
+            Publisher::Redis(p) => Ok(p.send(batch)),
         }
     }
 }

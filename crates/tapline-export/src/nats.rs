@@ -2,8 +2,8 @@
 //!
 //! Both sides make sure the stream exists (`--export-stream`, covering the subject; created
 //! with file storage and at most `--export-maxlen` messages when missing). A batch is
-//! published in full first (the client pipelines the messages on one connection), then every
-//! acknowledgement is awaited; any error fails the whole batch, which the sender retries.
+//! published in full first (the client pipelines the messages on one connection), then its
+//! acknowledgements are awaited; any error fails the whole batch, which the sender retries.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::broker::{BrokerError, Delivery, Settings};
+use crate::broker::{BrokerError, Delivery, Pending, Settings};
 use crate::target::Target;
 
 /// How long one request to the server (stream lookup, an acknowledgement) may take.
@@ -87,8 +87,8 @@ impl Publisher {
         })
     }
 
-    /// Publishes every payload, then awaits every acknowledgement.
-    pub async fn publish(&mut self, batch: &[Bytes]) -> Result<(), BrokerError> {
+    /// Publishes every payload; the acknowledgements are awaited by the returned future.
+    pub async fn send(&mut self, batch: &[Bytes]) -> Result<Pending, BrokerError> {
         let mut acks = Vec::with_capacity(batch.len());
         for payload in batch {
             acks.push(
@@ -98,10 +98,12 @@ impl Publisher {
                     .map_err(err)?,
             );
         }
-        for ack in acks {
-            ack.await.map_err(err)?;
-        }
-        Ok(())
+        Ok(Box::pin(async move {
+            for ack in acks {
+                ack.await.map_err(err)?;
+            }
+            Ok(())
+        }))
     }
 }
 

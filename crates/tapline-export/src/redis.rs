@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 
-use crate::broker::{BrokerError, Delivery, Settings};
+use crate::broker::{BrokerError, Delivery, Pending, Settings};
 use crate::target::Target;
 
 /// The entry field that holds the event.
@@ -56,8 +56,9 @@ impl Publisher {
         })
     }
 
-    /// Sends every payload as one pipeline of `XADD`s and waits for all their answers.
-    pub async fn publish(&mut self, batch: &[Bytes]) -> Result<(), BrokerError> {
+    /// Every payload as one pipeline of `XADD`s, sent (on the shared connection) when the
+    /// returned future is polled, which resolves once all of them answered.
+    pub fn send(&mut self, batch: &[Bytes]) -> Pending {
         let mut pipe = redis::pipe();
         for payload in batch {
             pipe.cmd("XADD")
@@ -70,7 +71,8 @@ impl Publisher {
                 .arg(payload.as_ref())
                 .ignore();
         }
-        pipe.query_async::<()>(&mut self.conn).await.map_err(err)
+        let mut conn = self.conn.clone();
+        Box::pin(async move { pipe.query_async::<()>(&mut conn).await.map_err(err) })
     }
 }
 

@@ -1,6 +1,7 @@
 //! The background sender of one target: a thread with its own small runtime that takes events
 //! from the target's bounded queue in batches, publishes them and waits for the broker's
-//! acknowledgements.
+//! acknowledgements, with up to four batches on their way at once (so the broker stores one
+//! while the next is sent).
 //!
 //! While the broker is away (unreachable at start, or a publish or acknowledgement failed)
 //! the queue is moved to the spool, and the sender reconnects with exponential backoff
@@ -10,6 +11,7 @@
 //! queue and the spool are empty or the flush deadline passes; what is left stays in the
 //! spool for the next run.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +19,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
 
-use crate::broker::{Publisher, Settings};
+use crate::broker::{BrokerError, Publisher, Settings};
 use crate::spool::Spool;
 use crate::target::Target;
 
 /// Events per publish (one pipeline, then the acknowledgements).
 pub const BATCH: usize = 2048;
+/// Batches sent before the oldest one's acknowledgements are awaited.
+const MAX_IN_FLIGHT: usize = 4;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait for one batch's acknowledgements.
@@ -109,9 +114,40 @@ struct Sender {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Bytes>,
     publisher: Option<Publisher>,
+    /// Batches sent and not yet acknowledged, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// The newest spool segment sent (or on its way) since the last failure.
+    sent_segment: Option<u64>,
     backoff: Duration,
     warned: bool,
     deadline: Option<Instant>,
+}
+
+/// A batch on its way to the broker.
+struct InFlight {
+    what: Sent,
+    count: usize,
+    acked: JoinHandle<Result<(), BrokerError>>,
+}
+
+/// A batch, and where it came from, to know what its acknowledgement settles.
+enum Sent {
+    /// From the queue: spooled if it fails.
+    Queue(Vec<Bytes>),
+    /// Part of a spool segment (still on disk); the last part's acknowledgement deletes it.
+    Segment {
+        id: u64,
+        last: bool,
+        part: Vec<Bytes>,
+    },
+}
+
+impl Sent {
+    fn payloads(&self) -> &[Bytes] {
+        match self {
+            Sent::Queue(batch) | Sent::Segment { part: batch, .. } => batch,
+        }
+    }
 }
 
 impl Sender {
@@ -120,6 +156,8 @@ impl Sender {
             shared,
             rx,
             publisher: None,
+            in_flight: VecDeque::new(),
+            sent_segment: None,
             backoff: MIN_BACKOFF,
             warned: false,
             deadline: None,
@@ -127,7 +165,6 @@ impl Sender {
     }
 
     async fn run(mut self) {
-        let mut batch = Vec::with_capacity(BATCH);
         loop {
             if self.deadline.is_none() && self.shared.stopping.load(Ordering::Relaxed) {
                 self.deadline = Some(Instant::now() + self.shared.flush_wait);
@@ -142,12 +179,15 @@ impl Sender {
                 self.wait_spooling().await;
                 continue;
             }
-            if self.shared.spool.lock().events() > 0 {
-                self.send_spooled().await;
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                self.settle_oldest().await;
                 continue;
             }
-            batch.clear();
-            if self.deadline.is_some() {
+            if self.send_next_segment().await {
+                continue;
+            }
+            let mut batch = Vec::with_capacity(BATCH);
+            if self.deadline.is_some() || !self.in_flight.is_empty() {
                 while batch.len() < BATCH {
                     match self.rx.try_recv() {
                         Ok(p) => batch.push(p),
@@ -155,7 +195,11 @@ impl Sender {
                     }
                 }
                 if batch.is_empty() {
-                    break;
+                    if self.in_flight.is_empty() {
+                        break;
+                    }
+                    self.settle_oldest().await;
+                    continue;
                 }
             } else {
                 tokio::select! {
@@ -165,10 +209,9 @@ impl Sender {
                     _ = self.shared.stop.notified() => continue,
                 }
             }
-            if !self.send(&batch).await {
-                self.shared.spool(&batch);
-            }
+            self.send_batch(Sent::Queue(batch)).await;
         }
+        self.fail_in_flight(None);
         self.rx.close();
         self.spill();
         let left = self.shared.spool.lock().events();
@@ -233,56 +276,114 @@ impl Sender {
         }
     }
 
-    /// Sends the spool's oldest segment; deletes it once acknowledged.
-    async fn send_spooled(&mut self) {
-        let taken = self.shared.spool.lock().oldest();
-        match taken {
-            Ok(Some(taken)) => {
-                for chunk in taken.payloads.chunks(BATCH) {
-                    if !self.send(chunk).await {
-                        return;
-                    }
-                }
-                self.shared.spool.lock().remove(taken.id);
-            }
-            Ok(None) => {}
+    /// Sends the oldest spool segment not sent yet, in batches; false when there is none.
+    async fn send_next_segment(&mut self) -> bool {
+        let taken = self.shared.spool.lock().oldest_after(self.sent_segment);
+        let taken = match taken {
+            Ok(Some(taken)) => taken,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!("export spool {}: {e}", self.shared.spool_dir);
-                tokio::time::sleep(self.backoff).await;
+                return false;
+            }
+        };
+        self.sent_segment = Some(taken.id);
+        let parts = taken.payloads.chunks(BATCH).count();
+        for (i, chunk) in taken.payloads.chunks(BATCH).enumerate() {
+            let sent = Sent::Segment {
+                id: taken.id,
+                last: i + 1 == parts,
+                part: chunk.to_vec(),
+            };
+            if !self.send_batch(sent).await {
+                break;
+            }
+        }
+        if parts == 0 {
+            self.shared.spool.lock().remove(taken.id);
+        }
+        true
+    }
+
+    /// Publishes a batch and puts its acknowledgement in flight; false (after failing
+    /// everything in flight) when the publish itself failed.
+    async fn send_batch(&mut self, what: Sent) -> bool {
+        let count = what.payloads().len();
+        let Some(publisher) = self.publisher.as_mut() else {
+            self.fail(what, count);
+            return false;
+        };
+        add(&self.shared.counters.sent, count);
+        match publisher.send(what.payloads()).await {
+            Ok(pending) => {
+                self.in_flight.push_back(InFlight {
+                    what,
+                    count,
+                    acked: tokio::spawn(pending),
+                });
+                true
+            }
+            Err(e) => {
+                self.fail(what, count);
+                self.fail_in_flight(Some(e.to_string()));
+                false
             }
         }
     }
 
-    /// Publishes a batch and waits for its acknowledgements; on failure drops the connection
-    /// and counts the batch as retried.
-    async fn send(&mut self, batch: &[Bytes]) -> bool {
-        let Some(publisher) = self.publisher.as_mut() else {
-            return false;
+    /// Waits for the oldest batch's acknowledgements; a failure fails everything in flight.
+    async fn settle_oldest(&mut self) {
+        let Some(mut oldest) = self.in_flight.pop_front() else {
+            return;
         };
-        let counters = &self.shared.counters;
-        add(&counters.sent, batch.len());
         let limit = match self.deadline {
             Some(d) => PUBLISH_TIMEOUT.min(d.saturating_duration_since(Instant::now())),
             None => PUBLISH_TIMEOUT,
         };
-        let error = match tokio::time::timeout(limit, publisher.publish(batch)).await {
-            Ok(Ok(())) => {
-                add(&counters.acked, batch.len());
-                return true;
+        let error = match tokio::time::timeout(limit, &mut oldest.acked).await {
+            Ok(Ok(Ok(()))) => {
+                add(&self.shared.counters.acked, oldest.count);
+                if let Sent::Segment { id, last: true, .. } = oldest.what {
+                    self.shared.spool.lock().remove(id);
+                }
+                return;
             }
+            Ok(Ok(Err(e))) => e.to_string(),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no acknowledgement within {limit:?}"),
         };
-        add(&counters.retried, batch.len());
-        if !self.warned {
-            tracing::warn!(
-                "export {}: {error}; spooling events to {} until the broker is back",
-                self.shared.target,
-                self.shared.spool_dir
-            );
-            self.warned = true;
+        oldest.acked.abort();
+        self.fail(oldest.what, oldest.count);
+        self.fail_in_flight(Some(error));
+    }
+
+    /// Counts a failed batch as retried; a queue batch goes to the spool (a segment is still
+    /// there).
+    fn fail(&mut self, what: Sent, count: usize) {
+        add(&self.shared.counters.retried, count);
+        if let Sent::Queue(batch) = what {
+            self.shared.spool(&batch);
         }
-        self.publisher = None;
-        false
+    }
+
+    /// Fails every batch in flight and drops the connection; `error` is warned about once per
+    /// outage (None at the end of a run, with nothing to warn).
+    fn fail_in_flight(&mut self, error: Option<String>) {
+        for batch in std::mem::take(&mut self.in_flight) {
+            batch.acked.abort();
+            self.fail(batch.what, batch.count);
+        }
+        self.sent_segment = None;
+        if let Some(error) = error {
+            if !self.warned {
+                tracing::warn!(
+                    "export {}: {error}; spooling events to {} until the broker is back",
+                    self.shared.target,
+                    self.shared.spool_dir
+                );
+                self.warned = true;
+            }
+            self.publisher = None;
+        }
     }
 }

@@ -184,13 +184,14 @@ impl Spool {
         }
     }
 
-    /// The oldest segment's payloads, which stay in the spool until [`Spool::remove`]. Closes
-    /// the open segment when it is the only one.
-    pub fn oldest(&mut self) -> io::Result<Option<Taken>> {
-        if self.closed.is_empty() {
+    /// The payloads of the oldest segment newer than `after` (any, for None), which stay in
+    /// the spool until [`Spool::remove`]. Closes the open segment when no closed one is left.
+    pub fn oldest_after(&mut self, after: Option<u64>) -> io::Result<Option<Taken>> {
+        let newer = |s: &&Segment| after.is_none_or(|a| s.id > a);
+        if !self.closed.iter().any(|s| newer(&s)) {
             self.close()?;
         }
-        let Some(segment) = self.closed.front().copied() else {
+        let Some(segment) = self.closed.iter().find(newer).copied() else {
             return Ok(None);
         };
         let data = Bytes::from(fs::read(self.path(segment.id))?);
@@ -213,8 +214,8 @@ impl Spool {
     /// Deletes segment `id` once its events were acknowledged (nothing if the bound already
     /// deleted it).
     pub fn remove(&mut self, id: u64) {
-        if self.closed.front().is_some_and(|s| s.id == id) {
-            let segment = self.closed.pop_front().expect("front checked");
+        if let Some(at) = self.closed.iter().position(|s| s.id == id) {
+            let segment = self.closed.remove(at).expect("position is in range");
             self.forget(segment);
         }
     }
@@ -254,7 +255,7 @@ mod tests {
         let mut spool = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(spool.events(), 100);
         let mut seen = Vec::new();
-        while let Some(taken) = spool.oldest().unwrap() {
+        while let Some(taken) = spool.oldest_after(None).unwrap() {
             seen.extend(taken.payloads.iter().map(|p| p.to_vec()));
             spool.remove(taken.id);
         }
@@ -269,8 +270,10 @@ mod tests {
         let dropped: u64 = (0..1000).map(|i| spool.push(&payload(i))).sum();
         assert!(dropped > 800, "dropped {dropped}");
         assert_eq!(spool.events() + dropped, 1000);
-        let first = spool.oldest().unwrap().unwrap();
+        let first = spool.oldest_after(None).unwrap().unwrap();
         assert_eq!(first.payloads[0].as_ref(), payload(dropped as usize));
+        let second = spool.oldest_after(Some(first.id)).unwrap().unwrap();
+        assert!(second.id > first.id);
     }
 
     #[test]
