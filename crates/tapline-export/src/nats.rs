@@ -1,7 +1,8 @@
 //! NATS JetStream: publishing with acknowledgements, and a durable pull consumer.
 //!
-//! Both sides make sure the stream exists (`--export-stream`, covering the subject; created
-//! with file storage and at most `--export-maxlen` messages when missing). A batch is
+//! Both sides make sure the stream exists (`--export-stream`; created with file storage and at
+//! most `--export-maxlen` messages when missing) and covers the subject (added to an existing
+//! stream's subjects when it does not). A batch is
 //! published in full first (the client pipelines the messages on one connection), then its
 //! acknowledgements are awaited; any error fails the whole batch, which the sender retries.
 
@@ -41,19 +42,15 @@ async fn context(target: &Target, settings: &Settings) -> Result<jetstream::Cont
         })
         .await
         .map_err(err)?;
-    let covered = stream
-        .info()
-        .await
-        .map_err(err)?
-        .config
-        .subjects
-        .iter()
-        .any(|s| covers(s, &target.name));
-    if !covered {
-        return Err(BrokerError(format!(
-            "stream {} does not cover subject {}",
-            settings.stream, target.name
-        )));
+    let mut config = stream.info().await.map_err(err)?.config.clone();
+    if !config.subjects.iter().any(|s| covers(s, &target.name)) {
+        config.subjects.push(target.name.clone());
+        js.update_stream(config).await.map_err(|e| {
+            BrokerError(format!(
+                "stream {} does not cover subject {} and cannot be made to: {e}",
+                settings.stream, target.name
+            ))
+        })?;
     }
     Ok(js)
 }
