@@ -114,7 +114,7 @@ fn export(args: &OutputArgs) -> anyhow::Result<ExportSink> {
         agent,
         spool_max: args.export_spool_max,
         queue: tapline_export::sink::DEFAULT_QUEUE,
-        flush_wait: tapline_export::sink::FLUSH_WAIT,
+        flush_wait: args.export_flush_wait,
     };
     match ExportSink::start(config) {
         Ok(sink) => Ok(sink),

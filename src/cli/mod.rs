@@ -318,6 +318,10 @@ pub struct OutputArgs {
     /// Most bytes spooled per export target; past it the oldest events are dropped (counted).
     #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
     pub export_spool_max: u64,
+    /// How long a clean stop keeps sending queued and spooled events before leaving the rest
+    /// in the spool for the next run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub export_flush_wait: Duration,
 }
 
 /// Broker settings shared by the export and `tapline collect`.

@@ -24,8 +24,6 @@ use crate::target::Target;
 
 /// Events held in memory per target before they spill to the spool.
 pub const DEFAULT_QUEUE: usize = 65_536;
-/// How long a stop keeps sending before leaving the rest in the spool.
-pub const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// What went wrong setting up the export.
 #[derive(Debug, thiserror::Error)]
