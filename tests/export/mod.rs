@@ -164,7 +164,8 @@ fn stat(stderr: &str, what: &str, url: &str) -> u64 {
 }
 
 /// Two capture agents (different captures) and a proxy under curl load export to one
-/// stream; two collectors in one group get every event of every agent.
+/// stream; two collectors in one group get every event of every agent, and so does a
+/// collector of another group, stopped by SIGTERM.
 pub fn every_agent_arrives(kind: BrokerKind) {
     let Some(broker) = Broker::start(kind) else {
         return;
@@ -214,6 +215,33 @@ pub fn every_agent_arrives(kind: BrokerKind) {
     assert!(want.keys().any(|(a, _)| a == "cap-b"));
 
     assert_eq!(distinct_counts(&collect(&url, dir, 2)), want);
+
+    // Another group gets every event too; SIGTERM stops its collector cleanly, and its human
+    // lines name the agent.
+    let output = dir.join("other-group.jsonl");
+    let mut cmd = tapline();
+    cmd.args(["collect", "--group", "other", "--from", &url])
+        .arg("--output")
+        .arg(&output);
+    let mut other = Proc::spawn("tapline collect", cmd);
+    let total: usize = want.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(&output).map_or(0, |t| t.lines().count()) < total {
+        assert!(Instant::now() < deadline, "{}", other.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        other.stop(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        other.stderr()
+    );
+    assert_eq!(distinct_counts(&lines(&output)), want);
+    assert!(
+        other.stdout().contains("[px] http 127.0.0.1:"),
+        "{}",
+        other.stdout()
+    );
 }
 
 /// The broker is killed while the proxy is under load and comes back on the same port and
