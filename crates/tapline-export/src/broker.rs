@@ -21,8 +21,8 @@ pub struct BrokerError(pub String);
 pub struct Settings {
     /// The JetStream stream that holds the subjects (`--export-stream`).
     pub stream: String,
-    /// Most entries kept: Redis `MAXLEN ~`, JetStream's `max_messages` when tapline creates
-    /// the stream (`--export-maxlen`).
+    /// Most entries kept: Redis `MAXLEN ~` (events), JetStream's `max_messages` (messages of
+    /// up to 64 events) when tapline creates the stream (`--export-maxlen`).
     pub maxlen: u64,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
@@ -90,25 +90,24 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    /// Each event's JSON, in order.
+    /// Each event's JSON, in order (a JetStream message holds one or more, one per line).
     pub fn payloads(&self) -> Vec<&[u8]> {
         match self {
-            Delivery::Nats(m) => m.iter().map(|m| m.payload.as_ref()).collect(),
+            Delivery::Nats(m) => m
+                .iter()
+                .flat_map(|m| m.payload.split(|&b| b == b'\n'))
+                .filter(|line| !line.is_empty())
+                .collect(),
             Delivery::Redis(e) => e.iter().map(|e| e.payload.as_ref()).collect(),
         }
     }
 
-    /// How many events.
-    pub fn len(&self) -> usize {
-        match self {
-            Delivery::Nats(m) => m.len(),
-            Delivery::Redis(e) => e.len(),
-        }
-    }
-
-    /// Whether there are none.
+    /// Whether nothing was delivered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        match self {
+            Delivery::Nats(m) => m.is_empty(),
+            Delivery::Redis(e) => e.is_empty(),
+        }
     }
 }
 
