@@ -44,6 +44,8 @@ pub struct Spool {
     next_id: u64,
     bytes: u64,
     events: u64,
+    /// A write failed and was warned about; no more warnings until one succeeds.
+    failing: bool,
 }
 
 /// A segment handed to the sender: its id (for [`Spool::remove`]) and its payloads.
@@ -101,6 +103,7 @@ impl Spool {
             events: found.iter().map(|s| s.events).sum(),
             closed: found.into(),
             open: None,
+            failing: false,
         };
         spool.trim();
         Ok(spool)
@@ -115,9 +118,18 @@ impl Spool {
     /// first, to keep the spool within its bound; a write error drops the payload itself.
     pub fn push(&mut self, payload: &[u8]) -> u64 {
         match self.append(payload) {
-            Ok(()) => self.trim(),
+            Ok(()) => {
+                self.failing = false;
+                self.trim()
+            }
             Err(e) => {
-                tracing::warn!("export spool {}: {e}", self.dir.display());
+                if !self.failing {
+                    tracing::warn!(
+                        "export spool {}: {e}; events are dropped (counted) until it can be written",
+                        self.dir.display()
+                    );
+                    self.failing = true;
+                }
                 1
             }
         }
