@@ -153,40 +153,7 @@ done
 
 # --- 3. Memory with 100,000 concurrent flows -------------------------------------------
 flows="$work/flows.pcap"
-python3 - "$flows" 100000 <<'PY'
-import struct, sys
-out, flows = sys.argv[1], int(sys.argv[2])
-f = open(out, "wb")
-f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
-def csum(b):
-    s = sum(struct.unpack("!10H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-def frame(src, dst, sport, dport, seq, ack, flags, payload):
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-    return b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x08\x00" + ip + tcp
-req = b"GET /item HTTP/1.1\r\nHost: bench\r\nUser-Agent: synth\r\n\r\n"
-resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-micros = 0
-def write(fr):
-    global micros
-    micros += 1
-    f.write(struct.pack("<IIII", 1_700_000_000 + micros // 1_000_000, micros % 1_000_000, len(fr), len(fr)) + fr)
-server = bytes([10, 1, 0, 1])
-for i in range(flows):
-    client = bytes([10, 2, (i >> 8) & 0xFF, i & 0xFF])
-    sport = 1024 + (i >> 16)
-    cs, ss = 1000 + i, 5000 + i
-    write(frame(client, server, sport, 80, cs, 0, 0x02, b""))
-    write(frame(server, client, 80, sport, ss, cs + 1, 0x12, b""))
-    write(frame(client, server, sport, 80, cs + 1, ss + 1, 0x10, b""))
-    write(frame(client, server, sport, 80, cs + 1, ss + 1, 0x18, req))
-    write(frame(server, client, 80, sport, ss + 1, cs + 1 + len(req), 0x18, resp))
-f.close()
-PY
+synth_flows "$flows" 100000
 read -r t_flows rss_flows < <(measure "$tapline" capture -r "$flows" --quiet)
 read -r _ rss_flows_raw < <(measure "$tapline" capture -r "$flows" --quiet --decode 80=tcp)
 echo "100,000 concurrent flows (500,000 packets): peak RSS $((rss_flows / 1024)) MiB with HTTP decoding," \

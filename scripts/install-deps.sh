@@ -5,6 +5,7 @@
 #                                     openssl, tcpdump, tshark, rsyslog, Python grpcio, psycopg2,
 #                                     requests, headless Chromium + certutil + Python playwright
 #                                     (driving Debian's chromium: no browser is downloaded)
+#                                     nats-server and redis-server (export/collect brokers)
 #   scripts/install-deps.sh bench   + nginx, wrk, iperf3, hyperfine, haproxy, socat, pgbouncer, tcpreplay, pgreplay, and mitmproxy in a venv
 #                                     (benchmark peers)
 set -euo pipefail
@@ -13,7 +14,7 @@ apt_pkgs=(libpcap-dev pkg-config curl)
 pip_mods=()
 if [ "$level" = test ] || [ "$level" = bench ]; then
   apt_pkgs+=(postgresql postgresql-client curl openssl tcpdump tshark rsyslog procps util-linux
-            chromium libnss3-tools)
+            chromium libnss3-tools nats-server redis-server)
   pip_mods+=(grpcio grpcio-tools psycopg2-binary "psycopg[binary]" prometheus-client requests playwright jsonschema)
 fi
 if [ "$level" = bench ]; then

@@ -4,6 +4,8 @@
 mod ca_cmd;
 mod capture_cmd;
 mod cli;
+mod collect_cmd;
+mod collect_lines;
 mod config;
 mod demo;
 mod exit;
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay_cmd::run(*args),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ca(args) => ca_cmd::run(args),
+        Command::Collect(args) => runtime().and_then(|rt| rt.block_on(collect_cmd::run(args))),
         Command::Plugins(PluginsCommand::Check(args)) => {
             runtime().and_then(|rt| rt.block_on(plugins_check::run(args)))
         }

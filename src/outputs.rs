@@ -1,12 +1,14 @@
 //! Builds the event sink from the output options: human text or JSON lines on stdout, the
 //! `--output` file, the `--har` file, syslog, the `--web` view, the proxy's `-w` pcap
-//! export, and the run's metrics (served on `--metrics`, and printed as end-of-run stats).
+//! export, the `--export` to brokers, and the run's metrics (served on `--metrics`, and
+//! printed as end-of-run stats).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use tapline_core::{EventSink, Fanout, Mode, Pipeline};
+use tapline_export::{ExportConfig, ExportError, ExportSink, Settings, Target};
 use tapline_lua::LuaPlugin;
 use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
@@ -66,6 +68,11 @@ pub fn build(
     }
     if let Some(url) = &args.syslog {
         let sink = syslog(url, args)?;
+        sink.register_metrics(&metrics);
+        sinks.push(Arc::new(sink));
+    }
+    if !args.export.is_empty() {
+        let sink = export(args)?;
         sink.register_metrics(&metrics);
         sinks.push(Arc::new(sink));
     }
@@ -130,6 +137,57 @@ fn syslog(url: &str, args: &OutputArgs) -> anyhow::Result<SyslogSink> {
         cli::SyslogFormat::Rfc3164 => SyslogFormat::Rfc3164,
     };
     Ok(SyslogSink::start(SyslogConfig::new(target, format, kinds))?)
+}
+
+/// The `--export` targets, with the agent's name and its spool.
+fn export(args: &OutputArgs) -> anyhow::Result<ExportSink> {
+    let mut targets = Vec::with_capacity(args.export.len());
+    for url in &args.export {
+        match url.parse::<Target>() {
+            Ok(t) => targets.push(t),
+            Err(e) => usage!("--export: {e}"),
+        }
+    }
+    let agent = match &args.agent_id {
+        Some(a) if a.trim().is_empty() => usage!("--agent-id: empty"),
+        Some(a) => a.clone(),
+        None => host_name(),
+    };
+    let config = ExportConfig {
+        targets,
+        settings: broker_settings(&args.broker),
+        spool_dir: args
+            .export_spool
+            .clone()
+            .unwrap_or_else(|| ExportConfig::default_spool_dir(&agent)),
+        agent,
+        spool_max: args.export_spool_max,
+        queue: tapline_export::sink::DEFAULT_QUEUE,
+        flush_wait: args.export_flush_wait,
+    };
+    match ExportSink::start(config) {
+        Ok(sink) => Ok(sink),
+        Err(e @ ExportError::Spool(..)) => usage!("{e}"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Broker settings from `--export-stream` and `--export-maxlen`.
+pub fn broker_settings(args: &cli::BrokerArgs) -> Settings {
+    Settings {
+        stream: args.export_stream.clone(),
+        maxlen: args.export_maxlen,
+        ..Settings::default()
+    }
+}
+
+/// This machine's name (the default `--agent-id`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tapline".into())
 }
 
 impl Outputs {

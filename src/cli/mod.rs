@@ -51,6 +51,9 @@ pub enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugins(PluginsCommand),
+    /// Read the events agents exported (--export) from a broker and write them to outputs;
+    /// collectors with the same --group share the work.
+    Collect(CollectArgs),
 }
 
 /// `tapline plugins …`
@@ -339,7 +342,7 @@ impl Cli {
                     .subcommand_matches("plugins")
                     .and_then(|m| m.subcommand_matches("check")),
             ),
-            Command::Demo(_) | Command::Ca(_) => return Ok(cli),
+            Command::Demo(_) | Command::Ca(_) | Command::Collect(_) => return Ok(cli),
         };
         if let Some(sub) = sub {
             plugins.pipeline = declared_order(plugins, sub);
@@ -422,6 +425,81 @@ pub struct OutputArgs {
     /// Rows the web view keeps; older ones leave the page, never the other outputs.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub web_history: usize,
+    /// Export every event to a broker: nats://HOST:PORT/SUBJECT (JetStream) or
+    /// redis://HOST:PORT/STREAM (Redis Streams). Repeatable.
+    #[arg(long = "export", value_name = "URL")]
+    pub export: Vec<String>,
+    /// This agent's name in exported events (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub agent_id: Option<String>,
+    /// The export's broker settings.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Where exported events wait while a broker is away, a directory per target (default:
+    /// tapline-spool-AGENT in the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub export_spool: Option<PathBuf>,
+    /// Most bytes spooled per export target; past it the oldest events are dropped (counted).
+    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub export_spool_max: u64,
+    /// How long a clean stop keeps sending queued and spooled events before leaving the rest
+    /// in the spool for the next run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub export_flush_wait: Duration,
+}
+
+/// Broker settings shared by the export and `tapline collect`.
+#[derive(Debug, Args, Clone)]
+pub struct BrokerArgs {
+    /// The JetStream stream holding the subject (created, covering it, if missing).
+    #[arg(long, default_value = tapline_export::broker::DEFAULT_STREAM, value_name = "NAME")]
+    pub export_stream: String,
+    /// Most entries the broker keeps: Redis XADD MAXLEN ~ N, and the JetStream stream's
+    /// message limit when tapline creates it.
+    #[arg(long, default_value_t = tapline_export::broker::DEFAULT_MAXLEN, value_name = "N")]
+    pub export_maxlen: u64,
+}
+
+impl Default for BrokerArgs {
+    fn default() -> Self {
+        BrokerArgs {
+            export_stream: tapline_export::broker::DEFAULT_STREAM.into(),
+            export_maxlen: tapline_export::broker::DEFAULT_MAXLEN,
+        }
+    }
+}
+
+/// `tapline collect`
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Where to read events from: nats://HOST:PORT/SUBJECT or redis://HOST:PORT/STREAM.
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// Collectors in the same group share the stream's events (the JetStream durable
+    /// consumer, the Redis consumer group).
+    #[arg(long, default_value = "tapline-collect", value_name = "NAME")]
+    pub group: String,
+    /// Broker settings.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Stop by itself after this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+    /// Stop once no event came for this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_exit: Option<Duration>,
+    /// JSON lines on stdout instead of human text.
+    #[arg(long)]
+    pub json: bool,
+    /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub output: Option<PathBuf>,
+    /// Prometheus metrics on this address (loopback unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// No human output on stdout.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Syslog message formats.

@@ -9,11 +9,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod broker;
 mod capture;
 mod net;
 mod pki;
 
 // Every test binary compiles this module but uses only some of these.
+#[allow(unused_imports)]
+pub use broker::{Broker, BrokerKind};
 #[allow(unused_imports)]
 pub use capture::{can_capture, capture, is_root, shared_pcap, tshark_stdout};
 #[allow(unused_imports)]

@@ -17,18 +17,29 @@ use tapline_core::{
 
 /// Appends `event` as one JSON object and a newline to `out`.
 pub fn write_line(event: &Event, out: &mut Vec<u8>) {
-    write(event, false, out);
+    write(event, &[], false, out);
 }
 
 /// [`write_line`], with `http_request` and `http_response` events carrying their `body`
 /// (as kept, up to `--body-limit`; see [`body`]) — `--json-bodies`.
 pub fn write_line_with_bodies(event: &Event, out: &mut Vec<u8>) {
-    write(event, true, out);
+    write(event, &[], true, out);
 }
 
-fn write(event: &Event, bodies: bool, out: &mut Vec<u8>) {
+/// Appends `event` as one JSON object and a newline to `out`, with the `extra` string fields
+/// after its own (the export's `agent` and `event_id`).
+pub fn write_line_with(event: &Event, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+    write(event, extra, false, out);
+}
+
+fn write(event: &Event, extra: &[(&str, &str)], bodies: bool, out: &mut Vec<u8>) {
     // Serializing plain strings, numbers and maps into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, &JsonEvent { event, bodies }).is_ok() {
+    let json = JsonEvent {
+        event,
+        bodies,
+        extra,
+    };
+    if serde_json::to_writer(&mut *out, &json).is_ok() {
         out.push(b'\n');
     }
 }
@@ -42,6 +53,7 @@ pub fn detailed(event: &Event, body_cap: usize) -> Value {
     let mut value = serde_json::to_value(JsonEvent {
         event,
         bodies: false,
+        extra: &[],
     })
     .unwrap_or(Value::Null);
     if let (
@@ -104,10 +116,12 @@ impl Serialize for JsonTls<'_> {
     }
 }
 
-/// Serializes an event in the JSON lines shape (`bodies`: HTTP messages with their body).
+/// Serializes an event in the JSON lines shape (`bodies`: HTTP messages with their body),
+/// with `extra` string fields at the end.
 struct JsonEvent<'a> {
     event: &'a Event,
     bodies: bool,
+    extra: &'a [(&'a str, &'a str)],
 }
 
 impl Serialize for JsonEvent<'_> {
@@ -178,6 +192,9 @@ impl Serialize for JsonEvent<'_> {
                 m.serialize_entry("message", &r.message)?;
                 m.serialize_entry("fields", &r.fields)?;
             }
+        }
+        for (name, value) in self.extra {
+            m.serialize_entry(name, value)?;
         }
         m.end()
     }

@@ -110,6 +110,12 @@ impl LineSink {
         self
     }
 
+    /// Writes one line that is already formatted (ending in a newline), in order with the
+    /// events' lines (`tapline collect` passes exported JSON objects through).
+    pub fn write_line(&self, line: &[u8]) {
+        self.append(line);
+    }
+
     fn append(&self, line: &[u8]) {
         if line.is_empty() {
             return;
