@@ -2,7 +2,8 @@
 //! (JetStream durable pull consumer, Redis consumer group), and writes them to the outputs:
 //! JSON lines (`--json`, `--output`) passed through as the agents wrote them (so `agent` and
 //! `event_id` stay), human lines rendered from them, and counters by agent and kind for
-//! `--metrics` and the end-of-run stats. A batch is acknowledged once the outputs have
+//! `--metrics` and the end-of-run stats, and the `--web` view's rows (without the HTTP heads
+//! and bodies that JSON lines leave out). A batch is acknowledged once the outputs have
 //! written it, so a collector that dies leaves its batch to be delivered again.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use crate::cli::CollectArgs;
 use crate::collect_lines;
 use crate::exit::usage;
 use crate::shutdown::Shutdown;
+use crate::web_view::WebView;
 
 /// Events asked for per fetch.
 const BATCH: usize = 1024;
@@ -34,6 +36,8 @@ struct Outputs {
     human: Option<LineSink>,
     metrics: Arc<Metrics>,
     by_agent_kind: HashMap<(String, String), Arc<AtomicU64>>,
+    /// `--web`: the collected events' rows.
+    web: Option<WebView>,
 }
 
 /// Runs until a signal, `--duration` or `--idle-exit`.
@@ -44,6 +48,12 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<()> {
     };
     let mut outputs = Outputs::build(&args)?;
     serve_metrics(&args, &outputs.metrics)?;
+    if let Some(web) = &outputs.web {
+        let history = web.capacity();
+        web.serve(Box::new(
+            move || serde_json::json!({ "history": history, "stages": [] }),
+        ))?;
+    }
     let settings = crate::outputs::broker_settings(&args.broker);
     let member = format!("{}-{}", crate::outputs::host_name(), std::process::id());
     let mut shutdown = Shutdown::install(args.duration);
@@ -123,6 +133,7 @@ impl Outputs {
             file,
             metrics: Arc::new(Metrics::new()),
             by_agent_kind: HashMap::new(),
+            web: WebView::from_args(&args.view)?,
         })
     }
 
@@ -153,6 +164,9 @@ impl Outputs {
                 }
             }
             self.count(&event);
+            if let Some(web) = &self.web {
+                web.history().push_object(event);
+            }
         }
         for sink in [&self.json, &self.file, &self.human].into_iter().flatten() {
             sink.flush();

@@ -16,6 +16,7 @@ mod replay_cmd;
 mod shutdown;
 mod stages;
 mod tls_setup;
+mod web_view;
 
 use std::process::ExitCode;
 

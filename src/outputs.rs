@@ -13,10 +13,10 @@ use tapline_lua::LuaPlugin;
 use tapline_output::metrics::{self, Metrics, MetricsServer};
 use tapline_output::syslog::{parse_kinds, SyslogConfig, SyslogFormat, SyslogSink, SyslogTarget};
 use tapline_output::{stats, HarSink, LineFormat, LineSink, PcapExport};
-use tapline_web::{History, Shared, WebServer};
 
 use crate::cli::{self, OutputArgs};
 use crate::exit::usage;
+use crate::web_view::WebView;
 
 /// Every output of the run behind one sink, plus what runs beside it (metrics).
 pub struct Outputs {
@@ -26,16 +26,8 @@ pub struct Outputs {
     metrics: Arc<Metrics>,
     /// Where to serve them, when `--metrics` was given.
     metrics_addr: Option<SocketAddr>,
-    /// The web view's rows, address and token, when `--web` was given.
-    web: Option<Web>,
-}
-
-/// The `--web` view before it is served.
-struct Web {
-    history: Arc<History>,
-    capacity: usize,
-    addr: SocketAddr,
-    token: Option<String>,
+    /// The web view, when `--web` was given.
+    web: Option<WebView>,
 }
 
 /// Builds the outputs: human text or JSON lines on stdout, `--output` file, syslog, and for
@@ -87,9 +79,9 @@ pub fn build(
         Some(Ok(addr)) => Some(addr),
         Some(Err(e)) => usage!("{e}"),
     };
-    let web = web(args)?;
+    let web = WebView::from_args(&args.view)?;
     if let Some(web) = &web {
-        sinks.push(web.history.clone());
+        sinks.push(web.history().clone());
     }
     Ok(Outputs {
         sink: Arc::new(Fanout(sinks)),
@@ -97,29 +89,6 @@ pub fn build(
         metrics_addr,
         web,
     })
-}
-
-/// The `--web` view's history, once its address and token are checked.
-fn web(args: &OutputArgs) -> anyhow::Result<Option<Web>> {
-    let Some(text) = &args.web else {
-        return Ok(None);
-    };
-    let Ok(addr) = metrics::parse_address(text) else {
-        usage!("--web {text}: not an address (HOST:PORT, or PORT for loopback)");
-    };
-    let token = args.web_token.clone().filter(|t| !t.is_empty());
-    if let Err(e) = tapline_web::check_address(addr, token.as_deref()) {
-        usage!("{e}");
-    }
-    if args.web_history == 0 {
-        usage!("--web-history must be at least 1");
-    }
-    Ok(Some(Web {
-        history: History::new(args.web_history),
-        capacity: args.web_history,
-        addr,
-        token,
-    }))
 }
 
 /// The `--syslog` output, with its format and event kinds.
@@ -214,21 +183,9 @@ impl Outputs {
     /// Starts the `--web` view, if asked for, showing the pipeline's stage counters and the
     /// Lua plugins' loaded versions and reload errors.
     pub fn serve_web(&self, pipeline: &Pipeline, lua: &[Arc<LuaPlugin>]) -> anyhow::Result<()> {
-        let Some(web) = &self.web else {
-            return Ok(());
-        };
-        let (pipeline, history, lua) = (pipeline.clone(), web.capacity, lua.to_vec());
-        let shared = Shared {
-            history: web.history.clone(),
-            stats: Box::new(move || stage_stats(&pipeline, &lua, history)),
-            token: web.token.clone(),
-        };
-        match WebServer::start(web.addr, shared) {
-            Ok(server) => {
-                eprintln!("tapline: web view on http://{}/", server.local_addr());
-                Ok(())
-            }
-            Err(e) => usage!("--web {}: {e}", web.addr),
+        match &self.web {
+            Some(web) => web.serve_stages(pipeline, lua),
+            None => Ok(()),
         }
     }
 
@@ -237,7 +194,7 @@ impl Outputs {
     pub fn source_ended(&self) -> bool {
         match &self.web {
             Some(web) => {
-                web.history.end_of_source();
+                web.history().end_of_source();
                 true
             }
             None => false,
@@ -250,34 +207,4 @@ impl Outputs {
         self.sink.flush();
         eprint!("{}", stats::end_of_run(&self.metrics, pipeline));
     }
-}
-
-/// The stages' counters as the web view's header shows them; a Lua plugin's also say which
-/// version of its file is loaded and why its last reload failed.
-fn stage_stats(pipeline: &Pipeline, lua: &[Arc<LuaPlugin>], history: usize) -> serde_json::Value {
-    use tapline_core::StageCounters;
-    let statuses: Vec<_> = lua.iter().map(|p| p.status()).collect();
-    let stages: Vec<serde_json::Value> = pipeline
-        .stages()
-        .iter()
-        .map(|stage| {
-            let c = stage.counters();
-            let mut entry = serde_json::json!({
-                "name": stage.name(),
-                "family": stage.family(),
-                "calls": StageCounters::get(&c.calls),
-                "errors": StageCounters::get(&c.errors),
-                "timeouts": StageCounters::get(&c.timeouts),
-                "dropped": StageCounters::get(&c.dropped),
-            });
-            if let Some(status) = statuses.iter().find(|s| s.name == stage.name()) {
-                entry["file"] = serde_json::json!(status.file);
-                entry["version"] = serde_json::json!(status.version);
-                entry["reloads"] = serde_json::json!(status.reloads);
-                entry["last_error"] = serde_json::json!(status.last_error);
-            }
-            entry
-        })
-        .collect();
-    serde_json::json!({ "history": history, "stages": stages })
 }

@@ -377,3 +377,53 @@ fn the_view_shows_each_plugins_loaded_version_and_last_reload_error() {
         "{fixed}"
     );
 }
+
+#[test]
+fn a_collector_shows_what_the_agents_exported() {
+    let Some(broker) = Broker::start(BrokerKind::Redis) else {
+        return;
+    };
+    let stream = broker.url("webview");
+    let sample = repo_root().join("samples/sample.pcap");
+    let (code, _, err) = run_tapline(&[
+        "capture",
+        "-q",
+        "-r",
+        sample.to_str().unwrap(),
+        "--export",
+        &stream,
+        "--agent-id",
+        "edge-1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let web = local(free_port());
+    let mut cmd = tapline();
+    cmd.args(["collect", "-q", "--from", &stream, "--web"])
+        .arg(web.to_string())
+        .args(["--duration", "30s"]);
+    let mut collect = Proc::spawn("tapline collect --web", cmd);
+    collect.wait_port(web, Duration::from_secs(10));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let rows = loop {
+        let (_, body) = get(web, "/api/rows", "");
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if rows["total"] == 27 || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(rows["total"], 27, "18 transactions and 9 flow ends: {rows}");
+    assert!(rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["agent"] == "edge-1"));
+    let (status, body) = get(web, "/api/download.jsonl?proto=postgres&errors=1", "");
+    assert_eq!(status, 200);
+    assert!(
+        body.lines().count() >= 1 && body.contains("error_code"),
+        "{body}"
+    );
+    collect.signal("TERM");
+    assert_eq!(collect.wait_exit(Duration::from_secs(15)), Some(0));
+}

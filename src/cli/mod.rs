@@ -415,16 +415,9 @@ pub struct OutputArgs {
     /// No human output on stdout.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Serve a live web view of the traffic on this address (HOST:PORT, or PORT on
-    /// loopback); off loopback --web-token is required.
-    #[arg(long, value_name = "ADDR")]
-    pub web: Option<String>,
-    /// A token every web view request must carry (`?token=` or `Authorization: Bearer`).
-    #[arg(long, value_name = "TOKEN")]
-    pub web_token: Option<String>,
-    /// Rows the web view keeps; older ones leave the page, never the other outputs.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub web_history: usize,
+    /// The live web view.
+    #[command(flatten)]
+    pub view: WebArgs,
     /// Export every event to a broker: nats://HOST:PORT/SUBJECT (JetStream) or
     /// redis://HOST:PORT/STREAM (Redis Streams). Repeatable.
     #[arg(long = "export", value_name = "URL")]
@@ -446,6 +439,31 @@ pub struct OutputArgs {
     /// in the spool for the next run.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub export_flush_wait: Duration,
+}
+
+/// The live web view's options, in every mode.
+#[derive(Debug, Args, Clone)]
+pub struct WebArgs {
+    /// Serve a live web view of the traffic on this address (HOST:PORT, or PORT on
+    /// loopback); off loopback --web-token is required.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<String>,
+    /// A token every web view request must carry (`?token=` or `Authorization: Bearer`).
+    #[arg(long, value_name = "TOKEN")]
+    pub web_token: Option<String>,
+    /// Rows the web view keeps; older ones leave the page, never the other outputs.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub web_history: usize,
+}
+
+impl Default for WebArgs {
+    fn default() -> Self {
+        WebArgs {
+            web: None,
+            web_token: None,
+            web_history: 10_000,
+        }
+    }
 }
 
 /// Broker settings shared by the export and `tapline collect`.
@@ -494,6 +512,9 @@ pub struct CollectArgs {
     /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
     #[arg(long, value_name = "FILE.jsonl")]
     pub output: Option<PathBuf>,
+    /// The live web view of what is collected.
+    #[command(flatten)]
+    pub view: WebArgs,
     /// Prometheus metrics on this address (loopback unless given).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tapline_core::{Event, EventSink, Kind};
 use tokio::sync::broadcast;
 
-use crate::row::{row, Row, ROW_KINDS};
+use crate::row::{from_object, row, Row, ROW_KINDS};
 
 /// Rows a live stream may fall behind before it is ended.
 const STREAM_BACKLOG: usize = 4096;
@@ -50,6 +50,14 @@ impl History {
         }
         rows.push_back(row.clone());
         let _ = self.live.send(row);
+    }
+
+    /// Takes an event as its JSON object (`tapline collect`, which passes the agents' JSON
+    /// lines through), if the table lists its kind.
+    pub fn push_object(&self, value: serde_json::Value) {
+        if let Some(row) = from_object(value) {
+            self.push(row);
+        }
     }
 
     /// The rows after `after` (an id), oldest first.

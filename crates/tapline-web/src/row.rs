@@ -2,7 +2,8 @@
 //! record or alert) as the JSON object of its JSON line, plus what the detail pane shows and
 //! the line leaves out (HTTP heads and bodies), and the facts the server filters on.
 
-use tapline_core::{Event, EventKind, Kind, Transaction};
+use serde_json::Value;
+use tapline_core::{Event, Kind};
 
 /// Body bytes kept per HTTP message for the detail pane.
 const BODY_CAP: usize = 64 * 1024;
@@ -42,46 +43,42 @@ pub fn row(event: &Event) -> Option<Row> {
     if !ROW_KINDS.contains(&event.kind.kind()) {
         return None;
     }
-    let value = tapline_output::json::detailed(event, BODY_CAP);
+    from_object(tapline_output::json::detailed(event, BODY_CAP))
+}
+
+/// The row for an event's JSON object (as [`row`] makes it, or a JSON line as `tapline
+/// collect` receives it), if the table lists its kind.
+pub fn from_object(value: Value) -> Option<Row> {
+    let kind = value["kind"].as_str()?;
+    if !matches!(kind, "transaction" | "flow_end" | "record" | "alert") {
+        return None;
+    }
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let mut facts = Facts {
-        protocol: event
-            .flow
-            .as_ref()
-            .map_or("plugin", |f| f.protocol.as_str())
-            .to_string(),
-        host: event
-            .flow
-            .as_ref()
-            .map(|f| f.server.to_string())
-            .unwrap_or_default(),
+        protocol: value["protocol"].as_str().unwrap_or("plugin").to_string(),
+        host: text(&value["server"]),
         ..Facts::default()
     };
-    match &event.kind {
-        EventKind::Transaction(Transaction::Http {
-            request, response, ..
-        }) => {
-            facts.protocol = "http".into();
-            if let Some(url) = &request.url {
+    match kind {
+        "transaction" if value.get("sql").is_some() => {
+            facts.error = !value["error_code"].is_null();
+            facts.text = text(&value["sql"]);
+        }
+        "transaction" => {
+            let (request, status) = (&value["request"], value["response"]["status"].as_u64());
+            if let Some(url) = request["url"].as_str() {
                 facts.host.push(' ');
                 facts.host.push_str(url);
             }
-            facts.status = Some(response.status);
-            facts.error = response.status >= 400;
-            facts.text = format!("{} {}", request.method, request.path);
+            facts.status = status.and_then(|s| u16::try_from(s).ok());
+            facts.error = status.is_some_and(|s| s >= 400);
+            facts.text = format!("{} {}", text(&request["method"]), text(&request["path"]));
         }
-        EventKind::Transaction(Transaction::Postgres(pg)) => {
-            facts.protocol = "postgres".into();
-            facts.error = pg.error_code.is_some();
-            facts.text = pg.sql.clone();
+        "flow_end" => facts.error = value.get("reason").is_some_and(|r| !r.is_null()),
+        _ => {
+            facts.error = kind == "alert";
+            facts.text = text(&value["message"]);
         }
-        EventKind::FlowEnd { end, .. } => {
-            facts.error = end.reason().is_some();
-        }
-        EventKind::Record(r) | EventKind::Alert(r) => {
-            facts.error = event.kind.kind() == Kind::Alert;
-            facts.text = r.message.clone();
-        }
-        _ => {}
     }
     let json = serde_json::to_string(&value).ok()?;
     Some(Row { id: 0, json, facts })
