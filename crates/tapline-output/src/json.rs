@@ -38,6 +38,7 @@ fn write(event: &Event, extra: &[(&str, &str)], bodies: bool, out: &mut Vec<u8>)
         event,
         bodies,
         extra,
+        detail: None,
     };
     if serde_json::to_writer(&mut *out, &json).is_ok() {
         out.push(b'\n');
@@ -46,39 +47,58 @@ fn write(event: &Event, extra: &[(&str, &str)], bodies: bool, out: &mut Vec<u8>)
 
 /// `event` as the JSON object its line holds, and for an HTTP transaction what the line
 /// leaves out: `request_ts` (when the request went out), `request_headers`,
-/// `response_headers` (`[name, value]` pairs in wire order)
-/// and `request_body`, `response_body` (at most `body_cap` bytes each; see [`body`]). The
-/// web view's rows and HAR entries are made from it.
+/// `response_headers` (`[name, value]` pairs in wire order) and `request_body`,
+/// `response_body` (at most `body_cap` bytes each; see [`body`]). HAR entries are made from
+/// it; [`write_detailed`] writes the same object as text.
 pub fn detailed(event: &Event, body_cap: usize) -> Value {
-    let mut value = serde_json::to_value(JsonEvent {
+    serde_json::to_value(JsonEvent {
         event,
         bodies: false,
         extra: &[],
+        detail: Some(body_cap),
     })
-    .unwrap_or(Value::Null);
-    if let (
-        EventKind::Transaction(Transaction::Http {
-            request,
-            response,
-            latency,
-        }),
-        Some(object),
-    ) = (&event.kind, value.as_object_mut())
-    {
-        let sent = event.ts.as_micros() - i64::try_from(latency.as_micros()).unwrap_or(0);
-        object.insert("request_ts".into(), json!(Timestamp(sent).rfc3339()));
-        object.insert("request_headers".into(), json!(request.headers));
-        object.insert("response_headers".into(), json!(response.headers));
-        for (name, bytes, truncated) in [
-            ("request_body", &request.body, request.body_truncated),
-            ("response_body", &response.body, response.body_truncated),
-        ] {
-            if !bytes.is_empty() {
-                object.insert(name.into(), body(bytes, truncated, body_cap));
-            }
+    .unwrap_or(Value::Null)
+}
+
+/// Appends [`detailed`]'s object as JSON text (no newline) to `out`, without building it
+/// as a value first (the web view's rows).
+pub fn write_detailed(event: &Event, body_cap: usize, out: &mut Vec<u8>) {
+    let json = JsonEvent {
+        event,
+        bodies: false,
+        extra: &[],
+        detail: Some(body_cap),
+    };
+    let _ = serde_json::to_writer(out, &json);
+}
+
+/// The detail fields of an HTTP transaction (see [`detailed`]).
+fn detail_fields<M: SerializeMap>(
+    m: &mut M,
+    event: &Event,
+    body_cap: usize,
+) -> Result<(), M::Error> {
+    let EventKind::Transaction(Transaction::Http {
+        request,
+        response,
+        latency,
+    }) = &event.kind
+    else {
+        return Ok(());
+    };
+    let sent = event.ts.as_micros() - i64::try_from(latency.as_micros()).unwrap_or(0);
+    m.serialize_entry("request_ts", &Timestamp(sent))?;
+    m.serialize_entry("request_headers", &request.headers)?;
+    m.serialize_entry("response_headers", &response.headers)?;
+    for (name, bytes, truncated) in [
+        ("request_body", &request.body, request.body_truncated),
+        ("response_body", &response.body, response.body_truncated),
+    ] {
+        if !bytes.is_empty() {
+            m.serialize_entry(name, &body(bytes, truncated, body_cap))?;
         }
     }
-    value
+    Ok(())
 }
 
 /// A body as JSON: `{"text": …}` when it is UTF-8, else `{"base64": …}`, with `truncated`
@@ -122,6 +142,8 @@ struct JsonEvent<'a> {
     event: &'a Event,
     bodies: bool,
     extra: &'a [(&'a str, &'a str)],
+    /// With the detail fields of [`detailed`], bodies cut at this many bytes.
+    detail: Option<usize>,
 }
 
 impl Serialize for JsonEvent<'_> {
@@ -192,6 +214,9 @@ impl Serialize for JsonEvent<'_> {
                 m.serialize_entry("message", &r.message)?;
                 m.serialize_entry("fields", &r.fields)?;
             }
+        }
+        if let Some(cap) = self.detail {
+            detail_fields(&mut m, event, cap)?;
         }
         for (name, value) in self.extra {
             m.serialize_entry(name, value)?;

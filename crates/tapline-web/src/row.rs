@@ -3,7 +3,7 @@
 //! the line leaves out (HTTP heads and bodies), and the facts the server filters on.
 
 use serde_json::Value;
-use tapline_core::{Event, Kind};
+use tapline_core::{Event, EventKind, Kind, Transaction};
 
 /// Body bytes kept per HTTP message for the detail pane.
 const BODY_CAP: usize = 64 * 1024;
@@ -38,12 +38,44 @@ pub struct Facts {
 pub const ROW_KINDS: [Kind; 4] = [Kind::Transaction, Kind::FlowEnd, Kind::Record, Kind::Alert];
 
 /// The row for `event` (its id is given when the history takes it), if the table lists
-/// its kind.
+/// its kind. Its JSON is written straight from the event (no value tree on the way).
 pub fn row(event: &Event) -> Option<Row> {
     if !ROW_KINDS.contains(&event.kind.kind()) {
         return None;
     }
-    from_object(tapline_output::json::detailed(event, BODY_CAP))
+    let flow = event.flow.as_ref();
+    let mut facts = Facts {
+        protocol: flow.map_or("plugin", |f| f.protocol.as_str()).to_string(),
+        host: flow.map(|f| f.server.to_string()).unwrap_or_default(),
+        ..Facts::default()
+    };
+    match &event.kind {
+        EventKind::Transaction(Transaction::Http {
+            request, response, ..
+        }) => {
+            if let Some(url) = &request.url {
+                facts.host.push(' ');
+                facts.host.push_str(url);
+            }
+            facts.status = Some(response.status);
+            facts.error = response.status >= 400;
+            facts.text = format!("{} {}", request.method, request.path);
+        }
+        EventKind::Transaction(Transaction::Postgres(pg)) => {
+            facts.error = pg.error_code.is_some();
+            facts.text = pg.sql.clone();
+        }
+        EventKind::FlowEnd { end, .. } => facts.error = end.reason().is_some(),
+        EventKind::Record(r) | EventKind::Alert(r) => {
+            facts.error = event.kind.kind() == Kind::Alert;
+            facts.text = r.message.clone();
+        }
+        _ => {}
+    }
+    let mut json = Vec::with_capacity(1024);
+    tapline_output::json::write_detailed(event, BODY_CAP, &mut json);
+    let json = String::from_utf8(json).ok()?;
+    Some(Row { id: 0, json, facts })
 }
 
 /// The row for an event's JSON object (as [`row`] makes it, or a JSON line as `tapline
