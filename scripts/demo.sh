@@ -7,8 +7,9 @@
 #  2. active: the demo origin behind the intercepting proxy, with a Lua plugin that adds a
 #     header, a 50 ms latency fault, an HTTP 503 aimed at one route (POST /echo), and the
 #     slow-HTTP plugin that also ran on the capture (one plugin, both modes), a few requests
-#     through it, one of its JSON events (with the flow's UUID), what its live web view
-#     (--web) holds, then a clean stop;
+#     through it, what its live web view (--web) holds, the sample's HTTP replayed through it
+#     (the aimed fault and the plugin's header are the differences), one of its JSON events (with the flow's UUID),
+#     then a clean stop;
 #  3. TLS interception: an HTTPS origin (openssl s_server, its certificate from a CA made here)
 #     behind the proxy with --intercept-tls, curl trusting tapline's own CA (made in a temp
 #     dir): the same plugin sees the decrypted request, and the JSON shows the flow's TLS;
@@ -91,6 +92,9 @@ for r in json.load(sys.stdin)["rows"]:
     if r["kind"] == "transaction":
         q, a = r["request"], r["response"]
         print("   ", r["ts"][11:23], q["method"], q["url"] or q["path"], a["status"], "%.1f ms" % r["latency_ms"])'
+echo "-- the sample capture's HTTP replayed into this origin through this proxy (tapline replay --via): the aimed 503 and the header the plugin adds (which /echo reflects) are the differences"
+"$bin" replay -r samples/sample.pcap -f 'tcp port 8080' --to "http=$origin" --via "http://$proxy" \
+  --speed max 2>/dev/null | grep -E '^(replay|DIFFERENT)' | sed 's/^/   /'
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true
 echo "-- one of the proxy's JSON events (--output): the POST's transaction, with the flow's UUID"
 grep '"kind":"transaction"' "$events" | grep '"method":"POST"' | head -1

@@ -302,6 +302,18 @@ fn curl_traffic_replays_into_another_origin() {
         (Some(0), Some(6)),
         "{out}{report:#}"
     );
+
+    // Through a proxy without faults the requests reach the --to target (the origin with
+    // the broken path), not the captured Host (the first origin, which answers as captured).
+    let (_plain, plain) = start_proxy(&[]);
+    let via = format!("http://{plain}");
+    let (code, out, err, report) = replay(&pcap, broken, &["--via", &via]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        (report["same"].as_u64(), report["different"].as_u64()),
+        (Some(5), Some(1)),
+        "{out}{report:#}"
+    );
 }
 
 #[test]

@@ -156,8 +156,10 @@ fn encode(request: &HttpRequest, target: &Target, ctx: &Context) -> Vec<u8> {
         .clone()
         .or_else(|| request.headers.get("host").map(String::from))
         .unwrap_or_else(|| format!("{}:{}", target.host, target.port));
+    // Through a proxy the absolute form names the target (the proxy routes by it and, as
+    // RFC 9112 says, takes the Host from it); the Host field is still the captured one.
     let form = match &ctx.targets.via {
-        Some(_) => format!("http://{host}{}", request.path),
+        Some(_) => format!("http://{}:{}{}", target.host, target.port, request.path),
         None => request.path.clone(),
     };
     let mut out = Vec::with_capacity(256 + request.body.len());
