@@ -7,10 +7,16 @@ use std::time::Duration;
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+mod collect;
 mod faults;
+mod outputs;
+mod replay;
 mod tls;
 
+pub use collect::CollectArgs;
 pub use faults::FaultArgs;
+pub use outputs::{BrokerArgs, OutputArgs, SyslogFormat, WebArgs};
+pub use replay::{PgSslMode, ReplayArgs};
 pub use tls::{CaArgs, TlsArgs, UpstreamTls};
 
 /// Capture and model network traffic through a pipeline of plugins.
@@ -192,84 +198,6 @@ pub struct CaptureArgs {
     pub filter_words: Vec<String>,
 }
 
-/// `tapline replay`
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// The traffic: a pcap/pcapng file, tapline JSON lines (.jsonl) or a HAR file (.har).
-    #[arg(short = 'r', long, value_name = "FILE")]
-    pub read: PathBuf,
-    /// Where to send it: http=HOST:PORT, https=HOST:PORT, postgres=HOST:PORT (repeatable,
-    /// one per protocol).
-    #[arg(long = "to", value_name = "PROTO=HOST:PORT", required = true)]
-    pub to: Vec<String>,
-    /// PostgreSQL user to log in as.
-    #[arg(long, env = "PGUSER", value_name = "USER")]
-    pub pg_user: Option<String>,
-    /// PostgreSQL database (default: the user's name).
-    #[arg(long, env = "PGDATABASE", value_name = "NAME")]
-    pub pg_database: Option<String>,
-    /// A file whose first line is the PostgreSQL password (else PGPASSWORD).
-    #[arg(long, value_name = "FILE")]
-    pub pg_password_file: Option<PathBuf>,
-    /// TLS to PostgreSQL.
-    #[arg(long, value_enum, default_value_t = PgSslMode::Prefer)]
-    pub pg_sslmode: PgSslMode,
-    /// Send this Host instead of the captured one (also the TLS server name).
-    #[arg(long, value_name = "NAME")]
-    pub host: Option<String>,
-    /// Send HTTP requests through this forward proxy (http://HOST:PORT), in absolute form.
-    #[arg(long, value_name = "URL")]
-    pub via: Option<String>,
-    /// Trust the CAs in this PEM file for https= and PostgreSQL TLS (repeatable).
-    #[arg(long, value_name = "FILE", conflicts_with = "upstream_insecure")]
-    pub upstream_ca: Vec<PathBuf>,
-    /// Do not verify the target's certificate.
-    #[arg(long)]
-    pub upstream_insecure: bool,
-    /// N times faster than captured, or max (no waiting).
-    #[arg(long, default_value = "1", value_name = "N|max")]
-    pub speed: tapline_replay::Speed,
-    /// Replay at most this many requests / PostgreSQL units, in capture order.
-    #[arg(long, value_name = "N")]
-    pub limit: Option<u64>,
-    /// Replay only PostgreSQL units with a statement matching this regular expression.
-    #[arg(long, value_name = "REGEX")]
-    pub filter_sql: Option<String>,
-    /// Replay only HTTP requests whose path matches this regular expression.
-    #[arg(long, value_name = "REGEX")]
-    pub filter_path: Option<String>,
-    /// Write the comparison as JSON to this file.
-    #[arg(long, value_name = "FILE.json")]
-    pub report: Option<PathBuf>,
-    /// Exit 1 when any exchange differs or failed.
-    #[arg(long)]
-    pub fail_on_diff: bool,
-    /// Longest wait for a connection or an answer.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub timeout: Duration,
-    /// BPF filter applied while reading a capture file.
-    #[arg(short = 'f', long, value_name = "EXPR")]
-    pub filter: Option<String>,
-    /// Plugins and decoding.
-    #[command(flatten)]
-    pub plugins: PluginArgs,
-    /// Where the replayed events go (stdout shows them only with --json).
-    #[command(flatten)]
-    pub output: OutputArgs,
-}
-
-/// `--pg-sslmode`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum PgSslMode {
-    /// Cleartext.
-    Disable,
-    /// TLS when the server agrees.
-    #[default]
-    Prefer,
-    /// TLS or fail.
-    Require,
-}
-
 /// `tapline demo`
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -382,157 +310,6 @@ pub enum FailurePolicy {
     Open,
     /// Close the flow.
     Closed,
-}
-
-/// Output options shared by proxy and capture.
-#[derive(Debug, Args, Clone, Default)]
-pub struct OutputArgs {
-    /// JSON lines on stdout instead of human text.
-    #[arg(long)]
-    pub json: bool,
-    /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub output: Option<PathBuf>,
-    /// JSON lines (--json, --output) carry HTTP bodies (up to --body-limit), so the file
-    /// can be replayed.
-    #[arg(long)]
-    pub json_bodies: bool,
-    /// Every HTTP exchange to this HAR 1.2 file (heads, bodies up to --body-limit, timings).
-    #[arg(long, value_name = "FILE.har")]
-    pub har: Option<PathBuf>,
-    /// Send alerts and plugin records to syslog: udp://HOST:PORT or tcp://HOST:PORT.
-    #[arg(long, value_name = "URL")]
-    pub syslog: Option<String>,
-    /// Syslog message format.
-    #[arg(long, value_enum, default_value_t = SyslogFormat::Rfc5424)]
-    pub syslog_format: SyslogFormat,
-    /// Event kinds sent to syslog, comma-separated (default: alert,record).
-    #[arg(long, value_delimiter = ',', value_name = "KINDS")]
-    pub syslog_events: Vec<String>,
-    /// Prometheus metrics on this address (loopback unless given).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<String>,
-    /// No human output on stdout.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// The live web view.
-    #[command(flatten)]
-    pub view: WebArgs,
-    /// Export every event to a broker: nats://HOST:PORT/SUBJECT (JetStream) or
-    /// redis://HOST:PORT/STREAM (Redis Streams). Repeatable.
-    #[arg(long = "export", value_name = "URL")]
-    pub export: Vec<String>,
-    /// This agent's name in exported events (default: the host name).
-    #[arg(long, value_name = "NAME")]
-    pub agent_id: Option<String>,
-    /// The export's broker settings.
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Where exported events wait while a broker is away, a directory per target (default:
-    /// tapline-spool-AGENT in the system's temporary directory).
-    #[arg(long, value_name = "DIR")]
-    pub export_spool: Option<PathBuf>,
-    /// Most bytes spooled per export target; past it the oldest events are dropped (counted).
-    #[arg(long, default_value = "256MiB", value_parser = parse_size, value_name = "SIZE")]
-    pub export_spool_max: u64,
-    /// How long a clean stop keeps sending queued and spooled events before leaving the rest
-    /// in the spool for the next run.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub export_flush_wait: Duration,
-}
-
-/// The live web view's options, in every mode.
-#[derive(Debug, Args, Clone)]
-pub struct WebArgs {
-    /// Serve a live web view of the traffic on this address (HOST:PORT, or PORT on
-    /// loopback); off loopback --web-token is required.
-    #[arg(long, value_name = "ADDR")]
-    pub web: Option<String>,
-    /// A token every web view request must carry (`?token=` or `Authorization: Bearer`).
-    #[arg(long, value_name = "TOKEN")]
-    pub web_token: Option<String>,
-    /// Rows the web view keeps; older ones leave the page, never the other outputs.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
-    pub web_history: usize,
-}
-
-impl Default for WebArgs {
-    fn default() -> Self {
-        WebArgs {
-            web: None,
-            web_token: None,
-            web_history: 10_000,
-        }
-    }
-}
-
-/// Broker settings shared by the export and `tapline collect`.
-#[derive(Debug, Args, Clone)]
-pub struct BrokerArgs {
-    /// The JetStream stream holding the subject (created, covering it, if missing).
-    #[arg(long, default_value = tapline_export::broker::DEFAULT_STREAM, value_name = "NAME")]
-    pub export_stream: String,
-    /// Most entries the broker keeps: Redis XADD MAXLEN ~ N, and the JetStream stream's
-    /// message limit when tapline creates it.
-    #[arg(long, default_value_t = tapline_export::broker::DEFAULT_MAXLEN, value_name = "N")]
-    pub export_maxlen: u64,
-}
-
-impl Default for BrokerArgs {
-    fn default() -> Self {
-        BrokerArgs {
-            export_stream: tapline_export::broker::DEFAULT_STREAM.into(),
-            export_maxlen: tapline_export::broker::DEFAULT_MAXLEN,
-        }
-    }
-}
-
-/// `tapline collect`
-#[derive(Debug, Args)]
-pub struct CollectArgs {
-    /// Where to read events from: nats://HOST:PORT/SUBJECT or redis://HOST:PORT/STREAM.
-    #[arg(long, value_name = "URL")]
-    pub from: String,
-    /// Collectors in the same group share the stream's events (the JetStream durable
-    /// consumer, the Redis consumer group).
-    #[arg(long, default_value = "tapline-collect", value_name = "NAME")]
-    pub group: String,
-    /// Broker settings.
-    #[command(flatten)]
-    pub broker: BrokerArgs,
-    /// Stop by itself after this long.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub duration: Option<Duration>,
-    /// Stop once no event came for this long.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub idle_exit: Option<Duration>,
-    /// JSON lines on stdout instead of human text.
-    #[arg(long)]
-    pub json: bool,
-    /// JSON lines to this file (stdout keeps human text unless --json or --quiet).
-    #[arg(long, value_name = "FILE.jsonl")]
-    pub output: Option<PathBuf>,
-    /// The live web view of what is collected.
-    #[command(flatten)]
-    pub view: WebArgs,
-    /// Prometheus metrics on this address (loopback unless given).
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<String>,
-    /// No human output on stdout.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
-
-/// Syslog message formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum SyslogFormat {
-    /// RFC 5424 with structured data.
-    #[default]
-    #[value(name = "5424")]
-    Rfc5424,
-    /// BSD syslog (RFC 3164).
-    #[value(name = "3164")]
-    Rfc3164,
 }
 
 /// Parses `2s`, `300ms`, `5m`, `1h30m`; a bare number is milliseconds (lueur's style).
