@@ -18,45 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    can_capture, demo, have, json_lines, run_ok, start_mapping, tapline, temp_dir, Postgres, Proc,
+    can_capture, demo, have, json_lines, record_lo, run_ok, start_mapping, tapline, temp_dir,
+    Postgres,
 };
 use decode_tshark::{every_port_as, tshark_facts, Facts};
-
-/// Runs `workload` while tcpdump records `tcp port PORT` on lo into `file`.
-fn record(file: &Path, port: u16, workload: impl FnOnce()) {
-    let mut cmd = Command::new("tcpdump");
-    // A 64 MiB kernel buffer: the workloads burst thousands of segments on a busy machine.
-    cmd.args([
-        "-i",
-        "lo",
-        "--immediate-mode",
-        "-U",
-        "-B",
-        "65536",
-        "-s",
-        "0",
-        "-w",
-    ])
-    .arg(file)
-    .args(["tcp", "port", &port.to_string()]);
-    let mut tcpdump = Proc::spawn("tcpdump", cmd);
-    tcpdump.wait_output("listening on", Duration::from_secs(20));
-    workload();
-    // Let the last segments (FINs) reach tcpdump before stopping it.
-    std::thread::sleep(Duration::from_millis(500));
-    tcpdump.stop(Duration::from_secs(10));
-    // Every comparison below assumes the recording is complete.
-    let report = tcpdump.stderr();
-    let dropped = report
-        .lines()
-        .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
-        .and_then(|n| n.trim().parse::<u64>().ok());
-    assert_eq!(
-        dropped,
-        Some(0),
-        "tcpdump lost packets, so the recording cannot be compared: {report}"
-    );
-}
 
 /// `tapline capture -r FILE --json`: its JSON lines.
 fn capture_lines(file: &Path) -> Vec<serde_json::Value> {
@@ -172,7 +137,7 @@ fn postgres_capture_tshark_and_proxy_agree() {
     };
     let dir = temp_dir();
     let file = dir.path().join("pg.pcap");
-    record(&file, pg.addr.port(), || pg_workload(pg.addr, dir.path()));
+    record_lo(&file, pg.addr.port(), || pg_workload(pg.addr, dir.path()));
 
     let rules = every_port_as(&file, "pgsql");
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
@@ -298,7 +263,7 @@ fn http_capture_tshark_and_proxy_agree() {
     let (_demo, origin) = demo();
     let dir = temp_dir();
     let file = dir.path().join("http.pcap");
-    record(&file, origin.port(), || http_workload(origin));
+    record_lo(&file, origin.port(), || http_workload(origin));
 
     let rules = every_port_as(&file, "http");
     let rules: Vec<&str> = rules.iter().map(String::as_str).collect();

@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    can_capture, capture, curl_ok, demo, free_port, have, json_lines, local, run_tapline,
-    start_mapping, start_proxy, temp_dir, write_plugin, Proc,
+    can_capture, capture, curl_ok, demo, free_port, have, json_lines, local, record_lo,
+    run_tapline, start_mapping, start_proxy, temp_dir, write_plugin, Proc,
 };
 use serde_json::Value;
 
@@ -39,12 +39,11 @@ return p
 /// Records curl's requests to `origin` into `file`: keep-alive GETs (a 404 and a chunked
 /// answer among them), a POST with a body, a HEAD, a PUT of 20 kB.
 fn record(file: &Path, origin: SocketAddr, dir: &Path) {
-    let mut cmd = Command::new("tcpdump");
-    cmd.args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-w"])
-        .arg(file)
-        .args(["tcp", "port", &origin.port().to_string()]);
-    let mut tcpdump = Proc::spawn("tcpdump", cmd);
-    tcpdump.wait_output("listening on", Duration::from_secs(20));
+    record_lo(file, origin.port(), || curl_workload(origin, dir));
+}
+
+/// The requests [`record`] records.
+fn curl_workload(origin: SocketAddr, dir: &Path) {
     let url = |path: &str| format!("http://{origin}{path}");
     let (a, b, c) = (url("/"), url("/status/404"), url("/chunked/3000"));
     curl_ok(&[
@@ -83,8 +82,6 @@ fn record(file: &Path, origin: SocketAddr, dir: &Path) {
         &upload,
         &url("/echo?put=1"),
     ]);
-    std::thread::sleep(Duration::from_millis(500));
-    tcpdump.stop(Duration::from_secs(10));
 }
 
 /// `tapline replay -r FILE --to http=TARGET --speed max --report …` plus `args`: exit code,

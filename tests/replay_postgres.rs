@@ -12,11 +12,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{can_capture, have, have_psycopg, json_lines, run_tapline, temp_dir, Postgres, Proc};
+use common::{
+    can_capture, have, have_psycopg, json_lines, record_lo, run_tapline, temp_dir, Postgres,
+};
 
 const SCHEMA: &str =
     "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric, data bytea)";
@@ -72,29 +73,6 @@ fn statements(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Records `tcp port PORT` on lo into `file` while `workload` runs.
-fn record(file: &Path, port: u16, workload: impl FnOnce()) {
-    let mut cmd = Command::new("tcpdump");
-    cmd.args([
-        "-i",
-        "lo",
-        "--immediate-mode",
-        "-U",
-        "-B",
-        "65536",
-        "-s",
-        "0",
-        "-w",
-    ])
-    .arg(file)
-    .args(["tcp", "port", &port.to_string()]);
-    let mut tcpdump = Proc::spawn("tcpdump", cmd);
-    tcpdump.wait_output("listening on", Duration::from_secs(20));
-    workload();
-    std::thread::sleep(Duration::from_millis(500));
-    tcpdump.stop(Duration::from_secs(10));
-}
-
 /// Runs `tapline replay` with `args`, the target's `--to` first.
 fn replay(to: SocketAddr, args: &[&str]) -> (i32, String, String) {
     let to = format!("postgres={to}");
@@ -121,7 +99,7 @@ fn a_psycopg_workload_replays_into_a_fresh_cluster() {
     let dir = temp_dir();
     let pcap = dir.path().join("pg.pcap");
     let before = statements(&original.log()).len();
-    record(&pcap, original.addr.port(), || {
+    record_lo(&pcap, original.addr.port(), || {
         let out = Command::new("python3")
             .args(["-c", WORKLOAD, &original.addr.port().to_string()])
             .output()
@@ -286,7 +264,7 @@ fn bad_postgres_inputs_say_so_in_one_line() {
     // The logins need a capture with a session in it: a trivial one from a psql run.
     let pcap = dir.path().join("one.pcap");
     if can_capture() && have("tcpdump") {
-        record(&pcap, pg.addr.port(), || {
+        record_lo(&pcap, pg.addr.port(), || {
             assert_eq!(Postgres::psql(pg.addr, "SELECT 1").0, 0);
         });
         let p = pcap.to_str().unwrap();

@@ -1,10 +1,11 @@
 //! Capture helpers for the end-to-end tests: the privilege live capture needs, the shared
 //! captures, `tapline capture` on files, and tshark's output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use super::{in_ci, json_lines, run_tapline, shared_pcaps, temp_dir};
+use super::{in_ci, json_lines, run_tapline, shared_pcaps, temp_dir, Proc};
 
 /// Whether the tests run as root (`id -u` is 0).
 pub fn is_root() -> bool {
@@ -58,4 +59,40 @@ pub fn tshark_stdout(args: &[&str]) -> String {
         .output()
         .expect("run tshark");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `workload` while tcpdump records `tcp port PORT` on lo into `file` (a 64 MiB kernel
+/// buffer: the workloads burst thousands of segments on a busy machine), and asserts the
+/// kernel dropped nothing, since every comparison with the recording assumes it is whole.
+pub fn record_lo(file: &Path, port: u16, workload: impl FnOnce()) {
+    let mut cmd = Command::new("tcpdump");
+    cmd.args([
+        "-i",
+        "lo",
+        "--immediate-mode",
+        "-U",
+        "-B",
+        "65536",
+        "-s",
+        "0",
+        "-w",
+    ])
+    .arg(file)
+    .args(["tcp", "port", &port.to_string()]);
+    let mut tcpdump = Proc::spawn("tcpdump", cmd);
+    tcpdump.wait_output("listening on", Duration::from_secs(20));
+    workload();
+    // Let the last segments (FINs) reach tcpdump before stopping it.
+    std::thread::sleep(Duration::from_millis(500));
+    tcpdump.stop(Duration::from_secs(10));
+    let report = tcpdump.stderr();
+    let dropped = report
+        .lines()
+        .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(
+        dropped,
+        Some(0),
+        "tcpdump lost packets, so the recording cannot be compared: {report}"
+    );
 }

@@ -18,7 +18,7 @@ mod pki;
 #[allow(unused_imports)]
 pub use broker::{Broker, BrokerKind};
 #[allow(unused_imports)]
-pub use capture::{can_capture, capture, is_root, shared_pcap, tshark_stdout};
+pub use capture::{can_capture, capture, is_root, record_lo, shared_pcap, tshark_stdout};
 #[allow(unused_imports)]
 pub use net::{connect_tunnel, curl, curl_env, curl_ok, echo_server, local, read_head, tls_server};
 #[allow(unused_imports)]
