@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The web view's cost to the proxy: forward-proxy requests/s with wrk through two tapline
-# proxies in the same run, one plain and one with --web and a headless Chromium page open on
-# it following the live stream (Debian's chromium driven by Python playwright). Rounds
-# alternate between the two; the page's row count at the end shows it kept up.
+# The web view's cost to the proxy: forward-proxy requests/s with wrk through three tapline
+# proxies in the same run: plain, with --web and nobody looking, and with --web and a
+# headless Chromium page open on it following the live stream (Debian's chromium driven by
+# Python playwright). Rounds alternate between them; the page's row count at the end shows
+# it kept up.
 #
 #   bench/web.sh [SECONDS_PER_RUN] [ROUNDS]   (defaults 10 and 3; needs wrk, nginx, chromium,
 #                                              python3 with playwright)
@@ -20,12 +21,15 @@ python3 -c 'import playwright' 2>/dev/null || bench_fail "python3 playwright is 
 bench_build
 
 origin=$(free_port); plain=$(free_port); viewed=$(free_port); web=$(free_port)
+unseen=$(free_port); unseen_web=$(free_port)
 nginx_conf origin 1 "server { listen 127.0.0.1:$origin; location / { return 200 \"hello from the origin\\n\"; } }"
 nginx -c "$work/origin/nginx.conf" -p "$work/origin" & pids+=($!)
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$plain" 2>"$work/plain.err" & pids+=($!)
 "$tapline" proxy --quiet --proxy-address "127.0.0.1:$viewed" --web "127.0.0.1:$web" \
     2>"$work/viewed.err" & pids+=($!)
-wait_port "$origin"; wait_port "$plain"; wait_port "$viewed"; wait_port "$web"
+"$tapline" proxy --quiet --proxy-address "127.0.0.1:$unseen" --web "127.0.0.1:$unseen_web" \
+    2>"$work/unseen.err" & pids+=($!)
+wait_port "$origin"; wait_port "$plain"; wait_port "$viewed"; wait_port "$web"; wait_port "$unseen"
 
 # A page that follows the stream until killed, printing its row count every second.
 cat >"$work/follow.py" <<'PY'
@@ -53,9 +57,10 @@ echo "tapline web view bench: ${secs}s per run, $rounds rounds, $(nproc) cores, 
 best_plain=0; best_viewed=0
 for round in $(seq 1 "$rounds"); do
     p=$(wrk_stats "http://127.0.0.1:$plain/" -s "$work/forward.lua" | cut -d' ' -f1)
+    u=$(wrk_stats "http://127.0.0.1:$unseen/" -s "$work/forward.lua" | cut -d' ' -f1)
     v=$(wrk_stats "http://127.0.0.1:$viewed/" -s "$work/forward.lua" | cut -d' ' -f1)
-    printf 'round %d: plain %10.0f req/s   --web with a page following %10.0f req/s   ratio %.2f\n' \
-        "$round" "$p" "$v" "$(python3 -c "print($v / $p)")"
+    printf 'round %d: plain %8.0f req/s   --web, no page %8.0f (%.2f)   --web, a page following %8.0f (%.2f)\n' \
+        "$round" "$p" "$u" "$(python3 -c "print($u / $p)")" "$v" "$(python3 -c "print($v / $p)")"
     best_plain=$(python3 -c "print(max($best_plain, $p))"); best_viewed=$(python3 -c "print(max($best_viewed, $v))")
 done
 printf 'best of %d: plain %.0f req/s, --web with a page %.0f req/s: %.2fx\n' "$rounds" \
